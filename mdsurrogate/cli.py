@@ -1,0 +1,378 @@
+"""The ``mdsurrogate`` command line: subcommands that mirror the pipeline.
+
+    ingest  → dataset on disk        train → run directory (checkpoints, metrics)
+    eval    → test MSE (papers' metric), optionally after a random rigid motion
+    rollout → trajectory file (PDB / XYZ / DCD)       demo → the whole pipeline on an embedded default
+    info    → what a dataset or checkpoint holds
+
+Thin by design: parse, validate, call the library, show progress. Errors are one red sentence and a non-zero
+exit code; set MDSURROGATE_DEBUG=1 to see tracebacks.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import shlex
+import sys
+import time
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from .errors import UserError
+
+app = typer.Typer(
+    help="Learned E(n)-equivariant surrogates of particle and molecular simulations: ingest, train, roll out.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+ingest_app = typer.Typer(help="Turn a simulation or trajectory into a training dataset.", no_args_is_help=True)
+app.add_typer(ingest_app, name="ingest")
+
+err = Console(stderr=True)
+out = Console()
+
+
+def fail(message: str, code: int = 2):
+    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def friendly(fn):
+    """Turn user errors into one sentence and exit code 2; unexpected errors into exit code 1."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except (typer.Exit, typer.Abort, KeyboardInterrupt):
+            raise
+        except (UserError, FileNotFoundError, IsADirectoryError, PermissionError) as exc:
+            if os.environ.get("MDSURROGATE_DEBUG"):
+                raise
+            fail(str(exc))
+        except Exception as exc:  # noqa: BLE001 - last line of defence: never a traceback for users
+            if os.environ.get("MDSURROGATE_DEBUG"):
+                raise
+            fail(f"{exc.__class__.__name__}: {exc} (set MDSURROGATE_DEBUG=1 for the traceback)", code=1)
+
+    return wrapper
+
+
+def emit_json(obj: dict) -> None:
+    """Print one JSON object as the last line of stdout."""
+    sys.stdout.write(json.dumps(obj, default=float) + "\n")
+    sys.stdout.flush()
+
+
+# --------------------------------------------------------------------------------------------------------
+# ingest
+# --------------------------------------------------------------------------------------------------------
+@ingest_app.command("nbody")
+@friendly
+def ingest_nbody_cmd(
+    out_dir: Path = typer.Argument(..., help="Dataset directory to create."),
+    train: int = typer.Option(3000, help="Training simulations (paper: first 3000 of 10 000)."),
+    val: int = typer.Option(2000, help="Validation simulations."),
+    test: int = typer.Option(2000, help="Test simulations."),
+    seed: int = typer.Option(43, help="Seed of the one legacy-NumPy stream (paper: 43)."),
+    stream_train: int = typer.Option(10000, help="Train initial conditions drawn before val/test, as the official "
+                                     "generator does (keeps val/test identical whatever --train is)."),
+    overwrite: bool = typer.Option(False, help="Replace an existing dataset (only once the new one is complete)."),
+    json_out: bool = typer.Option(False, "--json", help="Print a JSON summary as the last line."),
+):
+    """Simulate the charged N-body system (EGNN paper, Table 2) and write the dataset (frames 30 → 40)."""
+    from .data.dataset import Dataset
+    from .data.ingest import ingest_nbody
+
+    if min(train, val, test) < 0:
+        fail("--train, --val and --test must be ≥ 0")
+    t0 = time.perf_counter()
+    with err.status(f"simulating {train + val + test} N-body systems…"):
+        path = ingest_nbody(out_dir, n_train=train, n_val=val, n_test=test, seed=seed,
+                            stream_train=max(stream_train, train), overwrite=overwrite)
+    summary = Dataset(path).describe() | {"seconds": round(time.perf_counter() - t0, 2)}
+    n = summary["samples"]
+    err.print(f"[green]wrote[/] {path}: {n['train']} train / {n['val']} val / {n['test']} test samples "
+              f"({summary['seconds']} s)")
+    if json_out:
+        emit_json(summary)
+
+
+# --------------------------------------------------------------------------------------------------------
+# train
+# --------------------------------------------------------------------------------------------------------
+class TrainProgress:
+    """A rich progress bar over epochs with the live loss and the best validation/test MSE."""
+
+    def __init__(self, enabled: bool):
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, \
+            TimeRemainingColumn
+
+        self.enabled = enabled
+        self.progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                 TextColumn("{task.fields[stats]}"), TimeElapsedColumn(), TimeRemainingColumn(),
+                                 console=err, transient=False, disable=not enabled)
+        self.task = None
+        self.loss = float("nan")
+        self.best = ""
+
+    def __call__(self, ev: dict):
+        kind = ev.get("event")
+        if kind == "start":
+            self.progress.start()
+            self.task = self.progress.add_task("training", total=ev["epochs"], completed=ev["start_epoch"], stats="")
+            err.print(f"model with {ev['parameters']:,} parameters on {ev['device']}, "
+                      f"{ev['train_samples']} training samples", highlight=False)
+        elif kind == "batch" and self.task is not None:
+            self.loss = ev["loss"]
+        elif kind == "epoch" and self.task is not None:
+            if "best_val" in ev:
+                self.best = f"val {ev['val_mse']:.4g} best {ev['best_val']:.4g} (test {ev['best_test']:.4g})"
+            self.progress.update(self.task, completed=ev["epoch"] + 1,
+                                 stats=f"loss {ev['train_loss']:.4g}  {self.best}")
+
+    def stop(self):
+        self.progress.stop()
+
+
+@app.command()
+@friendly
+def train(
+    recipe: Path = typer.Argument(..., help="Recipe TOML file (see recipes/)."),
+    data: str = typer.Option(None, help="Dataset directory (overrides [data] path)."),
+    out_dir: Path = typer.Option(None, "--out", help="Run directory (default runs/<recipe>-<time>)."),
+    set_: list[str] = typer.Option(None, "--set", help="Override a recipe entry: section.key=value (repeatable)."),
+    device: str = typer.Option("auto", help="auto, cpu or cuda[:i]."),
+    resume: bool = typer.Option(False, help="Continue the run in --out from its last checkpoint."),
+    quiet: bool = typer.Option(False, help="No progress bar."),
+    json_out: bool = typer.Option(False, "--json", help="Print the summary as JSON on the last line."),
+):
+    """Train a propagator; writes best.pt, last.pt, metrics.jsonl, recipe.toml and summary.json to the run dir.
+
+    Multi-GPU / multi-process: `torchrun --nproc-per-node 4 -m mdsurrogate train RECIPE --out RUN`.
+    """
+    from .config import load_recipe
+    from .training.loop import Trainer
+
+    rec, _ = load_recipe(recipe, set_ or [])
+    if out_dir is None:
+        if resume:
+            fail("--resume needs --out RUN_DIR (the run to continue)")
+        out_dir = Path("runs") / f"{rec.name or recipe.stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+    rank = int(os.environ.get("RANK", "0"))
+    progress = TrainProgress(enabled=not quiet and rank == 0)
+    command = "mdsurrogate " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    try:
+        trainer = Trainer(rec, out_dir, device=device, resume=resume, data_path=data, command=command,
+                          callback=progress)
+        summary = trainer.run()
+    finally:
+        progress.stop()
+    if rank == 0:
+        err.print(f"[green]done[/] {summary['run_dir']}: test MSE {summary['test_mse']:.6g} at the best validation "
+                  f"(epoch {summary['best_epoch']}, val {summary['best_val_mse']:.6g}), {summary['seconds']} s",
+                  highlight=False)
+        if json_out:
+            emit_json(summary)
+
+
+# --------------------------------------------------------------------------------------------------------
+# eval
+# --------------------------------------------------------------------------------------------------------
+@app.command("eval")
+@friendly
+def eval_cmd(
+    model: Path = typer.Argument(..., help="Run directory (uses best.pt) or checkpoint file."),
+    data: str = typer.Option(None, help="Dataset (default: the one the model was trained on)."),
+    split: str = typer.Option("test", help="train, val or test."),
+    rotate: bool = typer.Option(False, help="Apply a random rotation with reflection to the split first."),
+    translate: bool = typer.Option(False, help="Apply a random translation to the split first."),
+    seed: int = typer.Option(0, help="Seed of the random rigid motion."),
+    batch_size: int = typer.Option(100, help="Evaluation batch size."),
+    device: str = typer.Option("auto", help="auto, cpu or cuda[:i]."),
+    clusters: Path = typer.Option(None, help="Write the first sample's hard cluster assignment (hierarchical "
+                                  "models) to this PDB (B-factor) or extended-XYZ file."),
+    json_out: bool = typer.Option(False, "--json", help="Print the figures as JSON on the last line."),
+):
+    """Position MSE as the papers define it (Σ batch MSE × graphs / Σ graphs) on a split."""
+    from .data.dataset import Dataset
+    from .training.checkpoint import load_checkpoint, model_from_checkpoint
+    from .training.loop import resolve_device
+    from .training.metrics import evaluate
+
+    dev = resolve_device(device)
+    ck = load_checkpoint(model)
+    net, feat = model_from_checkpoint(ck, device=dev)
+    ds = Dataset(data or ck["dataset"]["path"])
+    if ds.features.to_dict() != feat.spec.to_dict():
+        fail(f"dataset {ds.path} has other features than the model was trained with")
+    ids = ds.split_indices(split)
+    res = evaluate(net, ds, ids, feat, device=dev, batch_size=batch_size, rotate=rotate, translate=translate,
+                   seed=seed)
+    res = {"model": ck["model"]["name"], "split": split, "rotate": rotate, "translate": translate, **res}
+    if clusters is not None:
+        res["clusters_file"] = str(write_clusters(net, feat, ds, ids[:1], clusters, dev))
+    table = Table(show_header=True, header_style="bold")
+    for k in ("model", "split", "graphs", "mse", "mse_v"):
+        table.add_column(k)
+    table.add_row(res["model"], split + (" (rotated)" if rotate else "") + (" (translated)" if translate else ""),
+                  str(res["graphs"]), f"{res['mse']:.6g}", f"{res['mse_v']:.6g}")
+    err.print(table)
+    if json_out:
+        emit_json(res)
+
+
+def write_clusters(net, feat, ds, ids, path: Path, device) -> Path:
+    import torch
+
+    from .io.topology import AtomTopology
+    from .io.writers import open_writer
+
+    x0, v0, _, _, topo = ds.gather(ids)
+    with torch.no_grad():
+        pred = net(feat(x0.to(device), v0.to(device), topo.to(device)))
+    if "clusters" not in pred.extras:
+        fail(f"model {type(net).__name__} has no cluster assignment to write")
+    cl = pred.extras["clusters"].cpu().numpy()
+    top = AtomTopology.generic(x0.shape[0])
+    with open_writer(path, top, bfactors=cl.astype(float)) as w:
+        w.write(x0.numpy(), clusters=cl)
+    return path
+
+
+# --------------------------------------------------------------------------------------------------------
+# rollout
+# --------------------------------------------------------------------------------------------------------
+@app.command()
+@friendly
+def rollout(
+    source: Path = typer.Argument(..., help="A dataset directory (the initial state is a sample's input frame)."),
+    model: Path = typer.Option(..., help="Run directory or checkpoint."),
+    steps: int = typer.Option(10, help="Number of model steps (each advances Δ)."),
+    out_file: Path = typer.Option(..., "--out", help="Output trajectory: .pdb (multi-MODEL), .xyz (extended) or .dcd."),
+    sample: int = typer.Option(0, help="Index of the starting sample in --split."),
+    split: str = typer.Option("test", help="Split the sample is taken from."),
+    frame: int = typer.Option(None, help="Start from this stored frame of the sample's trajectory instead of the "
+                              "sample's input frame (negative counts from the end)."),
+    device: str = typer.Option("auto", help="auto, cpu or cuda[:i]."),
+    json_out: bool = typer.Option(False, "--json", help="Print per-step errors and timing as JSON on the last line."),
+):
+    """Autoregressive rollout from a dataset sample; reports the per-step error where the data has a reference."""
+    import numpy as np
+
+    from .data.dataset import Dataset
+    from .io.topology import AtomTopology
+    from .io.writers import open_writer
+    from .rollout import rollout as run_rollout
+    from .training.checkpoint import load_checkpoint, model_from_checkpoint
+    from .training.loop import resolve_device
+
+    if steps < 1:
+        fail("--steps must be ≥ 1")
+    if out_file.suffix.lower() not in (".pdb", ".xyz", ".dcd"):
+        fail(f"cannot write {out_file.name}: the extension must be .pdb, .xyz or .dcd")
+    dev = resolve_device(device)
+    ck = load_checkpoint(model)
+    net, feat = model_from_checkpoint(ck, device=dev)
+    ds = Dataset(source)
+    ids = ds.split_indices(split)
+    if not 0 <= sample < len(ids):
+        fail(f"--sample {sample} is out of range: split {split!r} has {len(ids)} samples")
+    traj, f0, _ = (int(a) for a in ds.samples[ids[sample]])
+    if frame is not None:
+        n_frames = int(ds.traj_frames[traj])
+        if not -n_frames <= frame < n_frames:
+            fail(f"--frame {frame} is out of range: the trajectory has {n_frames} frames")
+        f0 = frame % n_frames
+    x0, v0 = ds.states([traj], [f0])
+    topo = ds.topology([traj])
+    delta = int(ck["dataset"]["delta_frames"])
+    frame_dt = float(ck["dataset"]["frame_dt"])
+
+    def reference(k: int):
+        f = f0 + k * delta
+        return ds.frame(traj, f)[0] if f < ds.traj_frames[traj] else None
+
+    top = AtomTopology.generic(x0.shape[0])
+    t_start = time.perf_counter()
+    from rich.progress import Progress
+
+    with open_writer(out_file, top) as writer, Progress(console=err, transient=True) as bar:
+        task = bar.add_task("rolling out", total=steps)
+
+        keep_v = out_file.suffix.lower() == ".xyz"
+
+        def on_frame(k, x, v, t, cl):
+            extra = {"clusters": cl} if cl is not None and keep_v else {}
+            writer.write(x, time_ps=t, velocities=v if keep_v else None, **extra)
+            bar.update(task, completed=k)
+
+        res = run_rollout(net, feat, x0, v0, topo, steps, delta_time=delta * frame_dt, t0=f0 * frame_dt,
+                          reference=reference, on_frame=on_frame, device=dev)
+    secs = time.perf_counter() - t_start
+    if res.stopped:
+        err.print(f"[bold yellow]warning:[/] {res.stopped}; the {res.steps_done} steps before it are in {out_file}")
+    table = Table("step", "time", "position MSE vs reference", header_style="bold")
+    for k in range(1, res.steps_done + 1):
+        e = res.errors[k]
+        table.add_row(str(k), f"{res.times[k]:.4g}", "—" if np.isnan(e) else f"{e:.6g}")
+    err.print(table)
+    err.print(f"[green]wrote[/] {out_file} ({res.steps_done + 1} frames, {secs:.2f} s)")
+    if json_out:
+        emit_json({"out": str(out_file), "steps": res.steps_done, "stopped": res.stopped, "seconds": secs,
+                   "times": res.times.tolist(),
+                   "errors": [None if np.isnan(e) else e for e in res.errors.tolist()]})
+    if res.stopped:
+        raise typer.Exit(3)
+
+
+# --------------------------------------------------------------------------------------------------------
+# info, demo
+# --------------------------------------------------------------------------------------------------------
+@app.command()
+@friendly
+def info(path: Path = typer.Argument(..., help="A dataset directory, run directory or checkpoint.")):
+    """Describe a dataset or a checkpoint (JSON)."""
+    from .data.dataset import Dataset
+    from .training.checkpoint import load_checkpoint
+
+    if path.is_dir() and (path / "meta.json").exists():
+        emit_json(Dataset(path).describe())
+        return
+    ck = load_checkpoint(path)
+    emit_json({k: ck[k] for k in ("kind", "model", "features", "dataset", "train_state", "n_parameters") if k in ck})
+
+
+@app.command()
+@friendly
+def demo(
+    out_dir: Path = typer.Option(Path("demo_out"), "--out", help="Where the dataset, runs and rollout go."),
+    device: str = typer.Option("auto", help="auto, cpu or cuda."),
+    json_out: bool = typer.Option(False, "--json", help="Print the results as JSON on the last line."),
+):
+    """The whole pipeline on an embedded default: simulate N-body, train EGNN and Linear, evaluate, roll out."""
+    from .demo import run_demo
+
+    res = run_demo(out_dir, device=device, console=err)
+    table = Table("model", "test MSE", "test MSE (rotated+translated)", "train s", header_style="bold",
+                  title="charged N-body, Δ = 1000 steps")
+    for row in res["models"]:
+        table.add_row(row["model"], f"{row['test_mse']:.5f}", f"{row['test_mse_rotated']:.5f}", f"{row['seconds']:.1f}")
+    out.print(table)
+    out.print(f"rollout: {res['rollout']}  ·  total {res['seconds']:.0f} s")
+    if json_out:
+        emit_json(res)
+
+
+def main():  # console-script entry point
+    app()
+
+
+if __name__ == "__main__":
+    main()

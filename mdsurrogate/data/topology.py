@@ -1,0 +1,67 @@
+"""Static per-system information, batched flat: node properties and static edge sets.
+
+A trajectory's *topology* is everything that does not change along it: per-node properties (charges,
+complex ids, element ids …) and static edge sets (``"local"``: bonds / bones / intra-complex pairs;
+``"global"`` when the interaction graph is static, e.g. the skeleton's 2-hop graph) with per-edge properties.
+Positions and velocities are the *state*; the featurizer combines both into a ``GraphBatch``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+from .graph import ptr_to_batch
+
+
+@dataclass
+class EdgeSet:
+    """Static edges of a batch: ``index`` [2, E] (receiver, sender) into the flat node arrays, ``props`` name → [E]."""
+
+    index: Tensor
+    props: dict[str, Tensor] = field(default_factory=dict)
+
+    def to(self, device) -> EdgeSet:
+        return EdgeSet(self.index.to(device), {k: t.to(device) for k, t in self.props.items()})
+
+
+@dataclass
+class BatchTopology:
+    """Static description of a batch of systems.
+
+    Attributes:
+        ptr: [B+1] node offsets; ``batch`` [ΣN] is derived.
+        node_props: name → [ΣN] (or [ΣN, k]) per-node properties (e.g. ``charge`` in e, ``complex`` ids).
+        edge_sets: name → EdgeSet (``"local"``, optionally ``"global"``).
+    """
+
+    ptr: Tensor
+    node_props: dict[str, Tensor] = field(default_factory=dict)
+    edge_sets: dict[str, EdgeSet] = field(default_factory=dict)
+    batch: Tensor | None = None
+
+    def __post_init__(self):
+        if self.batch is None:
+            self.batch = ptr_to_batch(self.ptr)
+
+    @property
+    def num_graphs(self) -> int:
+        return self.ptr.numel() - 1
+
+    def to(self, device) -> BatchTopology:
+        return BatchTopology(
+            self.ptr.to(device),
+            {k: t.to(device) for k, t in self.node_props.items()},
+            {k: e.to(device) for k, e in self.edge_sets.items()},
+            self.batch.to(device),
+        )
+
+    def permuted(self, perm: Tensor) -> BatchTopology:
+        """Relabel nodes: new node k is old node ``perm[k]`` (perm must keep every node in its own graph)."""
+        inv = torch.empty_like(perm)
+        inv[perm] = torch.arange(perm.numel(), device=perm.device)
+        props = {k: t[perm] for k, t in self.node_props.items()}
+        sets = {k: EdgeSet(inv[e.index], dict(e.props)) for k, e in self.edge_sets.items()}
+        return BatchTopology(self.ptr, props, sets, self.batch[perm])

@@ -1,0 +1,74 @@
+"""The propagator interface and the model registry.
+
+A propagator maps a batch of states at time t to the states at t + Δ, equivariantly: rotating, reflecting,
+translating or permuting the input moves the output the same way. It returns the whole next state, position
+and velocity, so rollouts can chain it (see design notes in the README).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor, nn
+
+from ..data.graph import GraphBatch
+
+
+@dataclass
+class Prediction:
+    """What a propagator returns.
+
+    Attributes:
+        x: [ΣN, 3] predicted positions at t + Δ.
+        v: [ΣN, 3] predicted velocities at t + Δ.
+        aux_loss: scalar training regulariser already weighted (e.g. EGHN's λ·connectivity loss), or None.
+        extras: model-specific outputs, e.g. ``"cluster_scores"`` [ΣN, K] soft assignment S and
+            ``"clusters"`` [ΣN] hard assignment argmax_k S_ik for EGHN.
+    """
+
+    x: Tensor
+    v: Tensor
+    aux_loss: Tensor | None = None
+    extras: dict[str, Tensor] = field(default_factory=dict)
+
+
+class Propagator(nn.Module):
+    """Base class. Subclasses set ``name`` and implement ``forward(batch) -> Prediction``.
+
+    Constructor contract: ``Model(node_dim=F, edge_dim=A, local_edge_dim=A_l, **hyperparameters)``, where the
+    three dimensions come from the dataset's featurizer and the rest from the recipe's ``[model]`` table.
+    ``uses_local_graph`` tells the data pipeline whether local (connectivity) edges are needed.
+    """
+
+    name: str = ""
+    uses_local_graph: bool = False
+
+    def forward(self, batch: GraphBatch) -> Prediction:  # pragma: no cover - interface
+        raise NotImplementedError
+
+
+MODELS: dict[str, type[Propagator]] = {}
+
+
+def register(cls: type[Propagator]) -> type[Propagator]:
+    """Class decorator: make a propagator available to recipes under ``cls.name``."""
+    if not cls.name:
+        raise ValueError(f"{cls.__qualname__} needs a non-empty `name` to be registered")
+    MODELS[cls.name] = cls
+    return cls
+
+
+def build_model(name: str, *, node_dim: int, edge_dim: int, local_edge_dim: int, **hparams) -> Propagator:
+    """Instantiate a registered model; raises ``KeyError`` naming the known models for an unknown name."""
+    from . import registry  # noqa: F401  (imports every model module so that they register)
+
+    if name not in MODELS:
+        raise KeyError(f"unknown model {name!r}; known models: {', '.join(sorted(MODELS))}")
+    return MODELS[name](node_dim=node_dim, edge_dim=edge_dim, local_edge_dim=local_edge_dim, **hparams)
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+

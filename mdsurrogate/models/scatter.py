@@ -1,0 +1,63 @@
+"""Segment reductions used by every message-passing layer (index_add based, no padding, no dense N×N)."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+
+def scatter_sum(src: Tensor, index: Tensor, dim_size: int) -> Tensor:
+    """Sum rows of ``src`` [E, …] into ``dim_size`` buckets given by ``index`` [E] → [dim_size, …]."""
+    out = src.new_zeros((dim_size,) + src.shape[1:])
+    return out.index_add_(0, index, src)
+
+
+def segment_count(index: Tensor, dim_size: int, dtype: torch.dtype) -> Tensor:
+    """[dim_size] number of rows falling into each bucket (as ``dtype``)."""
+    ones = torch.ones(index.shape[0], dtype=dtype, device=index.device)
+    return torch.zeros(dim_size, dtype=dtype, device=index.device).index_add_(0, index, ones)
+
+
+def scatter_mean(src: Tensor, index: Tensor, dim_size: int, count: Tensor | None = None) -> Tensor:
+    """Mean of rows of ``src`` per bucket; empty buckets give 0. ``count`` may be passed when already known."""
+    total = scatter_sum(src, index, dim_size)
+    if count is None:
+        count = segment_count(index, dim_size, src.dtype)
+    shape = (dim_size,) + (1,) * (src.dim() - 1)
+    return total / count.clamp(min=1).view(shape)
+
+
+class Aggregator:
+    """Reduction plan for one edge set, built once per forward and shared by every layer.
+
+    When the receiver index is sorted (our graph builders emit edges sorted by receiver) sums use
+    ``torch.segment_reduce`` over contiguous segments, which on CPU is an order of magnitude faster than
+    ``index_add_``; otherwise they fall back to ``index_add_``. ``mean`` divides by the in-degree (0 for isolated
+    nodes, matching the EGNN/EGHN "mean over incoming edges").
+
+    Args: index [E] receiver of each edge; dim_size: number of receivers (ΣN, or clusters).
+    """
+
+    def __init__(self, index: Tensor, dim_size: int):
+        self.index = index
+        self.dim_size = dim_size
+        self.counts = torch.bincount(index, minlength=dim_size) if index.numel() else index.new_zeros(dim_size)
+        self.sorted = index.numel() < 2 or bool((index[1:] >= index[:-1]).all())
+        self._inv = None
+
+    def sum(self, src: Tensor) -> Tensor:
+        """[E, …] → [dim_size, …]"""
+        if self.sorted and src.shape[0] > 0:
+            return torch.segment_reduce(src, "sum", lengths=self.counts, axis=0)
+        return scatter_sum(src, self.index, self.dim_size)
+
+    def inv_degree(self, dtype: torch.dtype) -> Tensor:
+        """[dim_size, 1] 1 / in-degree (0 where the in-degree is 0)."""
+        if self._inv is None or self._inv.dtype != dtype:
+            c = self.counts.to(dtype)
+            self._inv = torch.where(c > 0, 1.0 / c.clamp(min=1), torch.zeros_like(c)).unsqueeze(-1)
+        return self._inv
+
+    def mean(self, src: Tensor) -> Tensor:
+        inv = self.inv_degree(src.dtype)
+        return self.sum(src) * inv.view((-1,) + (1,) * (src.dim() - 1))
