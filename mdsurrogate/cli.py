@@ -87,7 +87,6 @@ def ingest_nbody_cmd(
     json_out: bool = typer.Option(False, "--json", help="Print a JSON summary as the last line."),
 ):
     """Simulate the charged N-body system (EGNN paper, Table 2) and write the dataset (frames 30 → 40)."""
-    from .data.dataset import Dataset
     from .data.ingest import ingest_nbody
 
     if min(train, val, test) < 0:
@@ -96,6 +95,41 @@ def ingest_nbody_cmd(
     with err.status(f"simulating {train + val + test} N-body systems…"):
         path = ingest_nbody(out_dir, n_train=train, n_val=val, n_test=test, seed=seed,
                             stream_train=max(stream_train, train), overwrite=overwrite)
+    report_dataset(path, t0, json_out)
+
+
+@ingest_app.command("mcomplex")
+@friendly
+def ingest_mcomplex_cmd(
+    out_dir: Path = typer.Argument(..., help="Dataset directory to create."),
+    complexes: int = typer.Option(3, help="M: complexes per system."),
+    size: int = typer.Option(3, help="N/M: average complex size a (sizes drawn from {2 … 2a−2})."),
+    systems: int = typer.Option(1, help="J: number of system types (1 = single system, 5 = multiple)."),
+    train: int = typer.Option(1000, help="Training systems (paper: 1000)."),
+    val: int = typer.Option(2000, help="Validation systems."),
+    test: int = typer.Option(2000, help="Test systems."),
+    seed: int = typer.Option(43, help="Seed (system types follow the official generator for the same seed)."),
+    overwrite: bool = typer.Option(False, help="Replace an existing dataset (only once the new one is complete)."),
+    json_out: bool = typer.Option(False, "--json", help="Print a JSON summary as the last line."),
+):
+    """Simulate the M-complex system (EGHN paper, Table 1) and write the dataset (frames 10 → 25)."""
+    from .data.ingest import ingest_mcomplex
+
+    if min(train, val, test) < 0 or min(complexes, size, systems) < 1:
+        fail("--complexes, --size and --systems must be ≥ 1 and the split sizes ≥ 0")
+    t0 = time.perf_counter()
+    with err.status(f"simulating {train + val + test} M-complex systems…"):
+        try:
+            path = ingest_mcomplex(out_dir, n_complexes=complexes, avg_size=size, n_types=systems, n_train=train,
+                                   n_val=val, n_test=test, seed=seed, overwrite=overwrite)
+        except ValueError as exc:
+            fail(str(exc))
+    report_dataset(path, t0, json_out)
+
+
+def report_dataset(path: Path, t0: float, json_out: bool) -> None:
+    from .data.dataset import Dataset
+
     summary = Dataset(path).describe() | {"seconds": round(time.perf_counter() - t0, 2)}
     n = summary["samples"]
     err.print(f"[green]wrote[/] {path}: {n['train']} train / {n['val']} val / {n['test']} test samples "
@@ -111,8 +145,14 @@ class TrainProgress:
     """A rich progress bar over epochs with the live loss and the best validation/test MSE."""
 
     def __init__(self, enabled: bool):
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, \
-            TimeRemainingColumn
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
 
         self.enabled = enabled
         self.progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
@@ -217,6 +257,8 @@ def eval_cmd(
                    seed=seed)
     res = {"model": ck["model"]["name"], "split": split, "rotate": rotate, "translate": translate, **res}
     if clusters is not None:
+        if not net.produces_clusters:
+            fail(f"model {net.name!r} has no cluster assignment to write (use a hierarchical model such as eghn)")
         res["clusters_file"] = str(write_clusters(net, feat, ds, ids[:1], clusters, dev))
     table = Table(show_header=True, header_style="bold")
     for k in ("model", "split", "graphs", "mse", "mse_v"):
@@ -237,12 +279,13 @@ def write_clusters(net, feat, ds, ids, path: Path, device) -> Path:
     x0, v0, _, _, topo = ds.gather(ids)
     with torch.no_grad():
         pred = net(feat(x0.to(device), v0.to(device), topo.to(device)))
-    if "clusters" not in pred.extras:
-        fail(f"model {type(net).__name__} has no cluster assignment to write")
+    if not net.produces_clusters:
+        fail(f"model {net.name!r} has no cluster assignment to write (use a hierarchical model such as eghn)")
     cl = pred.extras["clusters"].cpu().numpy()
     top = AtomTopology.generic(x0.shape[0])
-    with open_writer(path, top, bfactors=cl.astype(float)) as w:
-        w.write(x0.numpy(), clusters=cl)
+    opts = {"bfactors": "cluster"} if path.suffix.lower() == ".pdb" else {}
+    with open_writer(path, top, **opts) as w:
+        w.write(x0.numpy(), cluster=cl)
     return path
 
 
@@ -300,17 +343,18 @@ def rollout(
         return ds.frame(traj, f)[0] if f < ds.traj_frames[traj] else None
 
     top = AtomTopology.generic(x0.shape[0])
+    ext = out_file.suffix.lower()
+    has_clusters = net.produces_clusters
     t_start = time.perf_counter()
     from rich.progress import Progress
 
-    with open_writer(out_file, top) as writer, Progress(console=err, transient=True) as bar:
+    writer_opts = {"bfactors": "cluster"} if has_clusters and ext == ".pdb" else {}
+    with open_writer(out_file, top, **writer_opts) as writer, Progress(console=err, transient=True) as bar:
         task = bar.add_task("rolling out", total=steps)
 
-        keep_v = out_file.suffix.lower() == ".xyz"
-
         def on_frame(k, x, v, t, cl):
-            extra = {"clusters": cl} if cl is not None and keep_v else {}
-            writer.write(x, time_ps=t, velocities=v if keep_v else None, **extra)
+            extra = {"cluster": cl} if cl is not None and ext != ".dcd" else {}
+            writer.write(x, time_ps=t, velocities=v if ext == ".xyz" else None, **extra)
             bar.update(task, completed=k)
 
         res = run_rollout(net, feat, x0, v0, topo, steps, delta_time=delta * frame_dt, t0=f0 * frame_dt,

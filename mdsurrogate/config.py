@@ -2,6 +2,7 @@
 
     name = "nbody_egnn"                 # optional
     description = "…"                   # optional
+    base = "other_recipe.toml"          # optional: start from another recipe (path relative to this file)
     [data]
     path = "data/nbody_small"           # a dataset made by `mdsurrogate ingest`
     max_train_samples = 3000            # optional cap (first samples of the train split)
@@ -124,13 +125,14 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
 
 
 def recipe_from_dict(raw: dict) -> Recipe:
-    valid_top = ["data", "model", "train", "name", "description"]
+    valid_top = ["data", "model", "train", "name", "description", "base"]
     for key in raw:
         if key not in valid_top:
             raise RecipeError(f"unknown recipe section {key!r}{_closest(key, valid_top)}")
     for sec in ("data", "model", "train"):
         if sec in raw and not isinstance(raw[sec], dict):
             raise RecipeError(f"[{sec}] must be a table")
+    raw = {k: v for k, v in raw.items() if k != "base"}
     model_raw = dict(raw.get("model", {}))
     name = model_raw.pop("name", "egnn")
     recipe = Recipe(
@@ -149,8 +151,8 @@ def recipe_from_dict(raw: dict) -> Recipe:
 
 def validate_model(model: ModelConfig) -> None:
     """Check that the model exists and that every hyper-parameter is one its constructor takes."""
-    from .models.base import MODELS
     from .models import registry  # noqa: F401
+    from .models.base import MODELS
 
     if model.name not in MODELS:
         raise RecipeError(f"unknown model {model.name!r}{_closest(model.name, list(MODELS))}")
@@ -163,16 +165,36 @@ def validate_model(model: ModelConfig) -> None:
 
 def load_recipe(path: str | Path, overrides: list[str] | None = None) -> tuple[Recipe, dict]:
     """Read a TOML recipe, apply overrides, validate. Returns (recipe, resolved raw dict)."""
-    path = Path(path)
+    raw = apply_overrides(read_recipe_file(Path(path)), overrides or [])
+    recipe = recipe_from_dict(raw)
+    return recipe, recipe.to_dict()
+
+
+def merge(base: dict, top: dict) -> dict:
+    """Recursive dict merge: tables merge key by key, anything else in ``top`` replaces ``base``."""
+    out = dict(base)
+    for k, v in top.items():
+        out[k] = merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def read_recipe_file(path: Path, _seen: tuple[Path, ...] = ()) -> dict:
+    """Parse a recipe, resolving ``base = "…"`` chains (relative to the including file)."""
     if not path.is_file():
         raise RecipeError(f"recipe {path} does not exist")
+    if path.resolve() in _seen:
+        raise RecipeError(f"recipe {path} includes itself through `base`")
     try:
         raw = tomllib.loads(path.read_text())
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise RecipeError(f"recipe {path} is not valid TOML ({exc})") from None
-    raw = apply_overrides(raw, overrides or [])
-    recipe = recipe_from_dict(raw)
-    return recipe, recipe.to_dict()
+    base = raw.pop("base", None)
+    if base is None:
+        return raw
+    parent = read_recipe_file(path.parent / str(base), _seen + (path.resolve(),))
+    parent.pop("name", None)
+    parent.pop("description", None)
+    return merge(parent, raw)
 
 
 def dump_toml(d: dict) -> str:

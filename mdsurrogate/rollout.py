@@ -73,7 +73,8 @@ def rollout(model, featurizer: Featurizer, x0: torch.Tensor, v0: torch.Tensor, t
     """Chain ``steps`` propagator steps from (x0, v0) [ΣN, 3].
 
     ``reference(k)`` may return the true positions [ΣN, 3] after k steps (or None); ``on_frame(k, x, v, time,
-    clusters)`` is called for k = 0 … steps_done (e.g. to stream frames to a writer).
+    clusters)`` is called for k = 0 … steps_done (e.g. to stream frames to a writer). ``clusters`` is the hard
+    cluster assignment the model gives the nodes of frame k (hierarchical models), else None.
     """
     guard = guard or StabilityGuard()
     model.eval()
@@ -81,30 +82,36 @@ def rollout(model, featurizer: Featurizer, x0: torch.Tensor, v0: torch.Tensor, t
     x = x0.to(device=device, dtype=dtype)
     v = v0.to(device=device, dtype=dtype)
     rg0 = radius_of_gyration(x, topo)
-    xs, vs, times, errs, cls = [x.cpu().numpy()], [v.cpu().numpy()], [t0], [0.0], []
-    if on_frame:
-        on_frame(0, xs[0], vs[0], t0, None)
+    xs, vs, times, errs, cls = [], [], [], [], []
     stopped = None
+
+    def emit(k, x, v, pred):
+        xn, vn = x.cpu().numpy(), v.cpu().numpy()
+        c = pred.extras.get("clusters") if pred is not None else None
+        cn = c.cpu().numpy() if c is not None else None
+        ref = reference(k) if (reference and k > 0) else None
+        t = t0 + k * delta_time
+        xs.append(xn)
+        vs.append(vn)
+        times.append(t)
+        errs.append(float(((xn - ref) ** 2).mean()) if ref is not None else (0.0 if k == 0 else math.nan))
+        if cn is not None:
+            cls.append(cn)
+        if on_frame:
+            on_frame(k, xn, vn, t, cn)
+
+    pred = model(featurizer(x, v, topo))  # state 0 → 1; also the cluster assignment of frame 0
     for k in range(1, steps + 1):
-        pred = model(featurizer(x, v, topo))
         x_new, v_new = pred.x.to(dtype), pred.v.to(dtype)
+        emit(k - 1, x, v, pred)
         stopped = guard.check(x_new, v_new, rg0, topo)
         if stopped:
             stopped = f"rollout stopped before step {k}: {stopped}"
             break
         x, v = x_new, v_new
-        xn, vn = x.cpu().numpy(), v.cpu().numpy()
-        c = pred.extras.get("clusters")
-        cn = c.cpu().numpy() if c is not None else None
-        if cn is not None:
-            cls.append(cn)
-        ref = reference(k) if reference else None
-        errs.append(float(((xn - ref) ** 2).mean()) if ref is not None else math.nan)
-        t = t0 + k * delta_time
-        xs.append(xn)
-        vs.append(vn)
-        times.append(t)
-        if on_frame:
-            on_frame(k, xn, vn, t, cn)
-    clusters = np.stack([cls[0]] + cls) if cls else None
+        if k < steps or "clusters" in pred.extras:
+            pred = model(featurizer(x, v, topo))
+    if not stopped:
+        emit(steps, x, v, pred if "clusters" in pred.extras else None)
+    clusters = np.stack(cls) if cls else None
     return RolloutResult(np.stack(xs), np.stack(vs), np.asarray(times), np.asarray(errs), clusters, stopped)

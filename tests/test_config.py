@@ -46,3 +46,13 @@ def test_bad_files(tmp_path):
     bad.write_text("[train\nepochs=")
     with pytest.raises(RecipeError, match="not valid TOML"):
         load_recipe(bad)
+
+
+def test_base_recipes_merge(tmp_path):
+    (tmp_path / "base.toml").write_text('[model]\nname = "egnn"\nhidden = 32\n[train]\nepochs = 7\nlr = 1e-3\n')
+    (tmp_path / "child.toml").write_text('base = "base.toml"\nname = "child"\n[train]\nepochs = 9\n')
+    recipe, _ = load_recipe(tmp_path / "child.toml")
+    assert (recipe.name, recipe.train.epochs, recipe.train.lr, recipe.model.params["hidden"]) == ("child", 9, 1e-3, 32)
+    (tmp_path / "loop.toml").write_text('base = "loop.toml"\n')
+    with pytest.raises(RecipeError, match="includes itself"):
+        load_recipe(tmp_path / "loop.toml")

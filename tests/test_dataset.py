@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from mdsurrogate.data.dataset import Dataset, DatasetError, EdgeSetData, segment_arange, write_dataset
-from mdsurrogate.data.featurize import Featurizer, FeatureError
+from mdsurrogate.data.featurize import FeatureError, Featurizer
 
 META = {"units": {"length": "Å", "time": "ps"}, "frame_dt": 2.0, "delta_frames": 1,
         "features": {"global_graph": {"kind": "complete"}, "node": ["speed", "charge"],
@@ -19,8 +19,8 @@ META = {"units": {"length": "Å", "time": "ps"}, "frame_dt": 2.0, "delta_frames"
 def make(tmp_path, name="ds"):
     rng = np.random.default_rng(0)
     sizes, frames = [3, 5, 4], [4, 2, 3]
-    pos = [rng.normal(size=(f, n, 3)).astype(np.float32) for f, n in zip(frames, sizes)]
-    vel = [rng.normal(size=(f, n, 3)).astype(np.float32) for f, n in zip(frames, sizes)]
+    pos = [rng.normal(size=(f, n, 3)).astype(np.float32) for f, n in zip(frames, sizes, strict=True)]
+    vel = [rng.normal(size=(f, n, 3)).astype(np.float32) for f, n in zip(frames, sizes, strict=True)]
     charge = [rng.choice([-1.0, 1.0], n) for n in sizes]
     edges = [np.array([[0, 1], [1, 0]]), np.array([[0, 4], [4, 0], [2, 3]]), np.zeros((0, 2), int)]
     length0 = [np.array([1.5, 1.5]), np.array([2.0, 2.0, 3.0]), np.zeros(0)]

@@ -55,7 +55,7 @@ def block_edges(labels: torch.Tensor, offset: int) -> torch.Tensor:
     return torch.stack([i[keep], j[keep]]) + offset
 
 
-def make_batch(sizes=SIZES, seed: int = 0, n_parts=None, dtype=DT, scale: float = 1.0):
+def make_batch(sizes=SIZES, seed: int = 0, n_parts=None, dtype=DT):
     """A batch of complete global graphs with local graphs from random partitions into complexes.
 
     Returns the batch and the [ΣN] complex label of each node (local to its graph)."""
@@ -71,7 +71,7 @@ def make_batch(sizes=SIZES, seed: int = 0, n_parts=None, dtype=DT, scale: float 
     edge_index, local_edge_index = torch.cat(edges, 1), torch.cat(local, 1)
     n = int(ptr[-1])
     batch = GraphBatch(
-        x=scale * torch.randn(n, 3, generator=gen, dtype=dtype),
+        x=torch.randn(n, 3, generator=gen, dtype=dtype),
         v=torch.randn(n, 3, generator=gen, dtype=dtype),
         h=torch.randn(n, F_NODE, generator=gen, dtype=dtype),
         edge_index=edge_index,
@@ -165,6 +165,16 @@ def transform(kind: str, ptr: torch.Tensor, seed: int = 5) -> Transform:
 
 
 KINDS = ["rotation", "reflection", "translation", "permutation", "all"]
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One intra-op thread: tiny graphs gain nothing from more, and on a busy machine OpenMP barriers stall
+    them (seconds per step); the speed report is then a per-core figure that load barely moves."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def close(a, b, tol=TOL):
@@ -427,8 +437,8 @@ def speed_batch(n_graphs=100, n_nodes=25, clique=5):
 
 
 def test_speed_report(capsys):
-    """Forward and forward + backward of both variants; EGNN (4 × 64) on the same batch as a yardstick, since
-    absolute times drift between machines and with load. Best of two timed runs after one warm-up."""
+    """Forward and forward + backward of both variants on one thread; EGNN (4 × 64) on the same batch as a
+    yardstick, since absolute times drift between machines and with load. Best of two runs after a warm-up."""
     from mdsurrogate.models.egnn import EGNN
 
     b = speed_batch()
@@ -454,5 +464,5 @@ def test_speed_report(capsys):
                     f"forward+backward {1e3 * min(step[1:]):7.1f} ms")
     with capsys.disabled():
         print(f"\nspeed: 100 graphs x 25 nodes (60000 global, 10000 local edges), float32, "
-              f"{torch.get_num_threads()} threads")
+              f"threads: {torch.get_num_threads()}")
         print("\n".join(rows))

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from mdsurrogate.data.featurize import Featurizer
-from mdsurrogate.models.base import MODELS, build_model
 from mdsurrogate.models import registry  # noqa: F401
+from mdsurrogate.models.base import MODELS, build_model
 
 from .conftest import FEATURES, make_batch, orthogonal, random_topology
 

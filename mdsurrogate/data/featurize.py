@@ -131,7 +131,8 @@ class Featurizer:
             elif name == "ones":
                 cols.append(x.new_ones(x.shape[0], 1))
             elif name == "height":
-                cols.append(x[:, self.spec.vertical_axis : self.spec.vertical_axis + 1] * self.spec.scales.get("height", 1.0))
+                axis = self.spec.vertical_axis
+                cols.append(x[:, axis : axis + 1] * self.spec.scales.get("height", 1.0))
             elif name.startswith("one_hot:"):
                 prop = name.split(":", 1)[1]
                 ids = self._node_prop(topo, prop).long()

@@ -2,19 +2,20 @@
 
 Conventions (shared with the rest of :mod:`mdsurrogate`):
 
-* positions ``x`` are ``[N, 3]`` for all graphs of a batch concatenated, ``batch`` is ``[N]`` (graph id of every
-  node, sorted and contiguous) and ``ptr`` is ``[B + 1]`` node offsets;
-* ``edge_index`` is ``[2, E]`` int64 with ``edge_index[0] = i`` (receiver / target) and ``edge_index[1] = j``
-  (sender / source); both directions of every pair are present, there are no self loops and edges are sorted
-  by receiver, then sender.  The order is fully determined by the input, so results are reproducible.
+* positions ``x`` are ``[N, 3]`` for all graphs of a batch concatenated, ``batch`` is ``[N]`` (graph id of
+  every node, sorted and contiguous) and ``ptr`` is ``[B + 1]`` node offsets;
+* ``edge_index`` is ``[2, E]`` int64 with ``edge_index[0] = i`` (receiver / target) and
+  ``edge_index[1] = j`` (sender / source); both directions of every pair are present, there are no self loops
+  and edges are sorted by receiver, then sender.  The order is fully determined by the input (no atomics, no
+  unstable sorts), so results are reproducible run to run.
 
 Everything runs on ``x.device`` without a NumPy round trip, without Python loops over atoms or graphs and
-without a dense ``N x N`` matrix: the large-graph path is a cell list whose candidate pairs are materialised in
-bounded chunks, so peak memory is ``O(N + E)`` plus a fixed chunk budget.  Only a handful of sizes are read back
-to the host (one per chunk), which is what sizing the outputs requires.
+without a dense ``N x N`` matrix.  Candidate pairs are materialised in chunks of bounded size (see
+``_CHUNK_PAIRS``), so peak memory is ``O(N + E)`` plus a fixed chunk budget.  A few sizes are read back to the
+host (a handful per call plus one per chunk): that is what sizing the outputs requires.
 
 Distances are compared as squared distances in the dtype of ``x``: a pair is an edge iff
-``((x_i - x_j) ** 2).sum() < cutoff ** 2`` (strict; a pair exactly ``cutoff`` apart is *not* an edge).
+``dx*dx + dy*dy + dz*dz < cutoff**2`` (strict; a pair exactly ``cutoff`` apart is *not* an edge).
 """
 
 from __future__ import annotations
@@ -25,17 +26,19 @@ import torch
 
 __all__ = ["complete_graph", "radius_graph", "radius_graph_pbc"]
 
-# Number of candidate pairs materialised at once (about 100 bytes each); bounds peak memory.
-_CHUNK_PAIRS = {"cpu": 1 << 20, "cuda": 1 << 23}
-# Receivers whose per-column search ranges are built at once.
-_RECEIVER_BLOCK = 16384
-# Bins are (1 + _BIN_MARGIN) * cutoff (divided by _XY_DIVISIONS) wide, so rounding can never push a pair
-# that passes the distance test outside the searched neighbourhood.
+# Candidate pairs materialised at once (a few tens of bytes each); bounds peak memory.
+_CHUNK_PAIRS = {"cpu": 1 << 19, "cuda": 1 << 23}
+# Receivers whose candidate ranges are computed at once (a few hundred bytes each).
+_RECEIVER_BLOCK = 8192
+# Bins are (1 + _BIN_MARGIN) * cutoff wide, so floating-point rounding can never move a pair that passes the
+# distance test out of the searched neighbourhood.
 _BIN_MARGIN = 1e-4
 # Cell-list columns are cutoff / _XY_DIVISIONS wide in x and y (a (2k + 1)^2 stencil of columns).
 _XY_DIVISIONS = 2
-# Inside a column atoms are sorted by z quantised to cutoff / _Z_RESOLUTION.
+# Inside a column atoms are sorted by z quantised to cutoff / z_res, z_res <= _Z_RESOLUTION.
 _Z_RESOLUTION = 1024
+# A dense table of cell starts is used while it has at most this many entries per atom (+ 65536).
+_CELL_TABLE_PER_ATOM = 2
 _MAX_KEY = 1 << 62
 
 
@@ -48,7 +51,7 @@ def complete_graph(ptr: torch.Tensor) -> torch.Tensor:
     """All ordered pairs ``i != j`` inside each graph of a batch.
 
     Args:
-        ptr: ``[B + 1]`` node offsets (``ptr[0] == 0``, non-decreasing); graphs may have any size, including 0 or 1.
+        ptr: ``[B + 1]`` node offsets (``ptr[0] == 0``, non-decreasing); graphs may have any size (also 0, 1).
 
     Returns:
         ``[2, sum_g n_g (n_g - 1)]`` int64 edge index on ``ptr.device``, sorted by receiver then sender.
@@ -74,7 +77,7 @@ def complete_graph(ptr: torch.Tensor) -> torch.Tensor:
     row_start = torch.cumsum(deg, 0) - deg
     recv = torch.repeat_interleave(torch.arange(n_nodes, device=device), deg, output_size=n_edges)
     e = torch.arange(n_edges, device=device)
-    # The k-th edge of receiver i (local index l_i) goes to local sender k + (k >= l_i): skip the self pair.
+    # the k-th edge of receiver i (local index l) goes to local sender k + (k >= l): the self pair is skipped
     base = node_first - row_start
     thresh = row_start + (torch.arange(n_nodes, device=device) - node_first)
     send = e + base[recv] + (e >= thresh[recv]).long()
@@ -103,8 +106,10 @@ def _check_positions(x: torch.Tensor) -> torch.Tensor:
     return x.detach()
 
 
-def _graph_sizes(batch: torch.Tensor | None, n: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, int]:
-    """Validate ``batch``; return (batch [N], counts [B], max graph size)."""
+def _graph_sizes(
+    batch: torch.Tensor | None, n: int, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """Validate ``batch``; return (batch [N] int64, nodes per graph [B], largest graph size)."""
     if batch is None:
         return (
             torch.zeros(n, dtype=torch.long, device=device),
@@ -121,197 +126,292 @@ def _graph_sizes(batch: torch.Tensor | None, n: int, device: torch.device) -> tu
     unsorted = (batch[1:] < batch[:-1]).any()
     lo, hi, bad = torch.stack([batch.min(), batch.max(), unsorted.long()]).tolist()
     if lo < 0 or bad:
-        raise ValueError("batch must be non-negative and sorted (nodes of each graph contiguous)")
+        raise ValueError("batch must be non-negative and sorted (the nodes of each graph contiguous)")
     counts = torch.bincount(batch, minlength=hi + 1)
     return batch, counts, int(counts.max())
 
 
-def _chunk_pairs(device: torch.device) -> int:
-    return _CHUNK_PAIRS["cuda" if device.type == "cuda" else "cpu"]
+def _empty_edges(device: torch.device) -> torch.Tensor:
+    return torch.empty(2, 0, dtype=torch.long, device=device)
 
 
 # ----------------------------------------------------------------------------------------------------------
-# chunked expansion of per-receiver candidate ranges
+# candidate generation: per-receiver ranges of a sender order, expanded in bounded chunks
 # ----------------------------------------------------------------------------------------------------------
 
 # seg_fn(a, b) -> (start [b - a, S], length [b - a, S]): for receivers a..b-1, S ranges of positions (into the
-# sender order) that hold candidate senders.
+# sender order) that hold its candidate senders.
 SegFn = Callable[[int, int], tuple[torch.Tensor, torch.Tensor]]
 
 
-def _candidate_chunks(n: int, seg_fn: SegFn, cap: int, device: torch.device) -> Iterator[tuple[int, torch.Tensor, torch.Tensor]]:
-    """Yield ``(a, recv_local, pos)``: candidate pairs (receiver ``a + recv_local``, sender position ``pos``).
+def _candidate_chunks(
+    n: int, seg_fn: SegFn, cap: int, device: torch.device
+) -> Iterator[tuple[int, int, int, torch.Tensor, torch.Tensor]]:
+    """Yield ``(b0, b1, S, seg_id, pos)`` for consecutive receiver ranges ``[b0, b1)``.
 
-    Receivers come in increasing order and, for one receiver, positions in the order of its ranges.  Each chunk
-    holds at most ``cap`` candidates plus those of a single receiver.
+    Candidate ``c`` pairs receiver ``b0 + seg_id[c] // S`` with the sender at position ``pos[c]``.  Receivers
+    come in increasing order, and for one receiver its ranges in order.  A chunk holds at most ``cap``
+    candidates plus those of one receiver.
     """
     for a0 in range(0, n, _RECEIVER_BLOCK):
         a1 = min(n, a0 + _RECEIVER_BLOCK)
         start, length = seg_fn(a0, a1)
         n_seg = start.shape[1]
-        cnt = length.sum(1)
-        cum = torch.cumsum(cnt, 0)
+        cum = torch.cumsum(length.sum(1), 0)
         total = int(cum[-1])
         if total == 0:
             continue
         n_chunks = -(-total // cap)
         if n_chunks == 1:
-            bounds = [0, a1 - a0]
-            sizes = [total]
+            bounds, sizes = [0, a1 - a0], [total]
         else:
             targets = torch.arange(1, n_chunks, device=device) * cap
             cut = torch.searchsorted(cum, targets, right=True)
             cut = torch.unique_consecutive(torch.cat([cut.new_zeros(1), cut, cut.new_full((1,), a1 - a0)]))
-            cum0 = torch.cat([cum.new_zeros(1), cum])
             bounds = cut.tolist()
-            edges = cum0[cut].tolist()
-            sizes = [e1 - e0 for e0, e1 in zip(edges[:-1], edges[1:], strict=True)]
+            ends = torch.cat([cum.new_zeros(1), cum])[cut].tolist()
+            sizes = [e1 - e0 for e0, e1 in zip(ends[:-1], ends[1:], strict=True)]
         for b0, b1, size in zip(bounds[:-1], bounds[1:], sizes, strict=True):
             if size == 0:
                 continue
             seg_len = length[b0:b1].reshape(-1)
             seg_start = start[b0:b1].reshape(-1)
-            seg_id = torch.repeat_interleave(torch.arange(seg_len.numel(), device=device), seg_len, output_size=size)
+            seg_id = torch.repeat_interleave(
+                torch.arange(seg_len.numel(), device=device), seg_len, output_size=size
+            )
             # position = start of the range + rank inside the range
-            shift = seg_start - (torch.cumsum(seg_len, 0) - seg_len)
-            pos = torch.arange(size, device=device) + shift[seg_id]
-            recv_local = torch.div(seg_id, n_seg, rounding_mode="floor") + b0
-            yield a0, recv_local, pos
+            offset = seg_start - (torch.cumsum(seg_len, 0) - seg_len)
+            pos = torch.arange(size, device=device) + offset.index_select(0, seg_id)
+            yield a0 + b0, a0 + b1, n_seg, seg_id, pos
 
 
-# ----------------------------------------------------------------------------------------------------------
-# radius graph without periodic boundaries
-# ----------------------------------------------------------------------------------------------------------
+def _dense_segments(batch: torch.Tensor, counts: torch.Tensor) -> SegFn:
+    """Every receiver's candidates are all nodes of its graph, in index order (one range)."""
+    ptr = torch.cumsum(counts, 0) - counts
+
+    def seg_fn(a: int, b: int) -> tuple[torch.Tensor, torch.Tensor]:
+        g = batch[a:b]
+        return ptr.index_select(0, g)[:, None], counts.index_select(0, g)[:, None]
+
+    return seg_fn
 
 
-def _segment_min_max(xd: torch.Tensor, batch: torch.Tensor, n_graphs: int) -> tuple[torch.Tensor, torch.Tensor]:
-    idx = batch[:, None].expand(-1, xd.shape[1])
-    lo = torch.full((n_graphs, xd.shape[1]), float("inf"), dtype=xd.dtype, device=xd.device)
-    hi = torch.full((n_graphs, xd.shape[1]), float("-inf"), dtype=xd.dtype, device=xd.device)
-    lo = lo.scatter_reduce(0, idx, xd, "amin")
-    hi = hi.scatter_reduce(0, idx, xd, "amax")
-    # graphs without nodes (never indexed) get an empty box
-    empty = torch.isinf(lo)
+def _segment_min_max(
+    v: torch.Tensor, batch: torch.Tensor, n_graphs: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    idx = batch[:, None].expand(-1, v.shape[1])
+    lo = torch.full((n_graphs, v.shape[1]), float("inf"), dtype=v.dtype, device=v.device)
+    hi = torch.full((n_graphs, v.shape[1]), float("-inf"), dtype=v.dtype, device=v.device)
+    lo = lo.scatter_reduce(0, idx, v, "amin")
+    hi = hi.scatter_reduce(0, idx, v, "amax")
+    empty = torch.isinf(lo)  # graphs without nodes
     return lo.masked_fill(empty, 0.0), hi.masked_fill(empty, 0.0)
 
 
-def _column_cell_list(x: torch.Tensor, batch: torch.Tensor, n_graphs: int, cutoff: float):
-    """Cell list: columns of side cutoff / k in x and y, atoms sorted by (graph, column, quantised z).
+def _column_cell_list(
+    x: torch.Tensor, batch: torch.Tensor, n_graphs: int, cutoff: float, n_recv: int | None = None
+):
+    """Cell list for open boundaries.  Returns ``(perm, seg_fn)``.
 
-    For receiver i and each of the (2k + 1)^2 neighbouring columns the candidates are the atoms whose z lies
-    within sqrt(r^2 - rho^2) of z_i (rho: distance from i to the column in the xy plane, r: cutoff with
-    margin), i.e. one contiguous range of the sorted order, found with two searchsorted calls.  Columns with
-    rho >= r are skipped.  Returns (perm, seg_fn).
+    Atoms are binned per graph into square columns of side ``cutoff / k`` (``k = _XY_DIVISIONS``) in x and y,
+    and sorted within a column by z quantised to ``cutoff / z_res``.  The graph id is folded into the integer
+    key ``(graph, column x, column y, z bin)``, so a whole batch is one stable sort.  A neighbour within the
+    cutoff lies in one of the ``(2k + 1)^2`` columns around the receiver's (the 27-neighbour-cube stencil,
+    refined), and inside such a column within ``sqrt(r^2 - rho^2)`` of the receiver's z (``rho``: distance
+    from the receiver to the column in the xy plane); that z window is one contiguous range of the sorted
+    order.  Columns out of reach (``rho >= r``) are skipped.  At uniform density this tests ~1.7-2x as many
+    candidates as there are neighbours; the work is O(N).
+
+    Only the first ``n_recv`` atoms (default: all) are receivers; the others are senders only.
+
+    Range ends come from a table of cell starts (``bincount`` + ``cumsum``) when the number of cells is
+    O(N), with ``z_res`` as fine as that allows, else from ``searchsorted`` on the sorted keys with a fine
+    ``z_res`` (no memory proportional to the bounding volume, e.g. for sparse or very elongated inputs).
     """
-    device = x.device
+    device, n = x.device, x.shape[0]
     k = _XY_DIVISIONS
     xd = x.to(torch.float64)
     lo, hi = _segment_min_max(xd, batch, n_graphs)
     ext = hi - lo
     reach = cutoff * (1.0 + _BIN_MARGIN)
     side = reach / k
-    z_res = _Z_RESOLUTION
-    nx = torch.floor(ext[:, 0] / side).long() + 1 + 2 * k  # k padding columns on each side
+    nx = torch.floor(ext[:, 0] / side).long() + 1 + 2 * k  # k empty padding columns on each side
     ny = torch.floor(ext[:, 1] / side).long() + 1 + 2 * k
-    while True:
-        q = cutoff / z_res
-        nz = torch.floor(ext[:, 2] / q).long() + 1
-        n_keys = (nx.double() * ny.double() * nz.double()).sum()
-        if float(n_keys) < _MAX_KEY:
-            break
-        if z_res == 1:
+    # total number of cells for z_res = 1, 2, 4, ..., _Z_RESOLUTION (one host sync)
+    z_options = [2**e for e in range(_Z_RESOLUTION.bit_length()) if 2**e <= _Z_RESOLUTION]
+    zr = torch.tensor(z_options, dtype=torch.float64, device=device)
+    n_cells = ((nx * ny).double()[:, None] * (torch.floor(ext[:, 2:3] * zr / cutoff) + 1)).sum(0).tolist()
+    budget = _CELL_TABLE_PER_ATOM * n + 65536
+    fits = [z for z, c in zip(z_options, n_cells, strict=True) if c <= budget]
+    use_table = bool(fits)
+    if use_table:
+        z_res = fits[-1]
+    else:
+        keyable = [z for z, c in zip(z_options, n_cells, strict=True) if c < _MAX_KEY]
+        if not keyable:
             raise ValueError(
                 "positions span too many cutoff-sized cells for 64-bit cell keys; use a larger cutoff or "
-                "split the system"
+                "split the system into graphs"
             )
-        z_res = max(1, z_res // 64)
+        z_res = keyable[-1]
+    q = cutoff / z_res
+    nz = torch.floor(ext[:, 2] / q).long() + 1
     size = nx * ny * nz
     base = torch.cumsum(size, 0) - size
-    rel = xd - lo[batch]
+    rel = xd - lo.index_select(0, batch)
     cx = torch.floor(rel[:, 0] / side).long() + k
     cy = torch.floor(rel[:, 1] / side).long() + k
     cz = torch.floor(rel[:, 2] / q).long()
-    nyb, nzb, baseb = ny[batch], nz[batch], base[batch]
-    key = baseb + (cx * nyb + cy) * nzb + cz
+    ny_b, nz_b, base_b = ny.index_select(0, batch), nz.index_select(0, batch), base.index_select(0, batch)
+    key = base_b + (cx * ny_b + cy) * nz_b + cz
     sorted_key, perm = torch.sort(key, stable=True)
+    if use_table:
+        total = int(n_cells[z_options.index(z_res)])
+        cell_start = torch.zeros(total + 1, dtype=torch.long, device=device)
+        torch.cumsum(torch.bincount(key, minlength=total), 0, out=cell_start[1:])
 
     off = torch.arange(-k, k + 1, device=device)
-    offx = off.repeat_interleave(2 * k + 1)  # column stencil, x-major
-    offy = off.repeat(2 * k + 1)
+    off_x = off.repeat_interleave(2 * k + 1)  # column stencil, x-major
+    off_y = off.repeat(2 * k + 1)
     reach2 = reach * reach
 
-    def seg_fn(a: int, b: int) -> tuple[torch.Tensor, torch.Tensor]:
-        ccx = cx[a:b, None] + offx  # [r, S] neighbour column indices
-        ccy = cy[a:b, None] + offy
-        rx, ry, rz = rel[a:b, 0:1], rel[a:b, 1:2], rel[a:b, 2:3]
+    # Ranges of every receiver, computed in cell order (lookups then hit nearby memory) and stored per node:
+    # (2k + 1)^2 starts and lengths per atom.
+    n_seg = off_x.numel()
+    n_recv = n if n_recv is None else n_recv
+    recv_order = perm if n_recv == n else perm[perm < n_recv]
+    idx_dtype = torch.int32 if n < 2**31 else torch.long
+    starts = torch.empty(n_recv, n_seg, dtype=idx_dtype, device=device)
+    lengths = torch.empty(n_recv, n_seg, dtype=idx_dtype, device=device)
+    for p0 in range(0, n_recv, _RECEIVER_BLOCK):
+        atoms = recv_order[p0 : p0 + _RECEIVER_BLOCK]
+        ccx = cx.index_select(0, atoms) + off_x[:, None]  # [S, r] neighbour column indices
+        ccy = cy.index_select(0, atoms) + off_y[:, None]
+        r = rel.index_select(0, atoms)
+        rx, ry, rz = r[:, 0], r[:, 1], r[:, 2]
         # distance in x (y) from the receiver to the column's slab; 0 for its own column
         x0 = (ccx - k).double() * side
         y0 = (ccy - k).double() * side
         gx = torch.clamp(torch.maximum(x0 - rx, rx - (x0 + side)), min=0.0)
         gy = torch.clamp(torch.maximum(y0 - ry, ry - (y0 + side)), min=0.0)
         rho2 = gx * gx + gy * gy
+        # z window; reach > cutoff leaves enough slack for rounding, so no extra bin is needed
         half = torch.sqrt(torch.clamp(reach2 - rho2, min=0.0))
-        nzr = nzb[a:b, None]
-        z_lo = torch.clamp(torch.floor((rz - half) / q).long() - 1, min=0)
-        z_hi = torch.minimum(torch.floor((rz + half) / q).long() + 1, nzr - 1)
-        col = baseb[a:b, None] + (ccx * nyb[a:b, None] + ccy) * nzr
-        start = torch.searchsorted(sorted_key, col + z_lo)
-        stop = torch.searchsorted(sorted_key, col + z_hi, right=True)
+        nz_r = nz_b.index_select(0, atoms)
+        z_lo = torch.clamp(torch.floor((rz - half) / q).long(), min=0)
+        z_hi = torch.minimum(torch.floor((rz + half) / q).long(), nz_r - 1)
+        col = base_b.index_select(0, atoms) + (ccx * ny_b.index_select(0, atoms) + ccy) * nz_r
+        if use_table:
+            start = cell_start[col + z_lo]
+            stop = cell_start[col + z_hi + 1]
+        else:
+            start = torch.searchsorted(sorted_key, col + z_lo)
+            stop = torch.searchsorted(sorted_key, col + z_hi, right=True)
         length = torch.where(rho2 < reach2, stop - start, torch.zeros_like(start))
-        return start, length
+        starts.index_copy_(0, atoms, start.t().to(idx_dtype))
+        lengths.index_copy_(0, atoms, length.t().to(idx_dtype))
+
+    def seg_fn(a: int, b: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return starts[a:b].long(), lengths[a:b].long()
 
     return perm, seg_fn
 
 
-def _dense_segments(batch: torch.Tensor, counts: torch.Tensor) -> SegFn:
-    """Every receiver's candidates are all nodes of its graph, in index order."""
-    ptr = torch.cumsum(counts, 0) - counts
-
-    def seg_fn(a: int, b: int) -> tuple[torch.Tensor, torch.Tensor]:
-        g = batch[a:b]
-        return ptr[g][:, None], counts[g][:, None]
-
-    return seg_fn
+# ----------------------------------------------------------------------------------------------------------
+# the shared filter loop
+# ----------------------------------------------------------------------------------------------------------
 
 
-def _collect(
-    n: int,
+def _at_receivers(v: torch.Tensor, b0: int, b1: int, n_seg: int, seg_id: torch.Tensor) -> torch.Tensor:
+    """Per-node values ``v[..., node]`` of the receivers ``[b0, b1)``, gathered for every candidate."""
+    v = v[..., b0:b1]
+    if n_seg > 1:
+        v = v.repeat_interleave(n_seg, dim=-1)
+    return v.index_select(v.dim() - 1, seg_id)
+
+
+def _edges(
+    x: torch.Tensor,
+    cutoff: float,
     seg_fn: SegFn,
     perm: torch.Tensor | None,
-    accept: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor | None]],
-    device: torch.device,
+    periodic: _Periodic | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Run the chunked expansion, filter with ``accept(i, j) -> (mask, extra)``, return sorted edges (+ extra).
+    """Test every candidate of ``seg_fn``; return sorted ``edge_index`` (and shifts when ``periodic``).
 
-    With ``perm is None`` senders come out ascending for each receiver and no sort is needed; otherwise the
-    survivors of each chunk are sorted by (receiver, sender) (chunks hold increasing receiver ranges).
+    ``perm`` maps sender positions to node ids (``None``: identity, senders already ascending per receiver,
+    so no sort is needed).  Sender data are kept in sender order, so each range is contiguous in memory.
     """
-    rows: list[torch.Tensor] = []
-    cols: list[torch.Tensor] = []
-    extras: list[torch.Tensor] = []
-    has_extra = False
-    for a0, recv_local, pos in _candidate_chunks(n, seg_fn, _chunk_pairs(device), device):
-        i = recv_local + a0
-        j = pos if perm is None else perm[pos]
-        mask, extra = accept(i, j)
-        keep = mask.nonzero().squeeze(1)
-        i, j = i[keep], j[keep]
-        if extra is not None:
-            has_extra = True
-            extra = extra[keep]
+    n, device = x.shape[0], x.device
+    cut2 = cutoff * cutoff
+    xt = x.t().contiguous()  # [3, N]
+    xs = xt if perm is None else xt.index_select(1, perm)
+    if periodic is not None:
+        ft = periodic.frac.t().contiguous()  # [3, N] float64 fractional coordinates
+        fs = ft if perm is None else ft.index_select(1, perm)
+    # sort keys (chunk-local receiver * n + sender) fit in int32 for chunks of fewer than 2^31 / n receivers
+    pieces: list[torch.Tensor] = []
+    shifts: list[torch.Tensor] = []
+    cap = _CHUNK_PAIRS.get(device.type, 1 << 23)
+    for b0, b1, n_seg, seg_id, pos in _candidate_chunks(n, seg_fn, cap, device):
+        d = _at_receivers(xt, b0, b1, n_seg, seg_id)  # [3, C]
+        d -= xs.index_select(1, pos)
+        s = None
+        if periodic is not None:
+            # the image of the sender closest to the receiver: s = round(f_i - f_j) on periodic axes
+            s = torch.zeros(3, seg_id.numel(), dtype=torch.float64, device=device)
+            for a in periodic.axes:
+                s[a] = torch.round(_at_receivers(ft[a], b0, b1, n_seg, seg_id) - fs[a].index_select(0, pos))
+            s_x = s.to(x.dtype)
+            if periodic.shared is not None:
+                d -= periodic.shared.t() @ s_x  # (s @ cell)^T
+            else:  # one cell per graph
+                g = _at_receivers(periodic.graph_of_node, b0, b1, n_seg, seg_id)
+                d -= torch.einsum("ak,kab->bk", s_x, periodic.cells.index_select(0, g))
+        d *= d
+        d2 = d[0] + d[1] + d[2]
+        keep = (d2 < cut2).nonzero().squeeze(1)
+        recv_of_seg = torch.arange(b0, b1, device=device)
+        if n_seg > 1:
+            recv_of_seg = recv_of_seg.repeat_interleave(n_seg)
+        i = recv_of_seg.index_select(0, seg_id.index_select(0, keep))
+        j = pos.index_select(0, keep)
+        if perm is not None:
+            j = perm.index_select(0, j)
+        not_self = (i != j).nonzero().squeeze(1)
+        i, j = i.index_select(0, not_self), j.index_select(0, not_self)
+        if s is not None:
+            s = s.index_select(1, keep).index_select(1, not_self)
         if perm is not None and i.numel() > 1:
-            order = torch.argsort(i * n + j)
-            i, j = i[order], j[order]
-            if extra is not None:
-                extra = extra[order]
-        rows.append(i)
-        cols.append(j)
-        if extra is not None:
-            extras.append(extra)
-    if not rows:
-        return torch.empty(2, 0, dtype=torch.long, device=device), None
-    edge_index = torch.stack([torch.cat(rows), torch.cat(cols)])
-    return edge_index, (torch.cat(extras) if has_extra else None)
+            # order senders within each receiver; receivers are already non-decreasing, so i is unchanged
+            base = (i - b0) * n
+            key = base + j
+            if (b1 - b0) * n < 2**31:
+                key = key.int()
+            if s is None:
+                key = torch.sort(key).values
+            else:
+                key, order = torch.sort(key)
+                s = s.index_select(1, order)
+            j = key.long() - base
+            if periodic is not None:  # with ghosts, two images of one sender can both be candidates
+                first = torch.ones_like(j, dtype=torch.bool)
+                first[1:] = key[1:] != key[:-1]
+                first = first.nonzero().squeeze(1)
+                i, j = i.index_select(0, first), j.index_select(0, first)
+                s = s.index_select(1, first)
+        pieces.append(torch.stack([i, j]))
+        if s is not None:
+            shifts.append(s.t().long())
+    edge_index = torch.cat(pieces, dim=1) if pieces else _empty_edges(device)
+    if periodic is None:
+        return edge_index, None
+    return edge_index, (torch.cat(shifts) if shifts else torch.empty(0, 3, dtype=torch.long, device=device))
+
+
+# ----------------------------------------------------------------------------------------------------------
+# public API
+# ----------------------------------------------------------------------------------------------------------
 
 
 def radius_graph(
@@ -323,19 +423,19 @@ def radius_graph(
     cell: torch.Tensor | None = None,
     pbc=None,
 ) -> torch.Tensor:
-    """All ordered pairs ``i != j`` of the same graph closer than ``cutoff`` (open ball, no periodic images).
+    """All ordered pairs ``i != j`` of the same graph closer than ``cutoff`` (no periodic images).
 
     Args:
         x: ``[N, 3]`` positions (float32 or float64, any device); gradients are not tracked.
-        cutoff: radius, in the units of ``x``.  The test is strict: ``|x_i - x_j| < cutoff``, evaluated as a
-            squared distance in the dtype of ``x`` (pairs exactly ``cutoff`` apart are excluded).  Coincident
-            distinct atoms are neighbours.
+        cutoff: radius, in the units of ``x``.  The test is strict, ``|x_i - x_j| < cutoff``, evaluated as
+            ``dx*dx + dy*dy + dz*dz < cutoff**2`` in the dtype of ``x``: pairs exactly ``cutoff`` apart are not
+            edges; distinct atoms at the same position are.
         batch: ``[N]`` sorted graph id per node; ``None`` means a single graph.
-        max_dense: if every graph has at most this many nodes, all pairs of each graph are tested (chunked,
-            ``sum_g n_g^2`` work, faster for small graphs); otherwise a cell list is used for the whole batch
-            (``O(N)`` work at fixed density).  ``0`` forces the cell list, a huge value forces the dense path.
+        max_dense: if no graph has more than ``max_dense`` nodes, all pairs of each graph are tested (in
+            chunks; ``sum_g n_g^2`` work, faster for small graphs); otherwise one cell list serves the whole
+            batch (``O(N)`` work at fixed density).  ``0`` forces the cell list, a huge value the dense path.
             Both paths return identical results.
-        cell, pbc: not supported here (raises); use :func:`radius_graph_pbc` for periodic systems.
+        cell, pbc: not supported (raises ``ValueError``); use :func:`radius_graph_pbc` for periodic systems.
 
     Returns:
         ``[2, E]`` int64 ``edge_index`` on ``x.device`` (row 0 receiver ``i``, row 1 sender ``j``), both
@@ -344,83 +444,64 @@ def radius_graph(
     if cell is not None or pbc is not None:
         raise ValueError(
             "radius_graph does not handle periodic boundary conditions; use "
-            "radius_graph_pbc(x, cutoff, cell, pbc, batch) which also returns the lattice shifts"
+            "radius_graph_pbc(x, cutoff, cell, pbc, batch), which also returns the lattice shifts"
         )
     x = _check_positions(x)
     cutoff = _check_cutoff(cutoff)
-    n, device = x.shape[0], x.device
+    n = x.shape[0]
     if n == 0:
-        return torch.empty(2, 0, dtype=torch.long, device=device)
-    batch, counts, n_max = _graph_sizes(batch, n, device)
-    cut2 = cutoff * cutoff
-
+        return _empty_edges(x.device)
+    batch, counts, n_max = _graph_sizes(batch, n, x.device)
     if n_max <= max_dense:
-
-        def accept(i: torch.Tensor, j: torch.Tensor) -> tuple[torch.Tensor, None]:
-            d = x[i] - x[j]
-            return ((d * d).sum(1) < cut2) & (i != j), None
-
-        return _collect(n, _dense_segments(batch, counts), None, accept, device)[0]
-
+        return _edges(x, cutoff, _dense_segments(batch, counts), None)[0]
     perm, seg_fn = _column_cell_list(x, batch, counts.numel(), cutoff)
-    xs = x[perm]  # sender coordinates in cell order: candidate ranges are contiguous in memory
-    # filter on sorted positions, then translate survivors to node ids, drop self pairs and sort (i, j)
-    rows: list[torch.Tensor] = []
-    cols: list[torch.Tensor] = []
-    for a0, recv_local, pos in _candidate_chunks(n, seg_fn, _chunk_pairs(device), device):
-        i = recv_local + a0
-        d = x[i] - xs[pos]
-        keep = ((d * d).sum(1) < cut2).nonzero().squeeze(1)
-        i, j = i[keep], perm[pos[keep]]
-        key = i * n + j
-        key = key[i != j]
-        key = torch.sort(key).values
-        rows.append(torch.div(key, n, rounding_mode="floor"))
-        cols.append(key - rows[-1] * n)
-    if not rows:
-        return torch.empty(2, 0, dtype=torch.long, device=device)
-    return torch.stack([torch.cat(rows), torch.cat(cols)])
+    return _edges(x, cutoff, seg_fn, perm)[0]
 
 
-# ----------------------------------------------------------------------------------------------------------
-# periodic boundary conditions
-# ----------------------------------------------------------------------------------------------------------
+class _Periodic:
+    """Per-call periodic data used by the filter loop."""
+
+    def __init__(self, frac, mask, axes, shared, cells, graph_of_node):
+        self.frac = frac  # [N, 3] float64 fractional coordinates (unwrapped)
+        self.mask = mask  # list[bool] periodic axes
+        self.axes = axes  # indices of periodic axes
+        self.shared = shared  # [3, 3] cell in x.dtype when all graphs share it, else None
+        self.cells = cells  # [B, 3, 3] cells in x.dtype
+        self.graph_of_node = graph_of_node  # [N] graph id
 
 
-def _as_pbc(pbc, device: torch.device) -> torch.Tensor:
+def _as_pbc(pbc) -> list[bool]:
     if pbc is None:
-        raise ValueError("pbc is required (bool or three bools)")
-    t = torch.as_tensor(pbc, dtype=torch.bool).flatten()
-    if t.numel() == 1:
-        t = t.expand(3)
-    if t.numel() != 3:
+        raise ValueError("pbc is required: a bool or three bools")
+    t = torch.as_tensor(pbc, dtype=torch.bool).flatten().tolist()
+    if len(t) == 1:
+        t = t * 3
+    if len(t) != 3:
         raise ValueError(f"pbc must be a bool or three bools, got {pbc!r}")
-    return t.to(device)
+    return t
 
 
 def _complete_cell(cell: torch.Tensor, periodic: Sequence[int]) -> torch.Tensor:
-    """Return cells whose periodic rows are unchanged and whose other rows are an orthonormal complement.
+    """Cells whose periodic rows are unchanged and whose other rows are an orthonormal complement of them.
 
-    The non-periodic rows only define the binning frame (shifts along them are always 0), so ASE-style cells
-    with zero rows along non-periodic directions are accepted.
+    Non-periodic rows only define the binning frame (shifts along them are always 0), so ASE-style cells with
+    zero rows along non-periodic directions are fine.
     """
     full = cell.clone()
     eye = torch.eye(3, dtype=cell.dtype, device=cell.device)
     if len(periodic) == 2:
         p, q = periodic
         (m,) = [a for a in range(3) if a not in periodic]
-        nrm = torch.linalg.cross(cell[:, p], cell[:, q])
-        full[:, m] = nrm / torch.linalg.vector_norm(nrm, dim=1, keepdim=True)
+        normal = torch.linalg.cross(cell[:, p], cell[:, q])
+        full[:, m] = normal / torch.linalg.vector_norm(normal, dim=1, keepdim=True)
     elif len(periodic) == 1:
         (p,) = periodic
-        a = cell[:, p]
-        a = a / torch.linalg.vector_norm(a, dim=1, keepdim=True)
-        e = eye[torch.argmin(a.abs(), dim=1)]  # the axis least aligned with a
+        a = cell[:, p] / torch.linalg.vector_norm(cell[:, p], dim=1, keepdim=True)
+        e = eye[torch.argmin(a.abs(), dim=1)]  # the Cartesian axis least aligned with a
         u = e - (e * a).sum(1, keepdim=True) * a
         u = u / torch.linalg.vector_norm(u, dim=1, keepdim=True)
-        v = torch.linalg.cross(a, u)
         m1, m2 = [b for b in range(3) if b != p]
-        full[:, m1], full[:, m2] = u, v
+        full[:, m1], full[:, m2] = u, torch.linalg.cross(a, u)
     elif len(periodic) == 0:
         full = eye.expand_as(cell).clone()
     return full
@@ -439,34 +520,36 @@ def radius_graph_pbc(
 
     Args:
         x: ``[N, 3]`` Cartesian positions; they need not be wrapped into the cell.
-        cutoff: strict radius (see :func:`radius_graph`); must be less than half the smallest perpendicular
-            width of the cell along every periodic direction (``ValueError`` otherwise), so that each pair has
-            at most one image within the cutoff, the minimum image is well defined for any (also triclinic)
-            cell and no atom neighbours its own image.
-        cell: ``[3, 3]`` (shared) or ``[B, 3, 3]`` (per graph) lattice, rows are the lattice vectors
-            ``a_0, a_1, a_2`` in the units of ``x``.  Rows along non-periodic directions are ignored (may be 0).
-        pbc: bool or three bools, periodicity along ``a_0, a_1, a_2`` (shared by the batch).
+        cutoff: strict radius as in :func:`radius_graph`.  It must be less than half the smallest
+            perpendicular width of the cell (distance between opposite faces) along every periodic direction,
+            else ``ValueError``: then every pair has at most one image within the cutoff, the minimum image is
+            exact for any (also triclinic) cell and no atom neighbours its own image.
+        cell: ``[3, 3]`` (shared) or ``[B, 3, 3]`` (per graph) lattice; rows are the lattice vectors
+            ``a_0, a_1, a_2`` in the units of ``x`` (ASE convention).  Rows along non-periodic directions are
+            ignored (may be zero).
+        pbc: bool or three bools: periodicity along ``a_0, a_1, a_2`` (shared by the batch).
         batch: ``[N]`` sorted graph id per node (``None``: one graph).
         max_dense: as in :func:`radius_graph`.
 
     Returns:
-        ``(edge_index, shifts)``: ``edge_index`` ``[2, E]`` as in :func:`radius_graph`, and ``shifts`` ``[E, 3]``
-        int64 lattice shifts ``s`` (0 along non-periodic directions) such that the sender's image is at
-        ``x_j + s @ cell`` and the edge vector pointing from it to the receiver is::
+        ``(edge_index, shifts)``: ``edge_index`` ``[2, E]`` as in :func:`radius_graph` (a pair appears once, with
+        its minimum image), and ``shifts`` ``[E, 3]`` int64 lattice shifts ``s`` (0 along non-periodic
+        directions): the sender's image is at ``x_j + s @ cell_g`` and the edge vector, pointing from that
+        image to the receiver, is::
 
-            r_ij = x_i - (x_j + s @ cell_g)        # |r_ij| < cutoff, cell_g the cell of the edge's graph
+            r_ij = x_i - (x_j + s @ cell_g)        # |r_ij| < cutoff; cell_g: the cell of the edge's graph
 
-        i.e. ``s = round(f_i - f_j)`` for fractional coordinates ``f = x @ inv(cell)``.  The reverse edge
+        i.e. ``s = round(f_i - f_j)`` for fractional coordinates ``f = x @ inv(cell_g)``.  The reverse edge
         ``(j, i)`` carries ``-s``.
     """
     x = _check_positions(x)
     cutoff = _check_cutoff(cutoff)
     n, device, dtype = x.shape[0], x.device, x.dtype
-    periodic_mask = _as_pbc(pbc, device)
-    periodic = [a for a, p in enumerate(periodic_mask.tolist()) if p]
+    mask = _as_pbc(pbc)
+    axes = [a for a in range(3) if mask[a]]
     cell = torch.as_tensor(cell).to(device=device, dtype=torch.float64)
     if n == 0:
-        return torch.empty(2, 0, dtype=torch.long, device=device), torch.empty(0, 3, dtype=torch.long, device=device)
+        return _empty_edges(device), torch.empty(0, 3, dtype=torch.long, device=device)
     batch, counts, n_max = _graph_sizes(batch, n, device)
     n_graphs = counts.numel()
     if cell.shape == (3, 3):
@@ -474,106 +557,77 @@ def radius_graph_pbc(
     elif cell.dim() != 3 or cell.shape[1:] != (3, 3) or cell.shape[0] != n_graphs:
         raise ValueError(f"cell must be [3, 3] or [B, 3, 3] with B = {n_graphs}, got {tuple(cell.shape)}")
 
-    # --- geometry checks: periodic rows independent, cutoff < half of every periodic width
-    full = _complete_cell(cell, periodic)
+    # geometry checks: periodic rows independent, cutoff below half of every periodic width
+    full = _complete_cell(cell, axes)
     det = torch.linalg.det(full)
-    scale = torch.linalg.vector_norm(full, dim=2).prod(1)
-    inv = torch.linalg.inv(torch.where((det.abs() > 1e-10 * scale)[:, None, None], full, torch.eye(3, device=device, dtype=torch.float64)))
-    width = 1.0 / torch.linalg.vector_norm(inv, dim=1)  # [B, 3]: distance between lattice planes
-    singular = bool(((det.abs() <= 1e-10 * scale) | ~torch.isfinite(det)).any())
-    if singular:
+    ok = torch.isfinite(det) & (det.abs() > 1e-10 * torch.linalg.vector_norm(full, dim=2).prod(1))
+    if not bool(ok.all()):
         raise ValueError("the periodic lattice vectors of cell are degenerate (zero or linearly dependent)")
-    if periodic:
-        w_min = float(width[:, periodic].min())
+    inv = torch.linalg.inv(full)
+    width = 1.0 / torch.linalg.vector_norm(inv, dim=1)  # [B, 3] distances between opposite faces
+    if axes:
+        w_min = float(width[:, axes].min())
         if not cutoff < 0.5 * w_min:
             raise ValueError(
-                f"cutoff {cutoff} must be less than half the smallest perpendicular width of the periodic cell "
-                f"({w_min:.6g}, i.e. cutoff < {0.5 * w_min:.6g}) for the minimum-image convention; use a larger "
-                "supercell"
+                f"cutoff {cutoff} must be less than half the smallest perpendicular width of the periodic "
+                f"cell ({w_min:.6g}, so cutoff < {0.5 * w_min:.6g}) for the minimum-image convention; "
+                "use a larger supercell"
             )
 
-    xd = x.to(torch.float64)
-    frac = torch.bmm(xd.unsqueeze(1), inv[batch]).squeeze(1)  # [N, 3] fractional coordinates
-    pmask = periodic_mask.to(torch.float64)
-    frac_p = frac * pmask  # only periodic components determine shifts
+    frac = torch.bmm(x.to(torch.float64).unsqueeze(1), inv.index_select(0, batch)).squeeze(1)  # [N, 3]
     cell_x = cell.to(dtype)
-    shared_cell = cell_x[0] if bool((cell == cell[:1]).all()) else None
-    cell_flat = cell_x.reshape(n_graphs, 9)
-    cut2 = cutoff * cutoff
-
-    def accept(i: torch.Tensor, j: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        s = torch.round(frac_p[i] - frac_p[j])
-        sx = s.to(dtype)
-        if shared_cell is not None:
-            shift_vec = sx @ shared_cell
-        else:
-            c = cell_flat[batch[i]]
-            shift_vec = sx[:, 0:1] * c[:, 0:3] + sx[:, 1:2] * c[:, 3:6] + sx[:, 2:3] * c[:, 6:9]
-        d = x[i] - x[j] - shift_vec
-        return ((d * d).sum(1) < cut2) & (i != j), s.long()
-
+    shared = cell_x[0] if bool((cell == cell[:1]).all()) else None
+    periodic = _Periodic(frac, mask, axes, shared, cell_x.contiguous(), batch)
     if n_max <= max_dense:
-        edge_index, shifts = _collect(n, _dense_segments(batch, counts), None, accept, device)
+        edge_index, shifts = _edges(x, cutoff, _dense_segments(batch, counts), None, periodic)
     else:
-        perm, seg_fn = _periodic_cell_list(frac, width, batch, counts.numel(), periodic_mask, cutoff)
-        edge_index, shifts = _collect(n, seg_fn, perm, accept, device)
-    if shifts is None:
-        shifts = torch.empty(0, 3, dtype=torch.long, device=device)
+        x_ext, batch_ext, source = _with_periodic_ghosts(x, frac, cell, width, batch, axes, cutoff)
+        perm, seg_fn = _column_cell_list(x_ext, batch_ext, n_graphs, cutoff, n_recv=n)
+        edge_index, shifts = _edges(x, cutoff, seg_fn, source.index_select(0, perm), periodic)
+    assert shifts is not None
     return edge_index, shifts
 
 
-def _periodic_cell_list(
+def _with_periodic_ghosts(
+    x: torch.Tensor,
     frac: torch.Tensor,
+    cell: torch.Tensor,
     width: torch.Tensor,
     batch: torch.Tensor,
-    n_graphs: int,
-    periodic_mask: torch.Tensor,
+    axes: list[int],
     cutoff: float,
-):
-    """Cell list in fractional coordinates: bins at least ``cutoff`` apart (perpendicular distance) per axis.
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Wrapped positions plus periodic ghost images, for candidate generation by the open cell list.
 
-    Periodic axes are wrapped into ``[0, 1)`` and split into ``n = floor(width / cutoff)`` bins with periodic
-    neighbours (offsets deduplicated when ``n < 3``); non-periodic axes use padded open-ended bins.  Each of
-    the 27 neighbour bins is one searchsorted range of the atoms sorted by (graph, bin).
+    Atoms are wrapped into the cell along periodic axes; an atom within ``cutoff`` (perpendicular distance,
+    with margin) of a face gets an image on the other side, for every combination of such faces (edges and
+    corners too).  Any pair closer than ``cutoff`` under the minimum image then appears as a real receiver
+    and a real or ghost sender.  Returns float64 ``(x_ext [N + G, 3], batch_ext, source)`` with ``source``
+    the real atom of every entry.
     """
-    device = frac.device
+    device, n = x.device, x.shape[0]
+    pm = torch.zeros(3, dtype=torch.float64, device=device)
+    pm[axes] = 1.0
+    cell_b = cell.index_select(0, batch)  # [N, 3, 3] float64
+    whole = torch.floor(frac) * pm
+    wrapped = frac - whole  # in [0, 1) along periodic axes
+    x_w = x.to(torch.float64) - torch.einsum("nk,nkc->nc", whole, cell_b)
+    # images s in {-1, 0, 1}^3 (0 on open axes), s != 0: atom near the low face (f < t) -> s = +1 image
+    options = [(-1, 0, 1) if a in axes else (0,) for a in range(3)]
+    images = [(a, b, c) for a in options[0] for b in options[1] for c in options[2] if (a, b, c) != (0, 0, 0)]
+    if not images:
+        return x_w, batch, torch.arange(n, device=device)
+    img = torch.tensor(images, dtype=torch.float64, device=device)  # [M, 3]
     reach = cutoff * (1.0 + _BIN_MARGIN)
-    pm = periodic_mask[None, :]
-    wrapped = torch.where(pm, frac - torch.floor(frac), frac)
-    # perpendicular coordinate along each axis (units of length)
-    u = wrapped * width[batch]
-    lo, hi = _segment_min_max(u, batch, n_graphs)
-    n_per = torch.clamp(torch.floor(width / reach).long(), min=1)  # [B, 3] periodic bin counts
-    n_open = torch.floor((hi - lo) / reach).long() + 3  # padded: one empty bin on each side
-    dims = torch.where(pm, n_per, n_open)  # [B, 3]
-    if float((dims.double().prod(1)).sum()) >= _MAX_KEY:
-        raise ValueError("positions span too many cutoff-sized cells for 64-bit cell keys")
-    size = dims.prod(1)
-    base = torch.cumsum(size, 0) - size
-    dims_b = dims[batch]
-    bin_per = torch.minimum(torch.floor(wrapped * dims_b).long(), dims_b - 1)
-    bin_open = torch.floor((u - lo[batch]) / reach).long() + 1
-    bins = torch.where(pm, bin_per, bin_open)  # [N, 3]
-    base_b = base[batch]
-
-    def key_of(b: torch.Tensor, d: torch.Tensor, bb: torch.Tensor) -> torch.Tensor:
-        return bb + (b[..., 0] * d[..., 1] + b[..., 1]) * d[..., 2] + b[..., 2]
-
-    key = key_of(bins, dims_b, base_b)
-    sorted_key, perm = torch.sort(key, stable=True)
-    o = torch.arange(-1, 2, device=device)
-    offsets = torch.stack(torch.meshgrid(o, o, o, indexing="ij"), dim=-1).reshape(27, 3)  # [27, 3]
-
-    def seg_fn(a: int, b: int) -> tuple[torch.Tensor, torch.Tensor]:
-        nb = bins[a:b, None, :] + offsets  # [r, 27, 3]
-        d = dims_b[a:b, None, :]
-        wrapped_nb = torch.remainder(nb, d)
-        nb = torch.where(pm, wrapped_nb, nb)
-        # with fewer than 3 periodic bins keep one offset per distinct neighbour bin
-        valid = (~pm | (offsets + 1 < torch.clamp(d, max=3))).all(-1)
-        k = key_of(nb, d, base_b[a:b, None])
-        start = torch.searchsorted(sorted_key, k)
-        stop = torch.searchsorted(sorted_key, k, right=True)
-        return start, torch.where(valid, stop - start, torch.zeros_like(start))
-
-    return perm, seg_fn
+    t = (reach / width).index_select(0, batch)[:, None, :]  # [N, 1, 3]
+    f = wrapped[:, None, :]
+    near = (img == 0) | ((img > 0) & (f < t)) | ((img < 0) & (f >= 1.0 - t))
+    atom, which = near.all(-1).nonzero().unbind(1)
+    ghost = x_w.index_select(0, atom) + torch.einsum(
+        "gk,gkc->gc", img.index_select(0, which), cell_b.index_select(0, atom)
+    )
+    return (
+        torch.cat([x_w, ghost]),
+        torch.cat([batch, batch.index_select(0, atom)]),
+        torch.cat([torch.arange(n, device=device), atom]),
+    )

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import torch
 from torch import Tensor, nn
 
 from ..data.graph import GraphBatch
@@ -38,11 +37,13 @@ class Propagator(nn.Module):
 
     Constructor contract: ``Model(node_dim=F, edge_dim=A, local_edge_dim=A_l, **hyperparameters)``, where the
     three dimensions come from the dataset's featurizer and the rest from the recipe's ``[model]`` table.
-    ``uses_local_graph`` tells the data pipeline whether local (connectivity) edges are needed.
+    ``uses_local_graph`` tells the data pipeline whether local (connectivity) edges are needed;
+    ``produces_clusters`` that ``Prediction.extras`` holds ``"clusters"`` (hard assignment [ΣN]).
     """
 
     name: str = ""
     uses_local_graph: bool = False
+    produces_clusters: bool = False
 
     def forward(self, batch: GraphBatch) -> Prediction:  # pragma: no cover - interface
         raise NotImplementedError

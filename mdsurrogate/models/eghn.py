@@ -52,12 +52,13 @@ Variants (hyper-parameter ``variant``)
 
 - Z_i = [x_i, v_i]: the velocity is a channel of Z, so every block (and the decoder) updates it and the model
   predicts v(t + Δ) as the second column of its output matrix; rollouts can chain steps.
-- Translation: the paper stacks the matrices centred on the graph mean, (Z_i − Z̄, Z_j − Z̄). Here the sender's
-  position is the reference point instead (Ẑ_ij = [x_i − x_j, V_i, V_j]) and velocity-like channels are not
-  centred. Both are E(n)-equivariant; centring the velocities would erase the mean velocity, and with it the
-  centre-of-mass drift x̄ + v̄Δ, from everything the network sees, and the graph centroid makes messages
-  depend on where in a large protein an atom sits. This form contains EGNN's velocity layer as a special case
-  (r_ij φ_x + v_i φ_v), which is the reduction the paper's Theorem 1 states.
+- Translation: the paper makes the stacked pair (Z_i, Z_j) translation invariant by subtracting the mean Z̄
+  from every column. Here the sender's position is the reference point instead (Ẑ_ij = [x_i − x_j, V_i, V_j],
+  the "difference" matrix) and velocity-like channels are not shifted. Both are E(n)-equivariant; centring
+  the velocities would erase the mean velocity, and with it the centre-of-mass drift x̄ + v̄Δ, from everything
+  the network sees, and the graph centroid makes messages depend on where in a large protein an atom sits.
+  This form contains EGNN's velocity layer as a special case (r_ij φ_x + v_i φ_v), which is the reduction
+  the paper's Theorem 1 states.
 - The normalised Gram is scale-blind (‖Ĝ‖_F = 1), so the raw squared distance ‖x_i − x_j‖² (the unnormalised
   Gram's first entry; EGNN's invariant) is an extra message input.
 - h residual in every EMMP layer (eq. 5 as in EGNN); Φ_Z's last layer bias-free with Xavier gain 0.001 (EGNN's
@@ -106,23 +107,13 @@ COUNT_MIN = 1e-5  # lower clamp of the soft cluster sizes c_gk (as in the offici
 # ------------------------------------------------------------------------------------------------------------
 # Helpers: Gram features, pooling by S, the coarsened adjacency Sᵀ A S, the cluster graph
 # ------------------------------------------------------------------------------------------------------------
-def gram_dim(p: int, symmetric: bool) -> int:
-    return p * (p + 1) // 2 if symmetric else p * p
-
-
 def normalised_gram(a: Tensor, b: Tensor | None = None) -> Tensor:
-    """Entries of aᵀb divided by its Frobenius norm: [n, 3, p], [n, 3, q] → [n, p·q].
+    """Entries of aᵀb (aᵀa when b is None) divided by its Frobenius norm: [n, 3, p], [n, 3, q] → [n, p·q].
 
-    With b None the Gram aᵀa is symmetric and only its upper triangle is returned: [n, p(p+1)/2].
+    All p·q entries are kept, also for the symmetric aᵀa (a free view; picking the triangle costs a gather).
     """
-    g = a.transpose(-1, -2) @ (a if b is None else b)  # [n, p, q]
-    norm2 = g.square().sum((-2, -1)).unsqueeze(-1)  # ‖G‖²_F  [n, 1]
-    if b is None:
-        rows, cols = torch.triu_indices(g.shape[-1], g.shape[-1], device=g.device)
-        g = g[..., rows, cols]
-    else:
-        g = g.flatten(-2)
-    return g * torch.rsqrt(norm2 + GRAM_EPS)
+    g = (a.transpose(-1, -2) @ (a if b is None else b)).flatten(-2)  # [n, p·q]
+    return g * torch.rsqrt(g.square().sum(-1, keepdim=True) + GRAM_EPS)
 
 
 def pool(S: Tensor, graphs: Aggregator, *values: Tensor) -> list[Tensor]:
@@ -186,7 +177,7 @@ class EMMP(nn.Module):
 
     ``gram="difference"`` (the paper's layer): Z_i = [x_i, V_i] ∈ R^{3×m} with column 0 a position and the
     others translation-invariant vectors (velocities); edge matrix Ẑ_ij = [x_i − x_j, V_i, V_j] (q = 2m−1
-    columns; the Gram is symmetric, its q(q+1)/2 upper-triangle entries are used)::
+    columns)::
 
         m_ij = φ_m([Ĝ(Ẑ_ij), ‖x_i − x_j‖², h_i, h_j, e_ij])        (3)
         M_ij = Ẑ_ij Φ_Z(m_ij)                                        (4)  Φ_Z: H → (2m−1)×m
@@ -211,7 +202,7 @@ class EMMP(nn.Module):
             raise ValueError(f"gram must be 'difference' or 'cross', not {gram!r}")
         self.difference, self.channels, self.residual = gram == "difference", channels, residual
         self.basis_dim = 2 * channels - 1 if self.difference else channels  # columns of Ẑ_ij
-        n_scalars = gram_dim(self.basis_dim, self.difference) + (1 if self.difference else 0) + edge_dim
+        n_scalars = self.basis_dim**2 + (1 if self.difference else 0) + edge_dim
         self.edge_in = PairLinear(hidden, n_scalars, hidden)  # first layer of φ_m, fused
         self.edge_out = nn.Sequential(activation(act), nn.Linear(hidden, hidden), activation(act))
         self.coef = None
@@ -329,7 +320,7 @@ class MatrixNet(nn.Module):
                  scalar_out: bool = True):
         super().__init__()
         self.n_vectors, self.n_out = n_vectors, n_out
-        self.inp = mlp(gram_dim(n_vectors, True) + scalar_dim, hidden, hidden, act, act_last=True)
+        self.inp = mlp(n_vectors**2 + scalar_dim, hidden, hidden, act, act_last=True)
         self.coef = mlp(hidden, hidden, n_vectors * n_out, act)
         self.scalar = mlp(hidden, hidden, hidden, act) if scalar_out else None
 
@@ -396,6 +387,7 @@ class EGHN(Propagator):
 
     name = "eghn"
     uses_local_graph = True
+    produces_clusters = True
 
     def __init__(self, *, node_dim: int, edge_dim: int, local_edge_dim: int, hidden: int = 64,
                  n_clusters: int = 3, layers: int = 3, pool_layers: int = 3, decoder_layers: int = 1,

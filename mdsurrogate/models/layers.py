@@ -7,7 +7,6 @@ Shapes: ΣN nodes, E edges, H hidden width. Edge convention: ``edge_index[0] = i
 
 from __future__ import annotations
 
-
 import torch
 from torch import Tensor, nn
 

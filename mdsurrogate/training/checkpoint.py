@@ -87,7 +87,8 @@ def model_from_checkpoint(data: dict, device="cpu", dtype: torch.dtype | None = 
     try:
         model.load_state_dict(data["state_dict"])
     except RuntimeError as exc:
-        raise CheckpointError(f"checkpoint weights do not fit model {m['name']!r} ({str(exc).splitlines()[0]})") from None
+        first = str(exc).splitlines()[0]
+        raise CheckpointError(f"checkpoint weights do not fit model {m['name']!r} ({first})") from None
     model.to(device=device, dtype=dtype)
     model.eval()
     return model, feat

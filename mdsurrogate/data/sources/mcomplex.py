@@ -59,7 +59,10 @@ INITIAL_SPEED = 0.5
 #: tolerance of the official post-run rigidity check (sum over a complex of |centroid-distance change|)
 RIGIDITY_TOLERANCE = 1e-6
 
-_TILE = 8  # particle tile of the pair loop; tiles of 8 x 8 pairs x (systems) keep the working set in cache
+# Pair-loop tiles: [3, t, t, B] blocks of about _TILE_ELEMENTS pair-systems keep the working set in cache
+# while keeping the number of NumPy calls per step low when only a few systems are integrated together.
+_TILE_ELEMENTS = 16384
+_TILE_MIN, _TILE_MAX = 8, 32
 
 
 # -----------------------------------------------------------------------------------------------------------
@@ -129,7 +132,7 @@ class MComplexTrajectories:
                  random particle subsets; complex ``k`` has size ``system_types[system_type[s]][k]``).
     system_type: ``[S]`` int64, which of the ``J`` system types each system is.
     dt:          integration time step (the time between stored frames is ``sample_every * dt``).
-    n_rejected:  number of simulated systems thrown away by the velocity test (bookkeeping only).
+    n_rejected:  number of simulated candidates thrown away by the velocity test (bookkeeping only).
     """
 
     positions: list[np.ndarray]
@@ -256,8 +259,14 @@ def sample_initial_states(rng: np.random.Generator, sizes, n_systems: int) -> MC
 # -----------------------------------------------------------------------------------------------------------
 # integrator (internal layout: particle axis in block order, systems innermost: [3, N, B] and [3, M, B])
 # -----------------------------------------------------------------------------------------------------------
-def _tiles(n: int) -> list[tuple[int, int]]:
-    n_tiles = -(-n // _TILE)
+def _tile_size(n_systems: int) -> int:
+    """Tile edge for a batch of ``n_systems`` (depends on the whole batch, not on chunking or threads)."""
+    t = int(np.sqrt(_TILE_ELEMENTS / max(1, int(n_systems))))
+    return min(_TILE_MAX, max(_TILE_MIN, t))
+
+
+def _tiles(n: int, tile: int = _TILE_MIN) -> list[tuple[int, int]]:
+    n_tiles = -(-n // int(tile))
     edges = np.linspace(0, n, n_tiles + 1).round().astype(int)
     return [(int(edges[t]), int(edges[t + 1])) for t in range(n_tiles)]
 
@@ -336,6 +345,7 @@ def _integrate_block(
     pos_out: np.ndarray,
     vel_out: np.ndarray,
     reject_above: float | None = None,
+    tile: int = _TILE_MIN,
 ) -> np.ndarray:
     """Integrate one chunk in block layout, writing frames into pos_out / vel_out [F, 3, N, B] (in place).
 
@@ -351,7 +361,7 @@ def _integrate_block(
     trans_gain = dt / (sz * sz)  # a_c = mean(f) / s = sum(f) / s^2 (official quirk)
     qq = q[:, None, :] * q[None, :, :]
     qq[np.arange(N), np.arange(N)] = 0.0
-    tiles = _tiles(N)
+    tiles = _tiles(N, tile)
     F = np.empty_like(r)
     tmp = np.empty_like(r)
     seg3 = np.empty_like(x_c)
@@ -451,6 +461,7 @@ class _Batch:
         ]
         layout.append(np.ascontiguousarray(q_blk.T))
         n_frames = self.store_steps.size
+        tile = _tile_size(B)
         n_chunks = max(-(-B // int(chunk_size)), min(int(n_threads), max(1, B // 64)))
         edges = np.linspace(0, B, n_chunks + 1).round().astype(int)
         self.shape = (B, n_frames, N)
@@ -463,7 +474,7 @@ class _Batch:
             pos_c = np.empty((n_frames, 3, N, sl.stop - sl.start))
             vel_c = np.empty_like(pos_c)
             args = [np.ascontiguousarray(a[..., sl]) for a in layout]
-            args += [sizes, self.store_steps, float(dt), float(max_force), pos_c, vel_c, reject_above]
+            args += [sizes, self.store_steps, float(dt), float(max_force), pos_c, vel_c, reject_above, tile]
             self.jobs.append((len(self.chunks), args))
             self.chunks.append([sl, pos_c, vel_c, None])
 
@@ -593,14 +604,17 @@ def simulate_mcomplex(
     Each system picks one of the ``J = len(system_types)`` types uniformly. After the run every complex must
     have stayed rigid (``RuntimeError`` otherwise, as the official job aborts), and a system is rejected when
     any stored velocity component exceeds ``+max_velocity``; a rejected system is regenerated from scratch,
-    type draw included. Rejected slots are refilled in rounds (per round, all pending systems of one type are
-    simulated together). A system is dropped from its batch at the first stored frame that fails the velocity
-    test (the later frames cannot save it), which does not change the accepted systems.
+    type draw included. Generation runs in rounds of i.i.d. candidates (all candidates of one type simulated
+    together); accepted candidates fill the empty slots in candidate order. Round 1 simulates ``n_systems``
+    candidates, later rounds oversample by the observed acceptance rate (surplus accepted candidates are
+    dropped, which does not bias the accepted distribution), so only 2-3 rounds are needed even at high
+    rejection rates. A candidate is dropped from its batch at the first stored frame that fails the velocity
+    test (later frames cannot save it), which does not change the accepted systems.
 
     Determinism: all randomness comes from ``rng`` (a ``np.random.Generator``; an ``int`` seeds
     ``np.random.default_rng``) and is drawn in the calling thread in a fixed order (per round: the type of
-    every pending slot, then the initial states type by type), so the result depends only on the seed and the
-    arguments, not on ``n_threads``.
+    every candidate, then the initial states type by type), so the result depends only on the seed and the
+    arguments, not on ``n_threads`` or ``chunk_size``.
 
     Returns :class:`MComplexTrajectories` with per-system arrays ``[F, N_s, 3]``, ``F = ceil(n_steps /
     sample_every)`` (50 by default; frame k = state after ``k * sample_every + 1`` steps).
@@ -618,24 +632,28 @@ def simulate_mcomplex(
     complex_id: list = [None] * n_systems
     system_type = np.zeros(n_systems, dtype=np.int64)
 
-    pending = np.arange(n_systems)
-    n_rejected = 0
+    pending = np.arange(n_systems)  # empty slots, filled in increasing order
+    n_rejected = n_simulated = 0
     for _ in range(max_rounds):
         if pending.size == 0:
             break
-        drawn = rng.integers(len(types), size=pending.size)
+        n_cand = pending.size
+        if n_simulated:  # oversample by the observed acceptance rate so that few rounds are needed
+            p_acc = max((n_simulated - n_rejected) / n_simulated, 0.02)
+            n_cand = min(int(np.ceil(1.1 * pending.size / p_acc)) + 2, 50 * pending.size + 8)
+        drawn = rng.integers(len(types), size=n_cand)
         work = []
         for j, sizes in enumerate(types):
-            slots = pending[drawn == j]
-            if slots.size:
-                state = sample_initial_states(rng, sizes, slots.size)
+            cand = np.flatnonzero(drawn == j)
+            if cand.size:
+                state = sample_initial_states(rng, sizes, cand.size)
                 batch = _Batch(
                     state, n_steps, sample_every, dt, max_force, max_velocity, n_threads, chunk_size
                 )
-                work.append((j, sizes, slots, state, batch))
+                work.append((j, sizes, cand, state, batch))
         _run_batches([w[-1] for w in work], n_threads)
-        rejected = []
-        for j, sizes, slots, state, batch in work:
+        accepted = []
+        for j, sizes, cand, state, batch in work:
             pos, vel, ok = batch.finish()
             if pos.shape[1] > 1 and ok.any():
                 err = _centroid_distance_error(pos[ok], state.complex_id[ok], sizes)
@@ -644,16 +662,19 @@ def simulate_mcomplex(
                         f"rigidity check failed: centroid distances changed by up to {err.max():.3e} "
                         f"(tolerance {RIGIDITY_TOLERANCE})"
                     )
-            for b in np.flatnonzero(ok):
-                s = int(slots[b])
-                positions[s] = pos[b].copy()  # copies: do not keep the whole batch alive
-                velocities[s] = vel[b].copy()
-                charges[s] = state.charges[b].copy()
-                complex_id[s] = state.complex_id[b].astype(np.int64)
-                system_type[s] = j
-            rejected.append(slots[~ok])
+            accepted += [(int(cand[b]), j, state, b, pos, vel) for b in np.flatnonzero(ok)]
             n_rejected += int((~ok).sum())
-        pending = np.sort(np.concatenate(rejected)) if rejected else pending[:0]
+            n_simulated += int(cand.size)
+        accepted.sort(key=lambda a: a[0])  # candidate order; surplus accepted candidates are dropped
+        take = accepted[: pending.size]
+        for slot, (_, j, state, b, pos, vel) in zip(pending[: len(take)], take, strict=True):
+            positions[slot] = pos[b].copy()  # copies: do not keep whole batches alive
+            velocities[slot] = vel[b].copy()
+            charges[slot] = state.charges[b].copy()
+            complex_id[slot] = state.complex_id[b].astype(np.int64)
+            system_type[slot] = j
+        pending = pending[len(take) :]
+        del accepted, take, work
     if pending.size:
         raise RuntimeError(f"{pending.size} systems still rejected after {max_rounds} rounds")
     return MComplexTrajectories(
