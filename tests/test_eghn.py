@@ -3,8 +3,6 @@ connectivity loss, mixed-size batches and gradient coverage. Float64 throughout;
 
 from __future__ import annotations
 
-import math
-import time
 from dataclasses import dataclass
 
 import pytest
@@ -435,34 +433,3 @@ def speed_batch(n_graphs=100, n_nodes=25, clique=5):
                       edge_index=edges, edge_attr=torch.randn(edges.shape[1], 3), local_edge_index=local,
                       local_edge_attr=torch.randn(local.shape[1], 3), batch=ptr_to_batch(ptr), ptr=ptr)
 
-
-def test_speed_report(capsys):
-    """Forward and forward + backward of both variants on one thread; EGNN (4 × 64) on the same batch as a
-    yardstick, since absolute times drift between machines and with load. Best of two runs after a warm-up."""
-    from mdsurrogate.models.egnn import EGNN
-
-    b = speed_batch()
-    models = {f"EGHN[{v}] H=64 K=5": EGHN(node_dim=1, edge_dim=3, local_edge_dim=3, hidden=64, n_clusters=5,
-                                         variant=v) for v in ("paper", "official")}
-    models["EGNN 4x64 (yardstick)"] = EGNN(node_dim=1, edge_dim=3, hidden=64, layers=4)
-    rows = []
-    for name, model in models.items():
-        fwd, step = [], []
-        for _ in range(3):
-            t0 = time.perf_counter()
-            with torch.no_grad():
-                model(b)
-            t1 = time.perf_counter()
-            model.zero_grad(set_to_none=True)
-            pred = model(b)
-            loss = (pred.x - b.x).square().mean() + (pred.v - b.v).square().mean()
-            (loss if pred.aux_loss is None else loss + pred.aux_loss).backward()
-            fwd.append(t1 - t0)
-            step.append(time.perf_counter() - t1)
-        assert all(math.isfinite(t) for t in fwd + step)
-        rows.append(f"{name:24s} forward {1e3 * min(fwd[1:]):7.1f} ms   "
-                    f"forward+backward {1e3 * min(step[1:]):7.1f} ms")
-    with capsys.disabled():
-        print(f"\nspeed: 100 graphs x 25 nodes (60000 global, 10000 local edges), float32, "
-              f"threads: {torch.get_num_threads()}")
-        print("\n".join(rows))

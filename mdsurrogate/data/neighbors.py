@@ -106,9 +106,7 @@ def _check_positions(x: torch.Tensor) -> torch.Tensor:
     return x.detach()
 
 
-def _graph_sizes(
-    batch: torch.Tensor | None, n: int, device: torch.device
-) -> tuple[torch.Tensor, torch.Tensor, int]:
+def _graph_sizes(batch: torch.Tensor | None, n: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, int]:
     """Validate ``batch``; return (batch [N] int64, nodes per graph [B], largest graph size)."""
     if batch is None:
         return (
@@ -176,9 +174,7 @@ def _candidate_chunks(
                 continue
             seg_len = length[b0:b1].reshape(-1)
             seg_start = start[b0:b1].reshape(-1)
-            seg_id = torch.repeat_interleave(
-                torch.arange(seg_len.numel(), device=device), seg_len, output_size=size
-            )
+            seg_id = torch.repeat_interleave(torch.arange(seg_len.numel(), device=device), seg_len, output_size=size)
             # position = start of the range + rank inside the range
             offset = seg_start - (torch.cumsum(seg_len, 0) - seg_len)
             pos = torch.arange(size, device=device) + offset.index_select(0, seg_id)
@@ -196,9 +192,7 @@ def _dense_segments(batch: torch.Tensor, counts: torch.Tensor) -> SegFn:
     return seg_fn
 
 
-def _segment_min_max(
-    v: torch.Tensor, batch: torch.Tensor, n_graphs: int
-) -> tuple[torch.Tensor, torch.Tensor]:
+def _segment_min_max(v: torch.Tensor, batch: torch.Tensor, n_graphs: int) -> tuple[torch.Tensor, torch.Tensor]:
     idx = batch[:, None].expand(-1, v.shape[1])
     lo = torch.full((n_graphs, v.shape[1]), float("inf"), dtype=v.dtype, device=v.device)
     hi = torch.full((n_graphs, v.shape[1]), float("-inf"), dtype=v.dtype, device=v.device)
@@ -208,9 +202,7 @@ def _segment_min_max(
     return lo.masked_fill(empty, 0.0), hi.masked_fill(empty, 0.0)
 
 
-def _column_cell_list(
-    x: torch.Tensor, batch: torch.Tensor, n_graphs: int, cutoff: float, n_recv: int | None = None
-):
+def _column_cell_list(x: torch.Tensor, batch: torch.Tensor, n_graphs: int, cutoff: float, n_recv: int | None = None):
     """Cell list for open boundaries.  Returns ``(perm, seg_fn)``.
 
     Atoms are binned per graph into square columns of side ``cutoff / k`` (``k = _XY_DIVISIONS``) in x and y,
@@ -331,78 +323,66 @@ def _at_receivers(v: torch.Tensor, b0: int, b1: int, n_seg: int, seg_id: torch.T
 
 
 def _edges(
-    x: torch.Tensor,
-    cutoff: float,
     seg_fn: SegFn,
+    n: int,
     perm: torch.Tensor | None,
+    cut2: float,
+    recv_x: torch.Tensor | None,
+    send_x: torch.Tensor | None,
     periodic: _Periodic | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Test every candidate of ``seg_fn``; return sorted ``edge_index`` (and shifts when ``periodic``).
 
-    ``perm`` maps sender positions to node ids (``None``: identity, senders already ascending per receiver,
-    so no sort is needed).  Sender data are kept in sender order, so each range is contiguous in memory.
+    Candidates are first tested as open-boundary pairs, ``|recv_x[:, i] - send_x[:, pos]|^2 < cut2``
+    (``[3, *]`` coordinates; ``send_x`` in sender-position order, so every range is contiguous in memory;
+    ``recv_x is None`` skips the test).  With ``periodic`` the survivors then pass the exact minimum-image
+    test, :meth:`_Periodic.test`.  ``perm`` maps sender positions to node ids (``None``: identity; senders
+    then come out ascending for each receiver and no sort is needed).
     """
-    n, device = x.shape[0], x.device
-    cut2 = cutoff * cutoff
-    xt = x.t().contiguous()  # [3, N]
-    xs = xt if perm is None else xt.index_select(1, perm)
-    if periodic is not None:
-        ft = periodic.frac.t().contiguous()  # [3, N] float64 fractional coordinates
-        fs = ft if perm is None else ft.index_select(1, perm)
-    # sort keys (chunk-local receiver * n + sender) fit in int32 for chunks of fewer than 2^31 / n receivers
+    device = (recv_x if recv_x is not None else periodic.x).device
     pieces: list[torch.Tensor] = []
     shifts: list[torch.Tensor] = []
     cap = _CHUNK_PAIRS.get(device.type, 1 << 23)
     for b0, b1, n_seg, seg_id, pos in _candidate_chunks(n, seg_fn, cap, device):
-        d = _at_receivers(xt, b0, b1, n_seg, seg_id)  # [3, C]
-        d -= xs.index_select(1, pos)
-        s = None
-        if periodic is not None:
-            # the image of the sender closest to the receiver: s = round(f_i - f_j) on periodic axes
-            s = torch.zeros(3, seg_id.numel(), dtype=torch.float64, device=device)
-            for a in periodic.axes:
-                s[a] = torch.round(_at_receivers(ft[a], b0, b1, n_seg, seg_id) - fs[a].index_select(0, pos))
-            s_x = s.to(x.dtype)
-            if periodic.shared is not None:
-                d -= periodic.shared.t() @ s_x  # (s @ cell)^T
-            else:  # one cell per graph
-                g = _at_receivers(periodic.graph_of_node, b0, b1, n_seg, seg_id)
-                d -= torch.einsum("ak,kab->bk", s_x, periodic.cells.index_select(0, g))
-        d *= d
-        d2 = d[0] + d[1] + d[2]
-        keep = (d2 < cut2).nonzero().squeeze(1)
+        if recv_x is not None:
+            d = _at_receivers(recv_x, b0, b1, n_seg, seg_id)  # [3, C]
+            d -= send_x.index_select(1, pos)
+            d *= d
+            keep = ((d[0] + d[1] + d[2]) < cut2).nonzero().squeeze(1)
+            seg_id, pos = seg_id.index_select(0, keep), pos.index_select(0, keep)
         recv_of_seg = torch.arange(b0, b1, device=device)
         if n_seg > 1:
             recv_of_seg = recv_of_seg.repeat_interleave(n_seg)
-        i = recv_of_seg.index_select(0, seg_id.index_select(0, keep))
-        j = pos.index_select(0, keep)
-        if perm is not None:
-            j = perm.index_select(0, j)
-        not_self = (i != j).nonzero().squeeze(1)
-        i, j = i.index_select(0, not_self), j.index_select(0, not_self)
-        if s is not None:
-            s = s.index_select(1, keep).index_select(1, not_self)
+        i = recv_of_seg.index_select(0, seg_id)
+        j = pos if perm is None else perm.index_select(0, pos)
+        s = None
+        if periodic is not None:
+            ok, s = periodic.test(i, j)
+            keep = (ok & (i != j)).nonzero().squeeze(1)
+            s = s.index_select(0, keep)
+        else:
+            keep = (i != j).nonzero().squeeze(1)
+        i, j = i.index_select(0, keep), j.index_select(0, keep)
         if perm is not None and i.numel() > 1:
             # order senders within each receiver; receivers are already non-decreasing, so i is unchanged
             base = (i - b0) * n
             key = base + j
-            if (b1 - b0) * n < 2**31:
+            if (b1 - b0) * n < 2**31:  # int32 sorts faster
                 key = key.int()
             if s is None:
                 key = torch.sort(key).values
             else:
                 key, order = torch.sort(key)
-                s = s.index_select(1, order)
+                s = s.index_select(0, order)
             j = key.long() - base
             if periodic is not None:  # with ghosts, two images of one sender can both be candidates
                 first = torch.ones_like(j, dtype=torch.bool)
                 first[1:] = key[1:] != key[:-1]
                 first = first.nonzero().squeeze(1)
-                i, j = i.index_select(0, first), j.index_select(0, first)
-                s = s.index_select(1, first)
+                i, j, s = i.index_select(0, first), j.index_select(0, first), s.index_select(0, first)
         pieces.append(torch.stack([i, j]))
         if s is not None:
-            shifts.append(s.t().long())
+            shifts.append(s)
     edge_index = torch.cat(pieces, dim=1) if pieces else _empty_edges(device)
     if periodic is None:
         return edge_index, None
@@ -452,22 +432,36 @@ def radius_graph(
     if n == 0:
         return _empty_edges(x.device)
     batch, counts, n_max = _graph_sizes(batch, n, x.device)
+    xt = x.t().contiguous()  # [3, N]
     if n_max <= max_dense:
-        return _edges(x, cutoff, _dense_segments(batch, counts), None)[0]
+        return _edges(_dense_segments(batch, counts), n, None, cutoff * cutoff, xt, xt)[0]
     perm, seg_fn = _column_cell_list(x, batch, counts.numel(), cutoff)
-    return _edges(x, cutoff, seg_fn, perm)[0]
+    return _edges(seg_fn, n, perm, cutoff * cutoff, xt, xt.index_select(1, perm))[0]
 
 
 class _Periodic:
-    """Per-call periodic data used by the filter loop."""
+    """The exact minimum-image test shared by the dense and cell-list paths of :func:`radius_graph_pbc`."""
 
-    def __init__(self, frac, mask, axes, shared, cells, graph_of_node):
-        self.frac = frac  # [N, 3] float64 fractional coordinates (unwrapped)
-        self.mask = mask  # list[bool] periodic axes
-        self.axes = axes  # indices of periodic axes
-        self.shared = shared  # [3, 3] cell in x.dtype when all graphs share it, else None
-        self.cells = cells  # [B, 3, 3] cells in x.dtype
-        self.graph_of_node = graph_of_node  # [N] graph id
+    def __init__(self, x, frac, axes, cell, batch, cutoff):
+        self.x = x  # [N, 3] positions as given
+        self.frac = frac * torch.tensor([a in axes for a in range(3)], dtype=frac.dtype, device=frac.device)
+        cell_x = cell.to(x.dtype)
+        self.shared = cell_x[0] if bool((cell == cell[:1]).all()) else None  # [3, 3] if one cell for all
+        self.cells = cell_x.contiguous()  # [B, 3, 3]
+        self.batch = batch
+        self.cut2 = cutoff * cutoff
+
+    def test(self, i: torch.Tensor, j: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(|r_ij|^2 < cutoff^2, s)`` with ``s = round(f_i - f_j)`` and ``r_ij = x_i - x_j - s @ cell``."""
+        s = torch.round(self.frac.index_select(0, i) - self.frac.index_select(0, j))  # [C, 3] float64
+        s_x = s.to(self.x.dtype)
+        if self.shared is not None:
+            shift = s_x @ self.shared
+        else:
+            shift = torch.einsum("ck,ckd->cd", s_x, self.cells.index_select(0, self.batch.index_select(0, i)))
+        d = self.x.index_select(0, i) - self.x.index_select(0, j) - shift
+        d = d * d
+        return (d[:, 0] + d[:, 1] + d[:, 2]) < self.cut2, s.long()
 
 
 def _as_pbc(pbc) -> list[bool]:
@@ -575,15 +569,20 @@ def radius_graph_pbc(
             )
 
     frac = torch.bmm(x.to(torch.float64).unsqueeze(1), inv.index_select(0, batch)).squeeze(1)  # [N, 3]
-    cell_x = cell.to(dtype)
-    shared = cell_x[0] if bool((cell == cell[:1]).all()) else None
-    periodic = _Periodic(frac, mask, axes, shared, cell_x.contiguous(), batch)
+    periodic = _Periodic(x, frac, axes, cell, batch, cutoff)
     if n_max <= max_dense:
-        edge_index, shifts = _edges(x, cutoff, _dense_segments(batch, counts), None, periodic)
+        edge_index, shifts = _edges(_dense_segments(batch, counts), n, None, 0.0, None, None, periodic)
     else:
+        # candidates: open-boundary cell list over wrapped atoms plus ghost images, prefiltered with a
+        # slightly larger radius; the exact test then decides (so both paths agree bit for bit)
         x_ext, batch_ext, source = _with_periodic_ghosts(x, frac, cell, width, batch, axes, cutoff)
-        perm, seg_fn = _column_cell_list(x_ext, batch_ext, n_graphs, cutoff, n_recv=n)
-        edge_index, shifts = _edges(x, cutoff, seg_fn, source.index_select(0, perm), periodic)
+        perm_ext, seg_fn = _column_cell_list(x_ext, batch_ext, n_graphs, cutoff, n_recv=n)
+        ext_t = x_ext.t().to(dtype)
+        slack = cutoff * _BIN_MARGIN + 64 * torch.finfo(dtype).eps * float(x_ext.abs().max())
+        prefilter = (cutoff + slack) ** 2
+        edge_index, shifts = _edges(
+            seg_fn, n, source.index_select(0, perm_ext), prefilter, ext_t, ext_t.index_select(1, perm_ext), periodic
+        )
     assert shifts is not None
     return edge_index, shifts
 
