@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 
@@ -90,7 +91,11 @@ def test_ddp_two_cpu_processes_gloo(tiny_nbody, tmp_path):
     r = tmp_path / "r.toml"
     r.write_text(dump_toml(recipe(tiny_nbody, epochs=2).to_dict()))
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", "29531",
+    with socket.socket() as s:  # a free port for the rendezvous
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-addr", "127.0.0.1",
+           "--master-port", str(port),
            "-m", "mdsurrogate", "train", str(r), "--out", str(tmp_path / "ddp"), "--device", "cpu", "--quiet",
            "--json"]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
