@@ -106,7 +106,9 @@ def _check_positions(x: torch.Tensor) -> torch.Tensor:
     return x.detach()
 
 
-def _graph_sizes(batch: torch.Tensor | None, n: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, int]:
+def _graph_sizes(
+    batch: torch.Tensor | None, n: int, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor, int]:
     """Validate ``batch``; return (batch [N] int64, nodes per graph [B], largest graph size)."""
     if batch is None:
         return (
@@ -174,7 +176,9 @@ def _candidate_chunks(
                 continue
             seg_len = length[b0:b1].reshape(-1)
             seg_start = start[b0:b1].reshape(-1)
-            seg_id = torch.repeat_interleave(torch.arange(seg_len.numel(), device=device), seg_len, output_size=size)
+            seg_id = torch.repeat_interleave(
+                torch.arange(seg_len.numel(), device=device), seg_len, output_size=size
+            )
             # position = start of the range + rank inside the range
             offset = seg_start - (torch.cumsum(seg_len, 0) - seg_len)
             pos = torch.arange(size, device=device) + offset.index_select(0, seg_id)
@@ -192,7 +196,9 @@ def _dense_segments(batch: torch.Tensor, counts: torch.Tensor) -> SegFn:
     return seg_fn
 
 
-def _segment_min_max(v: torch.Tensor, batch: torch.Tensor, n_graphs: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _segment_min_max(
+    v: torch.Tensor, batch: torch.Tensor, n_graphs: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     idx = batch[:, None].expand(-1, v.shape[1])
     lo = torch.full((n_graphs, v.shape[1]), float("inf"), dtype=v.dtype, device=v.device)
     hi = torch.full((n_graphs, v.shape[1]), float("-inf"), dtype=v.dtype, device=v.device)
@@ -202,7 +208,14 @@ def _segment_min_max(v: torch.Tensor, batch: torch.Tensor, n_graphs: int) -> tup
     return lo.masked_fill(empty, 0.0), hi.masked_fill(empty, 0.0)
 
 
-def _column_cell_list(x: torch.Tensor, batch: torch.Tensor, n_graphs: int, cutoff: float, n_recv: int | None = None):
+def _column_cell_list(
+    x: torch.Tensor,
+    batch: torch.Tensor,
+    n_graphs: int,
+    cutoff: float,
+    n_recv: int | None = None,
+    reach: float | None = None,
+):
     """Cell list for open boundaries.  Returns ``(perm, seg_fn)``.
 
     Atoms are binned per graph into square columns of side ``cutoff / k`` (``k = _XY_DIVISIONS``) in x and y,
@@ -214,7 +227,9 @@ def _column_cell_list(x: torch.Tensor, batch: torch.Tensor, n_graphs: int, cutof
     order.  Columns out of reach (``rho >= r``) are skipped.  At uniform density this tests ~1.7-2x as many
     candidates as there are neighbours; the work is O(N).
 
-    Only the first ``n_recv`` atoms (default: all) are receivers; the others are senders only.
+    Only the first ``n_recv`` atoms (default: all) are receivers; the others are senders only.  ``reach``
+    (default ``cutoff * (1 + _BIN_MARGIN)``) is the radius actually searched, slightly above the cutoff so
+    that rounding cannot lose a pair.
 
     Range ends come from a table of cell starts (``bincount`` + ``cumsum``) when the number of cells is
     O(N), with ``z_res`` as fine as that allows, else from ``searchsorted`` on the sorted keys with a fine
@@ -225,14 +240,14 @@ def _column_cell_list(x: torch.Tensor, batch: torch.Tensor, n_graphs: int, cutof
     xd = x.to(torch.float64)
     lo, hi = _segment_min_max(xd, batch, n_graphs)
     ext = hi - lo
-    reach = cutoff * (1.0 + _BIN_MARGIN)
+    reach = cutoff * (1.0 + _BIN_MARGIN) if reach is None else reach
     side = reach / k
     nx = torch.floor(ext[:, 0] / side).long() + 1 + 2 * k  # k empty padding columns on each side
     ny = torch.floor(ext[:, 1] / side).long() + 1 + 2 * k
     # total number of cells for z_res = 1, 2, 4, ..., _Z_RESOLUTION (one host sync)
     z_options = [2**e for e in range(_Z_RESOLUTION.bit_length()) if 2**e <= _Z_RESOLUTION]
     zr = torch.tensor(z_options, dtype=torch.float64, device=device)
-    n_cells = ((nx * ny).double()[:, None] * (torch.floor(ext[:, 2:3] * zr / cutoff) + 1)).sum(0).tolist()
+    n_cells = ((nx * ny).double()[:, None] * (torch.floor(ext[:, 2:3] * (zr / cutoff)) + 1)).sum(0).tolist()
     budget = _CELL_TABLE_PER_ATOM * n + 65536
     fits = [z for z, c in zip(z_options, n_cells, strict=True) if c <= budget]
     use_table = bool(fits)
@@ -246,19 +261,19 @@ def _column_cell_list(x: torch.Tensor, batch: torch.Tensor, n_graphs: int, cutof
                 "split the system into graphs"
             )
         z_res = keyable[-1]
-    q = cutoff / z_res
-    nz = torch.floor(ext[:, 2] / q).long() + 1
+    zscale = z_res / cutoff  # z bins per unit length
+    nz = torch.floor(ext[:, 2] * zscale).long() + 1
     size = nx * ny * nz
     base = torch.cumsum(size, 0) - size
     rel = xd - lo.index_select(0, batch)
     cx = torch.floor(rel[:, 0] / side).long() + k
     cy = torch.floor(rel[:, 1] / side).long() + k
-    cz = torch.floor(rel[:, 2] / q).long()
+    cz = torch.floor(rel[:, 2] * zscale).long()
     ny_b, nz_b, base_b = ny.index_select(0, batch), nz.index_select(0, batch), base.index_select(0, batch)
     key = base_b + (cx * ny_b + cy) * nz_b + cz
     sorted_key, perm = torch.sort(key, stable=True)
     if use_table:
-        total = int(n_cells[z_options.index(z_res)])
+        total = int(size.sum())
         cell_start = torch.zeros(total + 1, dtype=torch.long, device=device)
         torch.cumsum(torch.bincount(key, minlength=total), 0, out=cell_start[1:])
 
@@ -290,8 +305,8 @@ def _column_cell_list(x: torch.Tensor, batch: torch.Tensor, n_graphs: int, cutof
         # z window; reach > cutoff leaves enough slack for rounding, so no extra bin is needed
         half = torch.sqrt(torch.clamp(reach2 - rho2, min=0.0))
         nz_r = nz_b.index_select(0, atoms)
-        z_lo = torch.clamp(torch.floor((rz - half) / q).long(), min=0)
-        z_hi = torch.minimum(torch.floor((rz + half) / q).long(), nz_r - 1)
+        z_lo = torch.clamp(torch.floor((rz - half) * zscale).long(), min=0)
+        z_hi = torch.minimum(torch.floor((rz + half) * zscale).long(), nz_r - 1)
         col = base_b.index_select(0, atoms) + (ccx * ny_b.index_select(0, atoms) + ccy) * nz_r
         if use_table:
             start = cell_start[col + z_lo]
@@ -399,7 +414,7 @@ def radius_graph(
     cutoff: float,
     batch: torch.Tensor | None = None,
     *,
-    max_dense: int = 2048,
+    max_dense: int = 512,
     cell: torch.Tensor | None = None,
     pbc=None,
 ) -> torch.Tensor:
@@ -407,9 +422,9 @@ def radius_graph(
 
     Args:
         x: ``[N, 3]`` positions (float32 or float64, any device); gradients are not tracked.
-        cutoff: radius, in the units of ``x``.  The test is strict, ``|x_i - x_j| < cutoff``, evaluated as
-            ``dx*dx + dy*dy + dz*dz < cutoff**2`` in the dtype of ``x``: pairs exactly ``cutoff`` apart are not
-            edges; distinct atoms at the same position are.
+        cutoff: radius, in the units of ``x``.  The test is strict, ``|x_i - x_j| < cutoff``, evaluated
+            as ``dx*dx + dy*dy + dz*dz < cutoff**2`` in the dtype of ``x``: pairs exactly ``cutoff`` apart
+            are not edges; distinct atoms at the same position are.
         batch: ``[N]`` sorted graph id per node; ``None`` means a single graph.
         max_dense: if no graph has more than ``max_dense`` nodes, all pairs of each graph are tested (in
             chunks; ``sum_g n_g^2`` work, faster for small graphs); otherwise one cell list serves the whole
@@ -508,7 +523,7 @@ def radius_graph_pbc(
     pbc,
     batch: torch.Tensor | None = None,
     *,
-    max_dense: int = 2048,
+    max_dense: int = 512,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Radius graph under periodic boundary conditions (minimum-image convention), with lattice shifts.
 
@@ -526,8 +541,8 @@ def radius_graph_pbc(
         max_dense: as in :func:`radius_graph`.
 
     Returns:
-        ``(edge_index, shifts)``: ``edge_index`` ``[2, E]`` as in :func:`radius_graph` (a pair appears once, with
-        its minimum image), and ``shifts`` ``[E, 3]`` int64 lattice shifts ``s`` (0 along non-periodic
+        ``(edge_index, shifts)``: ``edge_index`` ``[2, E]`` as in :func:`radius_graph` (a pair appears once,
+        with its minimum image), and ``shifts`` ``[E, 3]`` int64 lattice shifts ``s`` (0 along non-periodic
         directions): the sender's image is at ``x_j + s @ cell_g`` and the edge vector, pointing from that
         image to the receiver, is::
 
@@ -541,7 +556,7 @@ def radius_graph_pbc(
     n, device, dtype = x.shape[0], x.device, x.dtype
     mask = _as_pbc(pbc)
     axes = [a for a in range(3) if mask[a]]
-    cell = torch.as_tensor(cell).to(device=device, dtype=torch.float64)
+    cell = torch.as_tensor(cell).detach().to(device=device, dtype=torch.float64)
     if n == 0:
         return _empty_edges(device), torch.empty(0, 3, dtype=torch.long, device=device)
     batch, counts, n_max = _graph_sizes(batch, n, device)
@@ -575,13 +590,17 @@ def radius_graph_pbc(
     else:
         # candidates: open-boundary cell list over wrapped atoms plus ghost images, prefiltered with a
         # slightly larger radius; the exact test then decides (so both paths agree bit for bit)
-        x_ext, batch_ext, source = _with_periodic_ghosts(x, frac, cell, width, batch, axes, cutoff)
-        perm_ext, seg_fn = _column_cell_list(x_ext, batch_ext, n_graphs, cutoff, n_recv=n)
+        # The exact test rounds relative to |x| and |s @ cell|, not only to the cutoff: widen the search
+        # radius by more than any rounding of either test.
+        x_w, ghosts = _with_periodic_ghosts(x, frac, cell, width, batch, axes, cutoff)
+        size = float(torch.stack([x.abs().max().double(), x_w.abs().max()]).sum())
+        reach = cutoff * (1.0 + _BIN_MARGIN) + 64 * torch.finfo(dtype).eps * size
+        x_ext, batch_ext, source = ghosts(reach)
+        perm_ext, seg_fn = _column_cell_list(x_ext, batch_ext, n_graphs, cutoff, n_recv=n, reach=reach)
         ext_t = x_ext.t().to(dtype)
-        slack = cutoff * _BIN_MARGIN + 64 * torch.finfo(dtype).eps * float(x_ext.abs().max())
-        prefilter = (cutoff + slack) ** 2
+        send_t = ext_t.index_select(1, perm_ext)
         edge_index, shifts = _edges(
-            seg_fn, n, source.index_select(0, perm_ext), prefilter, ext_t, ext_t.index_select(1, perm_ext), periodic
+            seg_fn, n, source.index_select(0, perm_ext), reach * reach, ext_t, send_t, periodic
         )
     assert shifts is not None
     return edge_index, shifts
@@ -595,14 +614,14 @@ def _with_periodic_ghosts(
     batch: torch.Tensor,
     axes: list[int],
     cutoff: float,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Wrapped positions plus periodic ghost images, for candidate generation by the open cell list.
+):
+    """Wrapped positions, and a function adding periodic ghost images, for the open cell list.
 
-    Atoms are wrapped into the cell along periodic axes; an atom within ``cutoff`` (perpendicular distance,
-    with margin) of a face gets an image on the other side, for every combination of such faces (edges and
-    corners too).  Any pair closer than ``cutoff`` under the minimum image then appears as a real receiver
-    and a real or ghost sender.  Returns float64 ``(x_ext [N + G, 3], batch_ext, source)`` with ``source``
-    the real atom of every entry.
+    Atoms are wrapped into the cell along periodic axes (``x_w``, float64).  ``ghosts(reach)`` gives every
+    atom within ``reach`` (perpendicular distance) of a face an image on the other side, for every combination
+    of such faces (edges and corners too), so that any pair closer than ``reach`` under the minimum image
+    appears as a real receiver and a real or ghost sender.  It returns float64 ``(x_ext [N + G, 3],
+    batch_ext, source)``, ``source`` being the real atom of every entry (the first ``N`` are the atoms).
     """
     device, n = x.device, x.shape[0]
     pm = torch.zeros(3, dtype=torch.float64, device=device)
@@ -611,22 +630,25 @@ def _with_periodic_ghosts(
     whole = torch.floor(frac) * pm
     wrapped = frac - whole  # in [0, 1) along periodic axes
     x_w = x.to(torch.float64) - torch.einsum("nk,nkc->nc", whole, cell_b)
-    # images s in {-1, 0, 1}^3 (0 on open axes), s != 0: atom near the low face (f < t) -> s = +1 image
-    options = [(-1, 0, 1) if a in axes else (0,) for a in range(3)]
-    images = [(a, b, c) for a in options[0] for b in options[1] for c in options[2] if (a, b, c) != (0, 0, 0)]
-    if not images:
-        return x_w, batch, torch.arange(n, device=device)
-    img = torch.tensor(images, dtype=torch.float64, device=device)  # [M, 3]
-    reach = cutoff * (1.0 + _BIN_MARGIN)
-    t = (reach / width).index_select(0, batch)[:, None, :]  # [N, 1, 3]
-    f = wrapped[:, None, :]
-    near = (img == 0) | ((img > 0) & (f < t)) | ((img < 0) & (f >= 1.0 - t))
-    atom, which = near.all(-1).nonzero().unbind(1)
-    ghost = x_w.index_select(0, atom) + torch.einsum(
-        "gk,gkc->gc", img.index_select(0, which), cell_b.index_select(0, atom)
-    )
-    return (
-        torch.cat([x_w, ghost]),
-        torch.cat([batch, batch.index_select(0, atom)]),
-        torch.cat([torch.arange(n, device=device), atom]),
-    )
+
+    def ghosts(reach: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        # images s in {-1, 0, 1}^3 (0 on open axes), s != 0; an atom near the low face (f < t) gets s = +1
+        options = [(-1, 0, 1) if a in axes else (0,) for a in range(3)]
+        images = [(a, b, c) for a in options[0] for b in options[1] for c in options[2] if a or b or c]
+        if not images:
+            return x_w, batch, torch.arange(n, device=device)
+        img = torch.tensor(images, dtype=torch.float64, device=device)  # [M, 3]
+        t = (reach / width).index_select(0, batch)[:, None, :]  # [N, 1, 3]
+        f = wrapped[:, None, :]
+        near = (img == 0) | ((img > 0) & (f < t)) | ((img < 0) & (f >= 1.0 - t))
+        atom, which = near.all(-1).nonzero().unbind(1)
+        ghost = x_w.index_select(0, atom) + torch.einsum(
+            "gk,gkc->gc", img.index_select(0, which), cell_b.index_select(0, atom)
+        )
+        return (
+            torch.cat([x_w, ghost]),
+            torch.cat([batch, batch.index_select(0, atom)]),
+            torch.cat([torch.arange(n, device=device), atom]),
+        )
+
+    return x_w, ghosts
