@@ -127,6 +127,65 @@ def ingest_mcomplex_cmd(
     report_dataset(path, t0, json_out)
 
 
+@ingest_app.command("mocap")
+@friendly
+def ingest_mocap_cmd(
+    out_dir: Path = typer.Argument(..., help="Dataset directory to create."),
+    more_amc: list[Path] = typer.Argument(None, metavar="[B.amc …]", show_default=False,
+                                          help="Further AMC trials after --amc (so that `--amc dir/*.amc` works)."),
+    asf: Path = typer.Option(None, help="The subject's ASF skeleton (with --amc)."),
+    amc: list[Path] = typer.Option(None, help="AMC trial(s) of that skeleton, one trajectory each (trial name = "
+                                   "file stem); repeat the option or list the files after it."),
+    positions: Path = typer.Option(None, help="Joint positions already computed instead of --asf/--amc: .npz with "
+                                   "trial_00 … [T, J, 3], edges [J-1, 2] and the published split_* arrays."),
+    delta: int = typer.Option(30, help="Gap Δ in frames between input and target (paper: 30 at 120 Hz = 0.25 s; "
+                              "use 8 for the 30 Hz subject-35 walks)."),
+    split: str = typer.Option(None, help="Trial-disjoint split: a JSON file {\"train\": {\"trials\": [...], "
+                              "\"starts\": [[...], ...] | null}, \"val\": …, \"test\": …} (trial ids: indices or "
+                              "names) or 'walk30'. Default: the .npz's published split; for AMC trials WALK30 when "
+                              "they are the 23 subject-35 walks, else a seeded 11:6:6 split of the trials."),
+    fps: float = typer.Option(120.0, help="Frame rate of the trials (CMU: 120; the 30 Hz subject-35 copy: 30). "
+                              "The dataset's time unit is one frame; v = x(t+1) − x(t) per frame."),
+    height: bool = typer.Option(True, "--height/--no-height", help="Node features [‖v‖, y / max train height] "
+                                "(EGHN; only rotations about y and horizontal shifts stay symmetries) or "
+                                "[‖v‖, 1] (GMN; full E(3))."),
+    cap: bool = typer.Option(True, "--cap/--no-cap", help="Keep at most ⌊3000 | 600 | 600 / trials⌋ starts per "
+                             "train | val | test trial, as the EGHN trainer (Run: 400 / 240 / 240 samples)."),
+    overwrite: bool = typer.Option(False, help="Replace an existing dataset (only once the new one is complete)."),
+    json_out: bool = typer.Option(False, "--json", help="Print a JSON summary as the last line."),
+):
+    """Turn CMU motion capture (ASF + AMC trials, or joint positions in an .npz) into a dataset for the
+    GMN/EGHN Walk/Run protocol: static 2-hop skeleton graph, forward-difference velocities, Δ = 30 frames."""
+    from .data.sources.mocap import EGHN_MAX_SAMPLES, ingest_mocap_amc, ingest_mocap_positions, load_split
+
+    amc_files = list(amc or []) + list(more_amc or [])
+    if positions is not None and (asf is not None or amc_files):
+        fail("give either --positions FILE.npz or --asf with --amc trials, not both")
+    if positions is None and (asf is None or not amc_files):
+        fail("give --asf SKELETON.asf with at least one --amc TRIAL.amc (or --positions FILE.npz)")
+    if delta < 1 or fps <= 0:
+        fail("--delta must be ≥ 1 frame and --fps positive")
+    for f in [positions] if positions is not None else [asf, *amc_files]:
+        if not f.is_file():
+            fail(f"{f} does not exist")
+    try:
+        split_dict = load_split(split) if split is not None else None
+        caps = EGHN_MAX_SAMPLES if cap else None
+        t0 = time.perf_counter()
+        if positions is not None:
+            with err.status(f"reading joint positions from {positions.name}…"):
+                path = ingest_mocap_positions(out_dir, positions, delta=delta, split_from_file=split_dict is None,
+                                              split=split_dict, height_feature=height, fps=fps, max_samples=caps,
+                                              overwrite=overwrite)
+        else:
+            with err.status(f"forward kinematics of {len(amc_files)} trials…"):
+                path = ingest_mocap_amc(out_dir, asf, amc_files, delta=delta, split=split_dict,
+                                        height_feature=height, fps=fps, max_samples=caps, overwrite=overwrite)
+    except ValueError as exc:
+        fail(str(exc))
+    report_dataset(path, t0, json_out)
+
+
 def report_dataset(path: Path, t0: float, json_out: bool) -> None:
     from .data.dataset import Dataset
 
