@@ -186,6 +186,32 @@ def ingest_mocap_cmd(
     report_dataset(path, t0, json_out)
 
 
+@ingest_app.command("ase")
+@friendly
+def ingest_ase_cmd(
+    out_dir: Path = typer.Argument(..., help="Dataset directory to create."),
+    files: list[Path] = typer.Argument(..., help="Files ASE reads (.traj, extended XYZ, OUTCAR, …) whose frames carry "
+                                       "energies and forces; periodic cells are kept."),
+    cutoff: float = typer.Option(5.0, help="Neighbour cutoff in Å of the potential (cells of any size work)."),
+    val_fraction: float = typer.Option(0.1, help="Fraction of frames for validation (seeded random frame split)."),
+    test_fraction: float = typer.Option(0.1, help="Fraction of frames for the test split."),
+    seed: int = typer.Option(0, help="Seed of the frame split."),
+    index: str = typer.Option(":", help="Frames to read from each file, ASE slice syntax (':' all, '-1', '::10')."),
+    energy_key: str = typer.Option("energy", help="Energy to learn: energy, free_energy, or an atoms.info key."),
+    forces_key: str = typer.Option("forces", help="Forces to learn: forces, or an atoms.arrays key."),
+    overwrite: bool = typer.Option(False, help="Replace an existing dataset (only once the new one is complete)."),
+    json_out: bool = typer.Option(False, "--json", help="Print a JSON summary as the last line."),
+):
+    """Read frames with energies and forces (eV, Å) with ASE and write a dataset for learned potentials."""
+    from .data.sources.ase_frames import ingest_ase
+
+    t0 = time.perf_counter()
+    with err.status(f"reading {len(files)} file(s) with ASE…"):
+        path = ingest_ase(out_dir, files, cutoff=cutoff, val_fraction=val_fraction, test_fraction=test_fraction,
+                          seed=seed, index=index, energy_key=energy_key, forces_key=forces_key, overwrite=overwrite)
+    report_dataset(path, t0, json_out)
+
+
 def report_dataset(path: Path, t0: float, json_out: bool) -> None:
     from .data.dataset import Dataset
 
@@ -306,7 +332,7 @@ def eval_cmd(
     from .training.metrics import evaluate
 
     dev = resolve_device(device)
-    ck = load_checkpoint(model)
+    ck = load_checkpoint(model, kind="propagator")
     net, feat = model_from_checkpoint(ck, device=dev)
     ds = Dataset(data or ck["dataset"]["path"])
     if ds.features.to_dict() != feat.spec.to_dict():
@@ -380,7 +406,7 @@ def rollout(
     if out_file.suffix.lower() not in (".pdb", ".xyz", ".dcd"):
         fail(f"cannot write {out_file.name}: the extension must be .pdb, .xyz or .dcd")
     dev = resolve_device(device)
-    ck = load_checkpoint(model)
+    ck = load_checkpoint(model, kind="propagator")
     net, feat = model_from_checkpoint(ck, device=dev)
     ds = Dataset(source)
     ids = ds.split_indices(split)

@@ -1,0 +1,234 @@
+"""Frames with energies and forces, read by ASE, as a dataset for learned potentials; and EMT reference data.
+
+``ingest_ase`` reads any file ASE reads (``ase.io.read(f, ":")``: ``.traj``, extended XYZ, VASP OUTCAR, …),
+periodic cells included, and writes the standard dataset format with **one trajectory per frame** (so frames
+may differ in atom count, elements and cell):
+
+    positions.npy [R, 3]   Å (float32)               velocities.npy [R, 3]  Å/ps (zeros when a file has none)
+    forces.npy    [R, 3]   eV/Å                       energy.npy     [T]     eV (one per frame)
+    node.Z.npy    [ΣN]     atomic numbers (int64)
+    node.cell.npy [ΣN, 3, 3] the frame's cell (rows = lattice vectors, Å, float64), repeated on each of its atoms
+    node.pbc.npy  [ΣN, 3]  the frame's periodicity (bool), repeated on each of its atoms
+    samples.npy   [T, 3]   (frame t, 0, 0);  split.npy: a seeded random frame split
+
+The cell and pbc are stored as node properties because node properties are the dataset's only per-trajectory
+arrays, and a trajectory here is one frame: ``Dataset.topology`` then hands them to the trainer with the atoms.
+``meta.json`` carries ``task = "potential"``, the cutoff, the elements, the mean neighbour count at that cutoff,
+the energy property used and the source files. There is no time step (``frame_dt = 0``, ``delta_frames = 0``):
+such a dataset trains potentials, not propagators.
+
+``simulate_emt_frames`` makes seeded reference data with physics that ships with ASE (EMT, Langevin MD): a
+periodic fcc cell or a cluster at a few temperatures, written with energies and forces (extended XYZ, .traj, …).
+
+ASE is imported inside the functions: the rest of mdsurrogate imports without it.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..dataset import DatasetError, write_dataset
+
+
+def _ase_velocity_to_angstrom_per_ps() -> float:
+    """Å/ps per ASE velocity unit (Å per ASE time unit): 1 ps = 1000 fs = 1000·units.fs ASE time units."""
+    from ase import units
+
+    return 1000.0 * units.fs
+
+
+def _frame_labels(atoms, energy_key: str, forces_key: str):
+    """(energy, forces) of a frame: from its calculator's results, else from ``atoms.info`` / ``atoms.arrays``."""
+    energy = forces = None
+    results = getattr(atoms.calc, "results", None) or {}
+    if energy_key in results:
+        energy = results[energy_key]
+    if forces_key in results:
+        forces = results[forces_key]
+    if energy is None and energy_key in atoms.info:
+        energy = atoms.info[energy_key]
+    if forces is None and forces_key in atoms.arrays:
+        forces = atoms.arrays[forces_key]
+    return energy, forces
+
+
+def read_frames(files: Sequence[str | os.PathLike], *, index: str = ":", energy_key: str = "energy",
+                forces_key: str = "forces"):
+    """Read every frame of ``files`` with ASE; returns (list of Atoms, energies [T], forces list, provenance)."""
+    import ase.io
+
+    frames, energies, forces, origin = [], [], [], []
+    for f in files:
+        path = Path(f)
+        if not path.is_file():
+            raise DatasetError(f"{path} does not exist")
+        try:
+            images = ase.io.read(path, index)
+        except Exception as exc:  # noqa: BLE001 - ASE raises many kinds for unreadable files
+            raise DatasetError(f"ASE cannot read {path} ({exc.__class__.__name__}: {exc})") from None
+        if not isinstance(images, list):
+            images = [images]
+        if not images:
+            raise DatasetError(f"{path} holds no frames")
+        for k, atoms in enumerate(images):
+            e, fr = _frame_labels(atoms, energy_key, forces_key)
+            if e is None or fr is None:
+                missing = " and ".join(n for n, v in ((f"energy ({energy_key!r})", e), (f"forces ({forces_key!r})", fr))
+                                       if v is None)
+                raise DatasetError(f"frame {k} of {path} has no {missing}; a potential needs both (write them with "
+                                   "the calculator attached, or name the keys with --energy-key / --forces-key)")
+            fr = np.asarray(fr, dtype=np.float64)
+            if fr.shape != (len(atoms), 3) or not np.isfinite(fr).all() or not np.isfinite(float(e)):
+                raise DatasetError(f"frame {k} of {path} has malformed or non-finite energy/forces")
+            frames.append(atoms)
+            energies.append(float(e))
+            forces.append(fr)
+            origin.append((str(path), k))
+    return frames, np.asarray(energies, dtype=np.float64), forces, origin
+
+
+def ingest_ase(out: str | os.PathLike, files: Sequence[str | os.PathLike], *, cutoff: float = 5.0,
+               val_fraction: float = 0.1, test_fraction: float = 0.1, seed: int = 0, index: str = ":",
+               energy_key: str = "energy", forces_key: str = "forces", overwrite: bool = False) -> Path:
+    """Read frames with energies and forces from ``files`` and write a potential dataset at ``out``.
+
+    Args:
+        cutoff: neighbour cutoff (Å) the potential will use; every frame's neighbour list is built once here
+            (periodic images included, also for cells smaller than twice the cutoff), which checks the cells
+            and gives the mean neighbour count stored in ``meta.json``.
+        val_fraction, test_fraction: fractions of frames (rounded) drawn at random, with ``seed``, for the
+            validation and test splits; the rest trains (at least one frame).
+        index: which frames of each file to read (ASE's slice syntax, ``":"`` = all).
+        energy_key, forces_key: result names (``"energy"`` or ``"free_energy"``; or ``atoms.info`` /
+            ``atoms.arrays`` keys such as ``"REF_energy"``).
+    """
+    from ...models.potential import mean_degree, neighbor_list
+
+    if not files:
+        raise DatasetError("no input files given")
+    if not (0 <= val_fraction < 1 and 0 <= test_fraction < 1 and val_fraction + test_fraction < 1):
+        raise DatasetError("val and test fractions must be in [0, 1) and sum to less than 1")
+    if not cutoff > 0:
+        raise DatasetError(f"cutoff must be positive, got {cutoff}")
+    frames, energies, forces, origin = read_frames(files, index=index, energy_key=energy_key, forces_key=forces_key)
+    n_frames = len(frames)
+    to_ps = _ase_velocity_to_angstrom_per_ps()
+    pos, vel, frc, z, cells, pbcs = [], [], [], [], [], []
+    edges = atoms_total = 0
+    for k, atoms in enumerate(frames):
+        n = len(atoms)
+        if n == 0:
+            raise DatasetError(f"frame {origin[k][1]} of {origin[k][0]} has no atoms")
+        x = atoms.get_positions()
+        cell = np.asarray(atoms.cell.array, dtype=np.float64)
+        pbc = np.asarray(atoms.pbc, dtype=bool)
+        try:
+            ei, _ = neighbor_list(torch.from_numpy(x), cutoff, torch.zeros(n, dtype=torch.long),
+                                  torch.from_numpy(cell)[None], torch.from_numpy(pbc)[None])
+        except ValueError as exc:
+            raise DatasetError(f"frame {origin[k][1]} of {origin[k][0]}: {exc}") from None
+        edges += ei.shape[1]
+        atoms_total += n
+        pos.append(x[None])
+        vel.append((atoms.get_velocities() * to_ps)[None])
+        frc.append(forces[k][None])
+        z.append(atoms.numbers.astype(np.int64))
+        cells.append(np.broadcast_to(cell, (n, 3, 3)))
+        pbcs.append(np.broadcast_to(pbc, (n, 3)))
+
+    rng = np.random.default_rng(seed)
+    n_val = int(round(val_fraction * n_frames))
+    n_test = int(round(test_fraction * n_frames))
+    if n_frames - n_val - n_test < 1:
+        raise DatasetError(f"{n_frames} frames leave none for training with these val/test fractions")
+    codes = np.zeros(n_frames, np.int8)
+    perm = rng.permutation(n_frames)
+    codes[perm[:n_val]] = 1
+    codes[perm[n_val : n_val + n_test]] = 2
+    samples = np.stack([np.arange(n_frames), np.zeros(n_frames, np.int64), np.zeros(n_frames, np.int64)], axis=1)
+    elements = sorted({int(v) for a in z for v in a})
+    meta = {
+        "name": Path(out).name,
+        "source": "ase",
+        "task": "potential",
+        "description": "frames with energies and forces read by ASE (one trajectory per frame)",
+        "units": {"length": "Å", "time": "ps", "velocity": "Å/ps", "energy": "eV", "force": "eV/Å"},
+        "frame_dt": 0.0,
+        "delta_frames": 0,
+        "cutoff": float(cutoff),
+        "elements": elements,
+        "avg_num_neighbors": mean_degree(edges, atoms_total),
+        "energy_key": energy_key,
+        "forces_key": forces_key,
+        "features": {"global_graph": {"kind": "radius", "cutoff": float(cutoff)}, "node": [], "edge": ["dist"]},
+        "files": [str(f) for f in files],
+        "frames_per_file": {str(f): sum(1 for o in origin if o[0] == str(Path(f))) for f in files},
+        "generator": {"reader": "ase.io.read", "index": index, "seed": seed, "val_fraction": val_fraction,
+                      "test_fraction": test_fraction},
+    }
+    return write_dataset(out, positions=pos, velocities=vel, samples=samples, split=codes, meta=meta,
+                         node_props={"Z": z, "cell": cells, "pbc": pbcs}, forces=frc, energy=energies,
+                         overwrite=overwrite)
+
+
+def simulate_emt_frames(out: str | os.PathLike, *, system: str = "bulk", element: str = "Cu", size: int = 2,
+                        temperatures: Sequence[float] = (300.0, 800.0), frames_per_temperature: int = 20,
+                        stride: int = 10, timestep_fs: float = 2.0, friction: float = 0.02, seed: int = 0,
+                        equilibrate: int = 50) -> Path:
+    """Seeded reference data from ASE's EMT: Langevin MD, one frame every ``stride`` steps, written to ``out``.
+
+    The format follows the suffix of ``out`` (extended XYZ for ``.xyz``/``.extxyz``, an ASE trajectory for
+    ``.traj``, …); every frame carries its energy and forces.
+
+    Args:
+        system: ``"bulk"`` (a periodic cubic fcc cell repeated ``size``³ times: 4·size³ atoms) or ``"cluster"``
+            (a free fcc cuboctahedron with ``size`` shells; 13 atoms for 1, 55 for 2, …).
+        temperatures: K; each temperature runs ``equilibrate`` steps, then stores ``frames_per_temperature``
+            frames. friction: Langevin friction in 1/fs. Positions Å, energies eV, forces eV/Å, velocities
+            stored as ASE momenta.
+    """
+    import ase.io
+    from ase import units
+    from ase.build import bulk
+    from ase.calculators.emt import EMT
+    from ase.calculators.singlepoint import SinglePointCalculator
+    from ase.cluster import Octahedron
+    from ase.md.langevin import Langevin
+    from ase.md.velocitydistribution import Stationary
+
+    try:
+        from ase.md.velocitydistribution import thermalize_momenta
+    except ImportError:  # ASE < 3.29
+        from ase.md.velocitydistribution import MaxwellBoltzmannDistribution as thermalize_momenta
+
+    rng = np.random.default_rng(seed)
+    if system == "bulk":
+        atoms = bulk(element, "fcc", cubic=True).repeat((size, size, size))
+    elif system == "cluster":
+        atoms = Octahedron(element, 2 * size + 1, cutoff=size)
+        atoms.center(vacuum=6.0)
+        atoms.pbc = False
+    else:
+        raise ValueError(f"system must be 'bulk' or 'cluster', not {system!r}")
+    atoms.calc = EMT()
+    images = []
+    for temp in temperatures:
+        thermalize_momenta(atoms, temperature_K=temp, rng=rng)
+        Stationary(atoms)
+        dyn = Langevin(atoms, timestep_fs * units.fs, temperature_K=temp, friction=friction / units.fs, fixcm=False,
+                       rng=rng)
+        dyn.run(equilibrate)
+        for _ in range(frames_per_temperature):
+            dyn.run(stride)
+            snap = atoms.copy()
+            snap.calc = SinglePointCalculator(snap, energy=atoms.get_potential_energy(), forces=atoms.get_forces())
+            images.append(snap)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    ase.io.write(out, images, format="extxyz" if out.suffix.lower() in (".xyz", ".extxyz") else None)
+    return out

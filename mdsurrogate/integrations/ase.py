@@ -1,0 +1,332 @@
+"""ASE integration: a calculator for learned potentials, and an MD driver for learned propagators.
+
+    from mdsurrogate.integrations.ase import SurrogateCalculator, SurrogateDynamics
+
+    atoms.calc = SurrogateCalculator("runs/cu/best.pt", dtype="float64")   # energy, free_energy, forces
+    VelocityVerlet(atoms, 2 * units.fs).run(1000)                           # any ASE dynamics or optimiser
+
+    dyn = SurrogateDynamics(atoms, "runs/md/best.pt", trajectory="out.traj", logfile="-")
+    dyn.run(100)                                                            # each step advances the model's Δ
+
+Only this module imports ASE; ``import mdsurrogate`` and the core (data, models, training, rollout) work
+without it. Checkpoints are loaded with ``torch.load(weights_only=True)`` (through ``load_checkpoint``): opening
+an untrusted checkpoint cannot execute code.
+
+Units at the boundary: ASE uses Å, eV, amu and its own time unit (``ase.units.fs`` per fs); velocities are
+``momenta / masses`` in Å per ASE time unit. Potentials are trained in Å and eV, so the calculator needs no
+conversion. Propagator checkpoints carry their dataset's units (``dataset.units``: length and time, e.g. Å and
+ps for MD data) and Δ (``dataset.delta_time`` in that time unit); ``SurrogateDynamics`` converts positions and
+velocities into them and back, once per step. Dimensionless checkpoints (synthetic systems) need
+``units={"length": "Å", "time": "fs"}`` to say what their units mean.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+try:
+    from ase import units as ase_units
+    from ase.calculators.calculator import Calculator, all_changes
+    from ase.md.md import MolecularDynamics
+except ImportError as exc:  # pragma: no cover - ASE is a declared dependency
+    raise ImportError("mdsurrogate.integrations.ase needs ASE: pip install ase") from exc
+
+from ..data.topology import BatchTopology
+from ..errors import CheckpointError, UserError
+from ..models.potential import potential_from_checkpoint
+from ..rollout import StabilityGuard, radius_of_gyration
+from ..training.checkpoint import load_checkpoint, model_from_checkpoint, resolve_checkpoint
+
+__all__ = ["PropagatorPlaceholderCalculator", "SurrogateCalculator", "SurrogateDynamics"]
+
+DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+_HINTS = {
+    "potential": "SurrogateCalculator needs a learned potential (trained with "
+                 "mdsurrogate.training.potential.train_potential on `mdsurrogate ingest ase` data); "
+                 "to drive a propagator use SurrogateDynamics",
+    "propagator": "SurrogateDynamics needs a propagator (an EGNN/EGHN/… run of `mdsurrogate train`); "
+                  "to compute energies and forces with a potential use SurrogateCalculator",
+}
+
+
+def _dtype(dtype) -> torch.dtype:
+    if isinstance(dtype, torch.dtype):
+        if dtype not in DTYPES.values():
+            raise ValueError(f"dtype must be float32 or float64, not {dtype}")
+        return dtype
+    try:
+        return DTYPES[str(dtype)]
+    except KeyError:
+        raise ValueError(f"dtype must be 'float32' or 'float64', not {dtype!r}") from None
+
+
+def _load(checkpoint: str | os.PathLike, kind: str) -> tuple[dict, Path]:
+    """Load a checkpoint safely and check its kind, with a hint naming the right class."""
+    path = resolve_checkpoint(checkpoint)
+    data = load_checkpoint(path)
+    found = data.get("kind", "propagator")
+    if found != kind:
+        raise CheckpointError(f"{path} holds a {found} checkpoint, not a {kind}: {_HINTS[kind]}")
+    return data, path
+
+
+# ----------------------------------------------------------------------------------------------------------
+# the calculator
+# ----------------------------------------------------------------------------------------------------------
+
+
+class SurrogateCalculator(Calculator):
+    """ASE calculator for a learned potential checkpoint (``kind = "potential"``).
+
+    Args:
+        checkpoint: a ``best.pt``/``last.pt`` file or a run directory (its ``best.pt``).
+        device: torch device ("cpu", "cuda", "cuda:1"). dtype: "float32" (default) or "float64".
+        **kwargs: passed to ``ase.calculators.calculator.Calculator`` (label, directory, …).
+
+    Properties: ``energy`` and ``free_energy`` (eV; equal, the model has no electronic entropy) and
+    ``forces`` (eV/Å, −∂E/∂x by autograd, float64 arrays). ``stress`` is not implemented, so ASE raises
+    ``PropertyNotImplementedError`` for it (and for anything else not listed).
+
+    Caching follows ASE's protocol: ``get_potential_energy``/``get_forces`` recompute only when positions,
+    numbers, cell or pbc changed since the last calculation (one calculation fills energy and forces
+    together). ``initial_charges`` and ``initial_magmoms`` are in ``ignored_changes``: the model reads neither.
+    The model does not read ``atoms.info`` either, so changing it never invalidates results.
+    ``calculations`` counts the model evaluations.
+
+    Periodic cells of any shape and size work (cells narrower than twice the cutoff, e.g. a one-atom primitive
+    cell, see several images of each neighbour); partial periodicity (slabs, wires) too.
+
+    Raises ``UnknownElementError`` (a ``ValueError``) naming any element the potential was never trained on,
+    ``ValueError`` for degenerate periodic cells, and ``CheckpointError`` for a checkpoint of the wrong kind.
+    """
+
+    implemented_properties = ["energy", "free_energy", "forces"]
+    ignored_changes = {"initial_charges", "initial_magmoms"}
+
+    def __init__(self, checkpoint: str | os.PathLike, device: str | torch.device = "cpu", dtype="float32",
+                 **kwargs):
+        super().__init__(**kwargs)
+        self.device = torch.device(device)
+        self.dtype = _dtype(dtype)
+        self.checkpoint, self.checkpoint_path = _load(checkpoint, "potential")
+        self.model = potential_from_checkpoint(self.checkpoint, device=self.device, dtype=self.dtype)
+        self.elements: list[int] = list(self.model.elements)
+        self.cutoff: float = float(self.model.cutoff)
+        self.calculations = 0
+
+    def _get_name(self) -> str:
+        return "mdsurrogate"
+
+    def todict(self, skip_default=True) -> dict:
+        return {"checkpoint": str(self.checkpoint_path), "device": str(self.device),
+                "dtype": str(self.dtype).replace("torch.", "")}
+
+    def calculate(self, atoms=None, properties=None, system_changes=all_changes):
+        super().calculate(atoms, properties or ["energy"], system_changes)
+        a = self.atoms
+        numbers = torch.as_tensor(np.asarray(a.numbers), dtype=torch.long, device=self.device)
+        positions = torch.as_tensor(np.asarray(a.positions), dtype=self.dtype, device=self.device)
+        out = self.model(numbers, positions, None, np.asarray(a.cell.array), np.asarray(a.pbc), 1,
+                         compute_forces=True, create_graph=False)
+        energy = float(out["energy"].detach()[0])
+        self.results = {
+            "energy": energy,
+            "free_energy": energy,
+            "forces": out["forces"].detach().to("cpu", torch.float64).numpy(),
+        }
+        self.calculations += 1
+
+
+# ----------------------------------------------------------------------------------------------------------
+# the dynamics driver
+# ----------------------------------------------------------------------------------------------------------
+
+
+class PropagatorPlaceholderCalculator(Calculator):
+    """Stands in for a force field on atoms driven by :class:`SurrogateDynamics` when they have no calculator.
+
+    ASE's dynamics machinery and ``MDLogger`` ask the atoms for forces and energies; a propagator has neither.
+    This calculator answers ``forces`` with zeros (never used to move atoms) and ``energy``/``free_energy``
+    with NaN: "not known", so a log or trajectory can never be mistaken for a real potential energy. Attach a
+    real calculator (e.g. a :class:`SurrogateCalculator`) to the atoms instead to log energies along a
+    propagated trajectory.
+    """
+
+    implemented_properties = ["energy", "free_energy", "forces"]
+
+    def calculate(self, atoms=None, properties=None, system_changes=all_changes):
+        super().calculate(atoms, properties or ["energy"], system_changes)
+        self.results = {"energy": math.nan, "free_energy": math.nan, "forces": np.zeros((len(self.atoms), 3))}
+
+
+_LENGTH_UNITS = {"å": 1.0, "a": 1.0, "ang": 1.0, "angstrom": 1.0, "nm": 10.0, "pm": 0.01, "bohr": ase_units.Bohr}
+_TIME_UNITS = {"fs": ase_units.fs, "ps": 1000.0 * ase_units.fs, "ns": 1e6 * ase_units.fs, "ase": 1.0}
+_BUILTIN_NODE = {"speed", "ones", "height"}
+_BUILTIN_EDGE = {"dist", "dist2", "charge_product"}
+
+
+def unit_factors(ds_units: dict | None, override: dict | None = None) -> tuple[float, float]:
+    """(Å per dataset length unit, ASE time units per dataset time unit) from a checkpoint's ``dataset.units``."""
+    u = dict(ds_units or {})
+    u.update(override or {})
+    length, time = str(u.get("length", "")), str(u.get("time", ""))
+    lf, tf = _LENGTH_UNITS.get(length.lower()), _TIME_UNITS.get(time.lower())
+    if lf is None or tf is None:
+        raise UserError(
+            f"the checkpoint's units (length {length!r}, time {time!r}) have no ASE equivalent; pass "
+            f"units={{'length': …, 'time': …}} with a length in {sorted(_LENGTH_UNITS)} and a time in "
+            f"{sorted(_TIME_UNITS)} (dimensionless synthetic data needs this too)"
+        )
+    return lf, tf
+
+
+def needed_node_properties(spec) -> set[str]:
+    """Node properties a feature spec reads from the topology (``charge`` for ``charge_product``, …)."""
+    props = set()
+    for name in spec.node:
+        if name in _BUILTIN_NODE:
+            continue
+        props.add(name.split(":", 1)[1] if name.startswith("one_hot:") else name)
+    for name in list(spec.edge) + list(spec.local_edge):
+        if name == "charge_product":
+            props.add("charge")
+        elif name.startswith("same:"):
+            props.add(name.split(":", 1)[1])
+    return props
+
+
+def _atoms_property(atoms, name: str) -> np.ndarray:
+    if name == "charge":
+        if "initial_charges" not in atoms.arrays:
+            raise UserError("the propagator reads per-atom charges (node property 'charge'), but the atoms have "
+                            "none: set them with atoms.set_initial_charges(...)")
+        return atoms.get_initial_charges()
+    if name == "mass":
+        return atoms.get_masses()
+    if name in ("Z", "numbers", "element"):
+        return atoms.numbers.copy()
+    if name in atoms.arrays:
+        return np.asarray(atoms.arrays[name])
+    raise UserError(f"the propagator reads the node property {name!r}, which the atoms do not have: store it "
+                    f"with atoms.set_array({name!r}, values) or pass node_props={{{name!r}: values}}")
+
+
+class SurrogateDynamics(MolecularDynamics):
+    """ASE ``MolecularDynamics`` whose step is one learned-propagator step: (x, v)(t) → (x, v)(t + Δ).
+
+    Args:
+        atoms: the system; positions in Å, velocities from its momenta (zero when it has none).
+        checkpoint: a propagator checkpoint (``kind = "propagator"``) or run directory.
+        trajectory, logfile, loginterval, append_trajectory: as for every ASE dynamics (``Trajectory``
+            writing and ``MDLogger`` work as usual; ``attach`` adds observers).
+        device, dtype: where and in which precision the model runs ("float32" or "float64").
+        units: override of the checkpoint's units, e.g. ``{"length": "Å", "time": "fs"}`` for a dimensionless one.
+        node_props: name → [N] values for node properties the featurizer needs that ``atoms`` cannot supply.
+            By default ``charge`` comes from ``atoms.get_initial_charges()`` (which must have been set),
+            ``mass`` from the masses, ``Z`` from the atomic numbers and any other name from ``atoms.arrays``.
+        topology: a full ``BatchTopology`` (``ptr = [0, N]``), needed when the model uses static edge sets
+            (local bonds/complexes, a static global graph); by default one is built from ``atoms``.
+        guard: a ``StabilityGuard`` (default) checked after every step: a ``RuntimeError`` stops the run on
+            non-finite or exploding coordinates, with the atoms left at the last good state. None disables it.
+
+    The time step ``dt`` is the checkpoint's Δ (``dataset.delta_time``) in ASE time units, so ``get_time()``
+    and ``MDLogger`` times are physical. Propagators see open boundaries: positions are never wrapped into a
+    periodic cell. Constraints (e.g. ``FixAtoms``) are applied when positions and momenta are set.
+
+    A propagator has no forces or energy, but ASE's ``run`` asks for forces after every step and
+    ``MDLogger`` for the potential energy: when ``atoms.calc`` is None, a
+    :class:`PropagatorPlaceholderCalculator` (zero forces, NaN energy) is attached, and its forces are not
+    requested after steps (so trajectories do not record placeholder forces). A real calculator already on
+    the atoms is kept and evaluated as under any ASE integrator.
+    """
+
+    def __init__(self, atoms, checkpoint: str | os.PathLike, *, trajectory=None, logfile=None, loginterval: int = 1,
+                 append_trajectory: bool = False, device: str | torch.device = "cpu", dtype="float32",
+                 units: dict | None = None, node_props: dict | None = None, topology: BatchTopology | None = None,
+                 guard: StabilityGuard | None = StabilityGuard(), **kwargs):
+        self.checkpoint, self.checkpoint_path = _load(checkpoint, "propagator")
+        self.device = torch.device(device)
+        self.dtype = _dtype(dtype)
+        self.model, self.featurizer = model_from_checkpoint(self.checkpoint, device=self.device, dtype=self.dtype)
+        ds = self.checkpoint.get("dataset", {})
+        self.length_unit, self.time_unit = unit_factors(ds.get("units"), units)
+        delta = ds.get("delta_time")
+        if delta is None and "frame_dt" in ds and "delta_frames" in ds:
+            delta = float(ds["frame_dt"]) * int(ds["delta_frames"])
+        if delta is None or not float(delta) > 0:
+            raise CheckpointError(f"{self.checkpoint_path} does not record a positive Δ (dataset.delta_time)")
+        self.delta_time = float(delta)  # in the checkpoint's time unit
+        self.guard = guard
+        self._node_props = dict(node_props or {})
+        self._given_topology = topology
+        self.topology = self._build_topology(atoms)
+        if atoms.calc is None:
+            atoms.calc = PropagatorPlaceholderCalculator()
+        super().__init__(atoms, timestep=self.delta_time * self.time_unit, trajectory=trajectory, logfile=logfile,
+                         loginterval=loginterval, append_trajectory=append_trajectory, **kwargs)
+        self._rg0 = None
+
+    # -- topology ----------------------------------------------------------------------------------------
+    def _build_topology(self, atoms) -> BatchTopology:
+        n = len(atoms)
+        spec = self.featurizer.spec
+        if self._given_topology is not None:
+            topo = self._given_topology
+            if int(topo.ptr[-1]) != n or topo.num_graphs != 1:
+                raise UserError(f"topology describes {int(topo.ptr[-1])} nodes in {topo.num_graphs} graphs; "
+                                f"the atoms are one system of {n}")
+            return topo.to(self.device)
+        static_edges = [e for e in spec.edge if e not in _BUILTIN_EDGE and not e.startswith("same:")]
+        if spec.global_graph.get("kind") == "static" or getattr(self.model, "uses_local_graph", False) or static_edges:
+            raise UserError("this propagator uses static edge sets (local bonds/complexes, a static global graph or "
+                            "stored edge properties) that cannot be read from an ASE Atoms object; pass "
+                            "topology=BatchTopology(ptr=torch.tensor([0, N]), node_props=…, edge_sets=…)")
+        props = {}
+        for name in sorted(needed_node_properties(spec)):
+            val = self._node_props[name] if name in self._node_props else _atoms_property(atoms, name)
+            t = torch.as_tensor(np.asarray(val))
+            if t.shape[0] != n:
+                raise UserError(f"node property {name!r} has {t.shape[0]} values for {n} atoms")
+            props[name] = t
+        return BatchTopology(torch.tensor([0, n]), props).to(self.device)
+
+    # -- ASE hooks ---------------------------------------------------------------------------------------
+    def todict(self) -> dict:
+        return super().todict() | {"checkpoint": str(self.checkpoint_path),
+                                   "model": str(self.checkpoint.get("model", {}).get("name", ""))}
+
+    def _refresh_properties(self):
+        # ASE asks for forces after each step for loggers/observers; placeholder forces are of no use to anyone.
+        if isinstance(self.atoms.calc, PropagatorPlaceholderCalculator):
+            return
+        super()._refresh_properties()
+
+    def step(self):
+        """One propagator step: convert to the checkpoint's units, predict (x, v) after Δ, convert back."""
+        atoms = self.atoms
+        if int(self.topology.ptr[-1]) != len(atoms):
+            self.topology = self._build_topology(atoms)
+            self._rg0 = None
+        lf, tf = self.length_unit, self.time_unit
+        x = torch.as_tensor(atoms.get_positions() / lf, dtype=self.dtype, device=self.device)
+        v = torch.as_tensor(atoms.get_velocities() * (tf / lf), dtype=self.dtype, device=self.device)
+        with torch.no_grad():
+            if self._rg0 is None:
+                self._rg0 = radius_of_gyration(x, self.topology)
+            pred = self.model(self.featurizer(x, v, self.topology))
+            x_new, v_new = pred.x.to(self.dtype), pred.v.to(self.dtype)
+            if self.guard is not None:
+                reason = self.guard.check(x_new, v_new, self._rg0, self.topology)
+                if reason:
+                    raise RuntimeError(f"SurrogateDynamics stopped before step {self.nsteps + 1}: {reason}; "
+                                       "the atoms keep the last good state")
+        x_ase = x_new.to("cpu", torch.float64).numpy() * lf
+        v_ase = v_new.to("cpu", torch.float64).numpy() * (lf / tf)
+        atoms.set_positions(x_ase)
+        atoms.set_momenta(v_ase * self.masses)

@@ -1,0 +1,405 @@
+"""Learned interatomic potentials: an E(n)-invariant EGNN energy model with forces by autograd.
+
+A *potential* is not a propagator: it maps a configuration (atomic numbers, positions, cell, pbc) to a total
+energy per graph, and forces are its negative gradient. Potentials have their own small registry
+(:data:`POTENTIALS`), so the propagator machinery (``build_model``, the generic propagator equivariance test)
+never sees them; checkpoints of potentials carry ``kind = "potential"``.
+
+Units: positions and cells in Å, energies in eV, forces in eV/Å. Float32 or float64 (``model.double()``).
+
+``EGNNPotential`` ("egnn_potential"), per layer l (hidden width H, K radial functions)::
+
+    r_ij = x_i − x_j − s_ij·C_g                    edge to an image of j: shift s_ij ∈ ℤ³, C_g the cell
+    d_ij = ‖r_ij‖,   e_ij = ρ(d_ij) ∈ ℝᴷ             Gaussian radial basis on [0, r_c]
+    u(d) = 1 − 10t³ + 15t⁴ − 6t⁵,  t = d / r_c       envelope: u(r_c) = u'(r_c) = u''(r_c) = 0
+    m_ij = u(d_ij) · φ_e(h_i, h_j, e_ij)             [E, H]   scalar messages on distances only
+    h_i ← h_i + φ_h(h_i, (1/ν) Σ_j m_ij)              [N, H]   ν: a fixed average neighbour count
+    ε_i = σ · φ_out(h_i) + μ_{Z_i}                    per-atom energy; σ an energy scale, μ_Z reference energies
+    E_g = Σ_{i∈g} ε_i,    F_i = −∂E/∂x_i
+
+h⁰_i is a learned embedding of the element Z_i. Edges are all images within r_c (:func:`neighbor_list`): the
+minimum image when the cell holds the cutoff, several images (and an atom's own) in smaller cells. There are
+no coordinate updates: every quantity the energy depends on is a function of interatomic distances, so E is
+invariant under rotations, reflections, translations, permutations of atoms and lattice translations of single
+atoms, and F = −∇E is equivariant.
+Messages are *summed* (divided by a constant ν, not by the actual degree), and every message carries the
+envelope, so E is twice continuously differentiable when a neighbour crosses the cutoff: no jumps in energy or
+forces in MD.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+from ..errors import UserError
+from .layers import PairLinear, activation, mlp
+from .scatter import scatter_sum
+
+MAX_Z = 118
+
+
+class UnknownElementError(UserError, ValueError):
+    """A structure contains elements the potential was never trained on."""
+
+
+def element_names(numbers) -> str:
+    """'Ag, Au' for atomic numbers (chemical symbols when ASE is installed, else 'Z=47, Z=79')."""
+    zs = sorted({int(z) for z in numbers})
+    try:
+        from ase.data import chemical_symbols
+    except ImportError:  # the core works without ASE
+        return ", ".join(f"Z={z}" for z in zs)
+    return ", ".join(chemical_symbols[z] if 0 <= z < len(chemical_symbols) else f"Z={z}" for z in zs)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# the potential interface and its registry
+# ----------------------------------------------------------------------------------------------------------
+
+
+class Potential(nn.Module):
+    """Base class of learned potentials. Subclasses set ``name`` and implement ``forward`` as below.
+
+    ``forward(numbers [N], positions [N, 3], batch [N] | None, cell [B, 3, 3] | [3, 3] | None,
+    pbc [B, 3] | [3] | bool | None, num_graphs=None, *, compute_forces=True, create_graph=None)`` returns
+    ``{"energy": [B], "atom_energies": [N], "forces": [N, 3]}`` (forces only when asked).
+    """
+
+    name: str = ""
+    kind = "potential"
+    cutoff: float = 0.0
+
+
+POTENTIALS: dict[str, type[Potential]] = {}
+
+
+def register_potential(cls: type[Potential]) -> type[Potential]:
+    if not cls.name:
+        raise ValueError(f"{cls.__qualname__} needs a non-empty `name` to be registered")
+    POTENTIALS[cls.name] = cls
+    return cls
+
+
+def build_potential(name: str, **hparams) -> Potential:
+    """Instantiate a registered potential; ``KeyError`` naming the known ones for an unknown name."""
+    if name not in POTENTIALS:
+        raise KeyError(f"unknown potential {name!r}; known potentials: {', '.join(sorted(POTENTIALS))}")
+    return POTENTIALS[name](**hparams)
+
+
+def potential_from_checkpoint(data: dict, device="cpu", dtype: torch.dtype | None = None) -> Potential:
+    """Rebuild a potential (eval mode) from a checkpoint dict loaded with ``load_checkpoint(kind="potential")``."""
+    from ..errors import CheckpointError
+
+    m = data.get("model", {})
+    try:
+        model = build_potential(m["name"], **m.get("hparams", {}))
+    except (KeyError, TypeError) as exc:
+        raise CheckpointError(f"checkpoint names a potential this version cannot build ({exc})") from None
+    try:
+        model.load_state_dict(data["state_dict"])
+    except (RuntimeError, KeyError) as exc:
+        first = str(exc).splitlines()[0]
+        raise CheckpointError(f"checkpoint weights do not fit potential {m['name']!r} ({first})") from None
+    model.to(device=device, dtype=dtype)
+    return model.eval()
+
+
+# ----------------------------------------------------------------------------------------------------------
+# neighbours with periodic images
+# ----------------------------------------------------------------------------------------------------------
+
+
+def _as_graph_cells(cell, pbc, num_graphs: int, device) -> tuple[Tensor, Tensor]:
+    """Normalise ``cell`` to [B, 3, 3] (float64) and ``pbc`` to [B, 3] (bool)."""
+    if cell is None:
+        cell_t = torch.zeros(num_graphs, 3, 3, dtype=torch.float64, device=device)
+    else:
+        cell_t = torch.as_tensor(cell, device=device).to(torch.float64)
+        if cell_t.shape == (3, 3):
+            cell_t = cell_t.expand(num_graphs, 3, 3)
+        if cell_t.shape != (num_graphs, 3, 3):
+            raise ValueError(f"cell must be [3, 3] or [B, 3, 3] with B = {num_graphs}, got {tuple(cell_t.shape)}")
+    if pbc is None:
+        pbc_t = torch.zeros(num_graphs, 3, dtype=torch.bool, device=device)
+    else:
+        pbc_t = torch.as_tensor(pbc, device=device).to(torch.bool)
+        if pbc_t.dim() == 0:
+            pbc_t = pbc_t.expand(3)
+        if pbc_t.shape == (3,):
+            pbc_t = pbc_t.expand(num_graphs, 3)
+        if pbc_t.shape != (num_graphs, 3):
+            raise ValueError(f"pbc must be a bool, [3] or [B, 3] with B = {num_graphs}, got {tuple(pbc_t.shape)}")
+    return cell_t, pbc_t
+
+
+def periodic_widths(cell: Tensor, pbc: Tensor) -> Tensor:
+    """[B, 3] perpendicular widths of the cells: along a periodic axis k, the distance from a_k to the span of the
+    graph's other periodic lattice vectors (between opposite faces for a 3-D cell); ``inf`` along open axes.
+
+    From Gram determinants: w_k² = det G(periodic rows) / det G(periodic rows without k). cell [B, 3, 3], pbc [B, 3].
+    """
+    cell = cell.to(torch.float64)
+    open_ = ~pbc
+    a = cell * pbc.unsqueeze(-1)
+    gram = a @ a.transpose(1, 2) + torch.diag_embed(open_.to(torch.float64))  # open axes: identity rows
+    det_all = torch.linalg.det(gram)
+    widths = torch.full(pbc.shape, float("inf"), dtype=torch.float64, device=cell.device)
+    eye = torch.eye(3, dtype=torch.float64, device=cell.device)
+    for k in range(3):
+        g = gram.clone()
+        g[:, k, :] = eye[k]
+        g[:, :, k] = eye[k]
+        w = torch.sqrt((det_all / torch.linalg.det(g)).clamp(min=0.0))
+        widths[:, k] = torch.where(pbc[:, k], w, widths[:, k])
+    return torch.nan_to_num(widths, nan=0.0)
+
+
+def _multi_image_edges(x: Tensor, cutoff: float, cell: Tensor, pbc: Tensor, widths: Tensor) -> tuple[Tensor, Tensor]:
+    """All (i, j, s) with ‖x_i − x_j − s·C‖ < cutoff for ONE graph whose cell is too small for the minimum image
+    (cutoff ≥ half a periodic width): an atom may then see several images of a neighbour, and its own images
+    (i = j, s ≠ 0). Dense over atom pairs and a box of shifts; meant for small cells (the case that needs it).
+    Returns edge_index [2, E] sorted by receiver then sender, and s [E, 3] float64.
+    """
+    device, n = x.device, x.shape[0]
+    x = x.to(torch.float64)
+    cell = cell.to(torch.float64)
+    axes = [k for k in range(3) if bool(pbc[k])]
+    periodic_rows = cell[axes]
+    sv = torch.linalg.svdvals(periodic_rows)
+    if not bool(sv.min() > 1e-8 * sv.max().clamp(min=1e-300)):
+        raise ValueError("the periodic lattice vectors of cell are degenerate (zero or linearly dependent)")
+    full = cell.clone()
+    if len(axes) < 3:  # open axes: an orthonormal complement of the periodic span (only defines the frame)
+        vh = torch.linalg.svd(periodic_rows, full_matrices=True).Vh  # rows len(axes)… span the complement
+        for row, k in zip(vh[len(axes):], [k for k in range(3) if k not in axes], strict=True):
+            full[k] = row
+    frac = x @ torch.linalg.inv(full)
+    whole = torch.floor(frac) * pbc.to(torch.float64)
+    xw = x - whole @ full  # wrapped into the cell along periodic axes
+    reach = [int(math.ceil(cutoff / float(widths[k]))) + 1 if k in axes else 0 for k in range(3)]
+    grid = torch.cartesian_prod(*[torch.arange(-r, r + 1, dtype=torch.float64, device=device) for r in reach])
+    offsets = grid @ full  # [S, 3]
+    rel = xw.unsqueeze(1) - xw.unsqueeze(0)  # [n, n, 3]
+    same = torch.eye(n, dtype=torch.bool, device=device)
+    per_chunk = max(1, (1 << 22) // max(n * n, 1))
+    found = []
+    for s0 in range(0, grid.shape[0], per_chunk):
+        off = offsets[s0 : s0 + per_chunk]
+        d = rel.unsqueeze(2) - off  # [n, n, S_c, 3]
+        keep = (d * d).sum(-1) < cutoff * cutoff
+        keep &= ~(same.unsqueeze(-1) & (grid[s0 : s0 + per_chunk].abs().sum(-1) == 0))
+        i, j, k = keep.nonzero().unbind(1)
+        found.append((i, j, grid[s0 + k]))
+    i, j, s = (torch.cat(parts) for parts in zip(*found, strict=True))
+    s = s + whole[i] - whole[j]  # the shift for the positions as given
+    order = torch.sort(i * n + j, stable=True).indices
+    return torch.stack([i, j])[:, order], s[order]
+
+
+def neighbor_list(x: Tensor, cutoff: float, batch: Tensor, cell: Tensor, pbc: Tensor) -> tuple[Tensor, Tensor]:
+    """Edges within ``cutoff`` under each graph's own boundary conditions, periodic images included.
+
+    Args: x [N, 3] (Å), batch [N] sorted graph ids, cell [B, 3, 3] (rows are lattice vectors), pbc [B, 3] bool.
+    Returns: ``edge_index`` [2, E] (receiver i, sender j; sorted by receiver, then sender) and the integer
+    lattice shifts ``s`` [E, 3] (float64) with r_ij = x_i − x_j − s·C_g (the sign of :func:`radius_graph_pbc`).
+
+    Graphs are listed in groups: free graphs with :func:`radius_graph` (cell list), periodic graphs whose cells
+    hold the cutoff (cutoff < half every periodic width: the minimum image is exact) with
+    :func:`radius_graph_pbc`, one call per pbc pattern; and each graph with a smaller cell (a primitive cell, a
+    few-atom supercell) by a dense search over several images, so any cell shape and size works.
+    """
+    from ..data.neighbors import radius_graph, radius_graph_pbc
+
+    x = x.detach()
+    device = x.device
+    widths = periodic_widths(cell, pbc)
+    small = (cutoff >= 0.5 * widths * (1.0 - 1e-9)).any(1)  # minimum image not valid: several images per pair
+    code = pbc.long() @ torch.tensor([1, 2, 4], device=device)
+    code = torch.where(small, 8 + torch.arange(code.numel(), device=device), code)
+    keys, group = torch.unique(code, return_inverse=True)
+
+    def run(xs, bs, graphs):
+        g0 = int(graphs[0])
+        if bool(small[g0]):
+            return _multi_image_edges(xs, cutoff, cell[g0], pbc[g0], widths[g0])
+        pattern = pbc[g0]
+        if bool(pattern.any()):
+            ei, s = radius_graph_pbc(xs, cutoff, cell[graphs], pattern.tolist(), bs)
+            return ei, s.to(torch.float64)
+        ei = radius_graph(xs, cutoff, bs)
+        return ei, torch.zeros(ei.shape[1], 3, dtype=torch.float64, device=device)
+
+    if keys.numel() == 1:
+        return run(x, batch, torch.arange(code.numel(), device=device))
+    pieces, shifts = [], []
+    for p in range(keys.numel()):
+        graphs = (group == p).nonzero().squeeze(1)
+        rank = torch.full((group.numel(),), -1, dtype=torch.long, device=device)
+        rank[graphs] = torch.arange(graphs.numel(), device=device)
+        nodes = (rank[batch] >= 0).nonzero().squeeze(1)
+        ei, s = run(x[nodes], rank[batch[nodes]], graphs)
+        pieces.append(nodes[ei])
+        shifts.append(s)
+    edge_index, s = torch.cat(pieces, dim=1), torch.cat(shifts)
+    order = torch.sort(edge_index[0] * x.shape[0] + edge_index[1], stable=True).indices
+    return edge_index[:, order], s[order]
+
+
+# ----------------------------------------------------------------------------------------------------------
+# the EGNN potential
+# ----------------------------------------------------------------------------------------------------------
+
+
+def cutoff_envelope(d: Tensor, cutoff: float) -> Tensor:
+    """u(d) = 1 − 10t³ + 15t⁴ − 6t⁵ with t = min(d / r_c, 1): 1 at d = 0, and value, slope and curvature 0 at r_c."""
+    t = (d / cutoff).clamp(max=1.0)
+    t3 = t * t * t
+    return 1.0 - t3 * (10.0 - 15.0 * t + 6.0 * t * t)
+
+
+class GaussianBasis(nn.Module):
+    """ρ_k(d) = exp(−(d − μ_k)² / (2w²)), μ_k evenly spaced on [0, r_c], w the spacing. [E] → [E, K]."""
+
+    def __init__(self, cutoff: float, n: int):
+        super().__init__()
+        self.register_buffer("centers", torch.linspace(0.0, cutoff, n), persistent=False)
+        self.inv_two_w2 = 1.0 / (2.0 * (cutoff / max(n - 1, 1)) ** 2)
+
+    def forward(self, d: Tensor) -> Tensor:
+        return torch.exp(-((d.unsqueeze(-1) - self.centers.to(d.dtype)) ** 2) * self.inv_two_w2)
+
+
+class InvariantLayer(nn.Module):
+    """One EGNN layer without coordinate updates: m_ij = u(d_ij)·φ_e(h_i, h_j, ρ(d_ij)); h ← h + φ_h(h, Σm/ν).
+
+    Forward: h [N, H], edge_index [2, E], rbf [E, K], env [E, 1], inv_nu (float) → h [N, H].
+    """
+
+    def __init__(self, hidden: int, n_rbf: int, act: str = "silu"):
+        super().__init__()
+        self.edge_in = PairLinear(hidden, n_rbf, hidden)
+        self.edge_out = nn.Sequential(activation(act), nn.Linear(hidden, hidden), activation(act))
+        self.node = mlp(2 * hidden, hidden, hidden, act)
+
+    def forward(self, h: Tensor, edge_index: Tensor, rbf: Tensor, env: Tensor, inv_nu: float) -> Tensor:
+        m = self.edge_out(self.edge_in(h, edge_index, rbf)) * env
+        agg = scatter_sum(m, edge_index[0], h.shape[0]) * inv_nu  # index_add: twice differentiable
+        return h + self.node(torch.cat([h, agg], dim=-1))
+
+
+@register_potential
+class EGNNPotential(Potential):
+    """E(n)-invariant EGNN energy model (see the module docstring for the equations).
+
+    Args:
+        elements: atomic numbers the model knows (its embedding rows, in this order); any other element is
+            rejected with :class:`UnknownElementError`.
+        cutoff: r_c in Å. hidden: H. layers: number of message-passing layers. n_rbf: K.
+        avg_neighbors: ν, the constant the message sums are divided by (the training set's mean degree).
+        act: activation name.
+    Buffers (set by the trainer, saved in the state dict): ``reference_energies`` μ [n_elements] (eV) and
+    ``energy_scale`` σ (eV).
+    """
+
+    name = "egnn_potential"
+
+    def __init__(self, *, elements: list[int], cutoff: float = 5.0, hidden: int = 64, layers: int = 3,
+                 n_rbf: int = 16, avg_neighbors: float = 10.0, act: str = "silu"):
+        super().__init__()
+        elements = [int(z) for z in elements]
+        if not elements or len(set(elements)) != len(elements) or not all(1 <= z <= MAX_Z for z in elements):
+            raise ValueError(f"elements must be distinct atomic numbers in 1…{MAX_Z}, got {elements}")
+        if not cutoff > 0:
+            raise ValueError(f"cutoff must be positive, got {cutoff}")
+        self.elements = elements
+        self.cutoff = float(cutoff)
+        self.avg_neighbors = float(avg_neighbors)
+        lookup = torch.full((MAX_Z + 1,), -1, dtype=torch.long)
+        lookup[torch.tensor(elements)] = torch.arange(len(elements))
+        self.register_buffer("z_to_index", lookup, persistent=False)
+        self.register_buffer("reference_energies", torch.zeros(len(elements)))
+        self.register_buffer("energy_scale", torch.tensor(1.0))
+        self.embedding = nn.Embedding(len(elements), hidden)
+        self.rbf = GaussianBasis(self.cutoff, n_rbf)
+        self.layers = nn.ModuleList(InvariantLayer(hidden, n_rbf, act) for _ in range(layers))
+        self.readout = mlp(hidden, hidden, 1, act)
+        nn.init.zeros_(self.readout[-1].bias)
+
+    # -- inputs ------------------------------------------------------------------------------------------
+    def species(self, numbers: Tensor) -> Tensor:
+        """[N] element indices into ``elements``; :class:`UnknownElementError` naming any unknown element."""
+        numbers = numbers.to(device=self.z_to_index.device, dtype=torch.long)
+        bad = (numbers < 0) | (numbers > MAX_Z)
+        idx = self.z_to_index[numbers.clamp(0, MAX_Z)]
+        bad = bad | (idx < 0)
+        if bool(bad.any()):
+            raise UnknownElementError(
+                f"the potential was trained on {element_names(self.elements)} only; the structure also contains "
+                f"{element_names(numbers[bad].tolist())}, which it has never seen"
+            )
+        return idx
+
+    # -- energy and forces -------------------------------------------------------------------------------
+    def forward(self, numbers: Tensor, positions: Tensor, batch: Tensor | None = None, cell=None, pbc=None,
+                num_graphs: int | None = None, *, compute_forces: bool = True,
+                create_graph: bool | None = None) -> dict[str, Tensor]:
+        """Energies [B] (eV), per-atom energies [N] and, if asked, forces [N, 3] (eV/Å) = −∂E/∂x.
+
+        ``create_graph`` (default: ``self.training``) keeps the force graph so that a loss on forces can be
+        back-propagated into the parameters.
+        """
+        dtype = self.energy_scale.dtype
+        device = self.energy_scale.device
+        n = positions.shape[0]
+        if batch is None:
+            batch = torch.zeros(n, dtype=torch.long, device=device)
+        batch = batch.to(device=device, dtype=torch.long)
+        if num_graphs is None:
+            num_graphs = int(batch.max()) + 1 if n else 1
+        cell64, pbc_t = _as_graph_cells(cell, pbc, num_graphs, device)
+        species = self.species(numbers)
+        create_graph = self.training if create_graph is None else create_graph
+        x = positions.to(device=device, dtype=dtype)
+        if compute_forces and not x.requires_grad:
+            x = x.detach().requires_grad_(True)
+        edge_index, shifts = neighbor_list(x, self.cutoff, batch, cell64, pbc_t)
+        with torch.set_grad_enabled(compute_forces or torch.is_grad_enabled()):
+            i, j = edge_index
+            offset = torch.einsum("ek,ekc->ec", shifts.to(dtype), cell64.to(dtype)[batch[i]])  # s·C_g [E, 3]
+            rel = x.index_select(0, i) - x.index_select(0, j) - offset
+            d = (rel * rel).sum(-1).clamp(min=1e-12).sqrt()
+            rbf = self.rbf(d)
+            env = cutoff_envelope(d, self.cutoff).unsqueeze(-1)
+            h = self.embedding(species)
+            inv_nu = 1.0 / max(self.avg_neighbors, 1e-6)
+            for layer in self.layers:
+                h = layer(h, edge_index, rbf, env, inv_nu)
+            eps = self.readout(h).squeeze(-1) * self.energy_scale + self.reference_energies[species]
+            energy = scatter_sum(eps, batch, num_graphs)
+            out = {"energy": energy, "atom_energies": eps}
+            if compute_forces:
+                (grad,) = torch.autograd.grad(energy.sum(), x, create_graph=create_graph)
+                out["forces"] = -grad
+        return out
+
+
+def fit_reference_energies(counts: Tensor, energies: Tensor) -> Tensor:
+    """Least-squares μ [n_elements] with E_g ≈ Σ_Z count_gZ μ_Z (counts [B, n_elements], energies [B])."""
+    counts = counts.to(torch.float64)
+    energies = energies.to(torch.float64)
+    sol = torch.linalg.lstsq(counts, energies.unsqueeze(-1), driver="gelsd").solution.squeeze(-1)
+    return torch.where(torch.isfinite(sol), sol, torch.zeros_like(sol))
+
+
+def mean_degree(edge_count: int, atoms: int) -> float:
+    """ν for :class:`EGNNPotential`: mean number of neighbours (1 for an empty edge set)."""
+    return max(edge_count / max(atoms, 1), 1.0) if edge_count else 1.0
+
+
+__all__ = ["POTENTIALS", "EGNNPotential", "Potential", "UnknownElementError", "build_potential",
+           "cutoff_envelope", "fit_reference_energies", "mean_degree", "neighbor_list", "potential_from_checkpoint",
+           "register_potential"]
