@@ -49,15 +49,18 @@ class Propagator(nn.Module):
         raise NotImplementedError
 
 
-MODELS: dict[str, type[Propagator]] = {}
+class Registry(dict):
+    """name → class for one family of models (propagators, potentials); ``register`` is a class decorator."""
+
+    def register(self, cls):
+        if not getattr(cls, "name", ""):
+            raise ValueError(f"{cls.__qualname__} needs a non-empty `name` to be registered")
+        self[cls.name] = cls
+        return cls
 
 
-def register(cls: type[Propagator]) -> type[Propagator]:
-    """Class decorator: make a propagator available to recipes under ``cls.name``."""
-    if not cls.name:
-        raise ValueError(f"{cls.__qualname__} needs a non-empty `name` to be registered")
-    MODELS[cls.name] = cls
-    return cls
+MODELS: Registry = Registry()
+register = MODELS.register  # make a propagator available to recipes under ``cls.name``
 
 
 def build_model(name: str, *, node_dim: int, edge_dim: int, local_edge_dim: int, **hparams) -> Propagator:

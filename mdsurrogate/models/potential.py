@@ -35,6 +35,7 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import UserError
+from .base import Registry
 from .layers import PairLinear, activation, mlp
 from .scatter import scatter_sum
 
@@ -73,14 +74,8 @@ class Potential(nn.Module):
     cutoff: float = 0.0
 
 
-POTENTIALS: dict[str, type[Potential]] = {}
-
-
-def register_potential(cls: type[Potential]) -> type[Potential]:
-    if not cls.name:
-        raise ValueError(f"{cls.__qualname__} needs a non-empty `name` to be registered")
-    POTENTIALS[cls.name] = cls
-    return cls
+POTENTIALS: Registry = Registry()
+register_potential = POTENTIALS.register
 
 
 def build_potential(name: str, **hparams) -> Potential:
