@@ -409,6 +409,10 @@ def rollout(
     ck = load_checkpoint(model, kind="propagator")
     net, feat = model_from_checkpoint(ck, device=dev)
     ds = Dataset(source)
+    if steps > 1 and untrained_velocity(ck):
+        err.print("[bold yellow]warning:[/] this model was trained on positions only (train.velocity_weight = 0), "
+                  "so its next-velocity output is untrained and steps after the first are unreliable; retrain "
+                  "with --set train.velocity_weight=0.1 (or more) for rollouts")
     ids = ds.split_indices(split)
     if not 0 <= sample < len(ids):
         fail(f"--sample {sample} is out of range: split {split!r} has {len(ids)} samples")
@@ -427,13 +431,15 @@ def rollout(
         f = f0 + k * delta
         return ds.frame(traj, f)[0] if f < ds.traj_frames[traj] else None
 
-    top = AtomTopology.generic(x0.shape[0])
+    top = AtomTopology.generic(x0.shape[0], bonds=static_bonds(ds, traj))
     ext = out_file.suffix.lower()
     has_clusters = net.produces_clusters
     t_start = time.perf_counter()
     from rich.progress import Progress
 
-    writer_opts = {"bfactors": "cluster"} if has_clusters and ext == ".pdb" else {}
+    writer_opts = {"conect": top.bonds is not None} if ext == ".pdb" else {}
+    if has_clusters and ext == ".pdb":
+        writer_opts["bfactors"] = "cluster"
     with open_writer(out_file, top, **writer_opts) as writer, Progress(console=err, transient=True) as bar:
         task = bar.add_task("rolling out", total=steps)
 
@@ -459,6 +465,25 @@ def rollout(
                    "errors": [None if np.isnan(e) else e for e in res.errors.tolist()]})
     if res.stopped:
         raise typer.Exit(3)
+
+
+def untrained_velocity(ck: dict) -> bool:
+    """True when a trainable propagator's velocity output got no training signal (velocity_weight = 0)."""
+    weight = ck.get("recipe", {}).get("train", {}).get("velocity_weight", 0.0)
+    return weight == 0 and ck["model"]["name"] != "linear"
+
+
+def static_bonds(ds, traj: int):
+    """Undirected local edges (bonds, bones, intra-complex pairs) of a trajectory as [E, 2] with i < j, or None;
+    written as PDB CONECT records so that VMD/PyMOL draw the connectivity (e.g. a skeleton as sticks)."""
+    import numpy as np
+
+    if "local" not in ds.edge_set_names:
+        return None
+    edges, _ = ds.edge_set("local", traj)
+    if len(edges) == 0:
+        return None
+    return np.unique(np.sort(edges, axis=1), axis=0)
 
 
 # --------------------------------------------------------------------------------------------------------

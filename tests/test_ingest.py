@@ -67,6 +67,7 @@ def test_eghn_cluster_outputs(tiny_mcomplex, tmp_path):
     assert res.exit_code == 0, res.output
     u = mda.Universe(str(out))
     assert len(u.trajectory) == 3
+    assert len(u.bonds) == 1 + 3 + 6  # CONECT: the intra-complex pairs of complexes of 2, 3 and 4 particles
     from ase.io import read
 
     out_xyz = tmp_path / "roll.xyz"
