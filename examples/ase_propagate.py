@@ -86,10 +86,6 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    from mdsurrogate.errors import UserError
+    from mdsurrogate.errors import run_script
 
-    try:
-        sys.exit(main())
-    except (UserError, ValueError) as exc:  # bad checkpoint, unknown element, units, cell too small, …
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
+    run_script(main)  # bad checkpoint, unknown element, units, cell too small, …: one line, exit code 2

@@ -11,6 +11,7 @@ exit code; set MDSURROGATE_DEBUG=1 to see tracebacks.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
@@ -64,6 +65,15 @@ def friendly(fn):
     return wrapper
 
 
+@contextlib.contextmanager
+def input_errors():
+    """Inside an ingest: a ValueError from a source (infeasible parameters, malformed file) is bad input."""
+    try:
+        yield
+    except ValueError as exc:
+        fail(str(exc))
+
+
 def emit_json(obj: dict) -> None:
     """Print one JSON object as the last line of stdout."""
     sys.stdout.write(json.dumps(obj, default=float) + "\n")
@@ -92,7 +102,7 @@ def ingest_nbody_cmd(
     if min(train, val, test) < 0:
         fail("--train, --val and --test must be ≥ 0")
     t0 = time.perf_counter()
-    with err.status(f"simulating {train + val + test} N-body systems…"):
+    with input_errors(), err.status(f"simulating {train + val + test} N-body systems…"):
         path = ingest_nbody(out_dir, n_train=train, n_val=val, n_test=test, seed=seed,
                             stream_train=max(stream_train, train), overwrite=overwrite)
     report_dataset(path, t0, json_out)
@@ -118,12 +128,9 @@ def ingest_mcomplex_cmd(
     if min(train, val, test) < 0 or min(complexes, size, systems) < 1:
         fail("--complexes, --size and --systems must be ≥ 1 and the split sizes ≥ 0")
     t0 = time.perf_counter()
-    with err.status(f"simulating {train + val + test} M-complex systems…"):
-        try:
-            path = ingest_mcomplex(out_dir, n_complexes=complexes, avg_size=size, n_types=systems, n_train=train,
-                                   n_val=val, n_test=test, seed=seed, overwrite=overwrite)
-        except ValueError as exc:
-            fail(str(exc))
+    with input_errors(), err.status(f"simulating {train + val + test} M-complex systems…"):
+        path = ingest_mcomplex(out_dir, n_complexes=complexes, avg_size=size, n_types=systems, n_train=train,
+                               n_val=val, n_test=test, seed=seed, overwrite=overwrite)
     report_dataset(path, t0, json_out)
 
 
@@ -168,7 +175,7 @@ def ingest_mocap_cmd(
     for f in [positions] if positions is not None else [asf, *amc_files]:
         if not f.is_file():
             fail(f"{f} does not exist")
-    try:
+    with input_errors():
         split_dict = load_split(split) if split is not None else None
         caps = EGHN_MAX_SAMPLES if cap else None
         t0 = time.perf_counter()
@@ -181,8 +188,6 @@ def ingest_mocap_cmd(
             with err.status(f"forward kinematics of {len(amc_files)} trials…"):
                 path = ingest_mocap_amc(out_dir, asf, amc_files, delta=delta, split=split_dict,
                                         height_feature=height, fps=fps, max_samples=caps, overwrite=overwrite)
-    except ValueError as exc:
-        fail(str(exc))
     report_dataset(path, t0, json_out)
 
 
@@ -206,7 +211,7 @@ def ingest_ase_cmd(
     from .data.sources.ase_frames import ingest_ase
 
     t0 = time.perf_counter()
-    with err.status(f"reading {len(files)} file(s) with ASE…"):
+    with input_errors(), err.status(f"reading {len(files)} file(s) with ASE…"):
         path = ingest_ase(out_dir, files, cutoff=cutoff, val_fraction=val_fraction, test_fraction=test_fraction,
                           seed=seed, index=index, energy_key=energy_key, forces_key=forces_key, overwrite=overwrite)
     report_dataset(path, t0, json_out)
@@ -244,7 +249,6 @@ class TrainProgress:
                                  TextColumn("{task.fields[stats]}"), TimeElapsedColumn(), TimeRemainingColumn(),
                                  console=err, transient=False, disable=not enabled)
         self.task = None
-        self.loss = float("nan")
         self.best = ""
 
     def __call__(self, ev: dict):
@@ -254,8 +258,6 @@ class TrainProgress:
             self.task = self.progress.add_task("training", total=ev["epochs"], completed=ev["start_epoch"], stats="")
             err.print(f"model with {ev['parameters']:,} parameters on {ev['device']}, "
                       f"{ev['train_samples']} training samples", highlight=False)
-        elif kind == "batch" and self.task is not None:
-            self.loss = ev["loss"]
         elif kind == "epoch" and self.task is not None:
             if "best_val" in ev:
                 self.best = f"val {ev['val_mse']:.4g} best {ev['best_val']:.4g} (test {ev['best_test']:.4g})"

@@ -5,6 +5,18 @@ class UserError(Exception):
     """Base class: a problem with what the user passed (file, recipe, option), not a bug."""
 
 
+def run_script(main) -> None:
+    """Entry point for example scripts: bad input (a UserError or ValueError) is one line on stderr and exit
+    code 2, never a traceback; otherwise exit with ``main()``'s return code."""
+    import sys
+
+    try:
+        sys.exit(main())
+    except (UserError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+
+
 class RecipeError(UserError, ValueError):
     """A recipe or ``--set`` override is invalid."""
 

@@ -184,7 +184,8 @@ class Trainer:
         ids = self.train_ids[rng.permutation(len(self.train_ids))]
         ids = shard(ids[: len(ids) - len(ids) % (cfg.batch_size * self.dist.world)] if cfg.drop_last else ids,
                     cfg.batch_size, self.dist.rank, self.dist.world)
-        sums = torch.zeros(4, dtype=torch.float64)  # Σ loss·B, Σ mse·B, Σ mse_v·B, Σ B
+        # Σ loss·B, Σ mse·B, Σ mse_v·B, Σ B, accumulated on the device (no host sync per batch)
+        sums = torch.zeros(4, dtype=torch.float64, device=self.device)
         for b in batches(ids, cfg.batch_size, drop_last=cfg.drop_last):
             x0, v0, x1, v1, topo = self.dataset.gather(b)
             x0, v0, x1, v1 = (a.to(self.device, non_blocking=True) for a in (x0, v0, x1, v1))
@@ -206,12 +207,12 @@ class Trainer:
                     torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
                 self.optimizer.step()
             n = len(b)
-            sums += torch.tensor([loss.item() * n, mse.item() * n, mse_v.item() * n, n], dtype=torch.float64)
-            self.callback({"event": "batch", "loss": loss.item()})
+            sums += torch.stack([loss.detach(), mse.detach(), mse_v.detach(), loss.new_tensor(1.0)]).double() * n
         if self.dist.enabled:
             torch.distributed.all_reduce(sums)
-        n = max(sums[3].item(), 1.0)
-        return {"train_loss": sums[0].item() / n, "train_mse": sums[1].item() / n, "train_mse_v": sums[2].item() / n}
+        total, s_mse, s_mse_v, n = sums.tolist()
+        n = max(n, 1.0)
+        return {"train_loss": total / n, "train_mse": s_mse / n, "train_mse_v": s_mse_v / n}
 
     def _evaluate(self, ids: np.ndarray) -> dict:
         cfg = self.recipe.train
