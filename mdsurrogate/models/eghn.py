@@ -228,7 +228,7 @@ class EMMP(nn.Module):
         if self.coef is not None:
             W = self.coef(m).view(E, self.basis_dim, self.channels)  # Φ_Z(m_ij) [E, q, m]
             M = basis @ W  # (4) M_ij [E, 3, m]
-            Z = Z + agg.mean(M.reshape(E, -1)).view_as(Z)  # (6)
+            Z = Z + agg.mean(M.reshape(E, 3 * self.channels)).view_as(Z)  # (6)
         out = self.node(torch.cat([h, agg.sum(m)], dim=-1))  # (5)
         return (h + out if self.residual else out), Z
 
