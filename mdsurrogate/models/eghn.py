@@ -213,9 +213,9 @@ class EMMP(nn.Module):
             self.coef = nn.Sequential(nn.Linear(hidden, hidden), activation(act), last)  # Φ_Z
         self.node = mlp(2 * hidden, hidden, hidden, act)  # φ_h
 
-    def forward(self, h: Tensor, Z: Tensor, edge_index: Tensor, edge_attr: Tensor, agg: Aggregator):
+    def message(self, h: Tensor, Z: Tensor, edge_index: Tensor, edge_attr: Tensor) -> tuple[Tensor, Tensor]:
+        """Eq. 3: the invariant message m_ij [E, H] and the edge's vector basis Ẑ_ij [E, 3, q]."""
         i, j = edge_index
-        E = i.shape[0]
         Zi, Zj = Z.index_select(0, i), Z.index_select(0, j)  # [E, 3, m]
         if self.difference:
             basis = torch.cat([Zi[..., :1] - Zj[..., :1], Zi[..., 1:], Zj[..., 1:]], dim=-1)  # Ẑ_ij [E, 3, q]
@@ -224,11 +224,15 @@ class EMMP(nn.Module):
         else:
             basis = Zj  # [E, 3, m]
             scalars = torch.cat([normalised_gram(Zj, Zi), edge_attr], dim=-1)  # Ĝ(Z_jᵀZ_i)
-        m = self.edge_out(self.edge_in(h, edge_index, scalars))  # (3) m_ij [E, H]
+        return self.edge_out(self.edge_in(h, edge_index, scalars)), basis  # (3) m_ij [E, H]
+
+    def forward(self, h: Tensor, Z: Tensor, edge_index: Tensor, edge_attr: Tensor, agg: Aggregator):
+        E = edge_index.shape[1]
+        m, basis = self.message(h, Z, edge_index, edge_attr)  # (3)
         if self.coef is not None:
             W = self.coef(m).view(E, self.basis_dim, self.channels)  # Φ_Z(m_ij) [E, q, m]
             M = basis @ W  # (4) M_ij [E, 3, m]
-            Z = Z + agg.mean(M.reshape(E, 3 * self.channels)).view_as(Z)  # (6)
+            Z = Z + agg.mean(M.flatten(1)).view_as(Z)  # (6) (flatten: also for E = 0, no edges)
         out = self.node(torch.cat([h, agg.sum(m)], dim=-1))  # (5)
         return (h + out if self.residual else out), Z
 
