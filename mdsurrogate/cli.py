@@ -217,6 +217,80 @@ def ingest_ase_cmd(
     report_dataset(path, t0, json_out)
 
 
+@ingest_app.command("md")
+@friendly
+def ingest_md_cmd(
+    out_dir: Path = typer.Argument(..., help="Dataset directory to create."),
+    top: Path = typer.Option(..., help="Topology MDAnalysis reads (PSF, TPR, PRMTOP, PDB, GRO, …)."),
+    traj: list[Path] = typer.Option(..., help="Trajectory (DCD, XTC, TRR, NetCDF, PDB, …); repeat for several runs "
+                                    "of the same system (no sample straddles two files)."),
+    select: str = typer.Option("backbone", help="MDAnalysis selection of the atoms to model."),
+    delta: int = typer.Option(15, help="Δ in saved frames between input and target (EGHN AdK: 15 = 3.6 ns)."),
+    cutoff: float = typer.Option(10.0, help="Global-graph cutoff in Å (rebuilt for every state)."),
+    velocities: str = typer.Option("auto", help="auto (the trajectory's when it has them, else the backward "
+                                   "difference), trajectory or difference; stored in Å per frame."),
+    split: str = typer.Option("0.6,0.2,0.2", help="Chronological train,val,test fractions of each trajectory."),
+    overwrite: bool = typer.Option(False, help="Replace an existing dataset (only once the new one is complete)."),
+    json_out: bool = typer.Option(False, "--json", help="Print a JSON summary as the last line."),
+):
+    """Any MD trajectory MDAnalysis reads → dataset: one atom selection, bonds as local edges, atoms within the
+    cutoff as global edges, chronological split without leakage across its boundaries."""
+    from .data.ingest import ingest_md
+
+    t0 = time.perf_counter()
+    with input_errors(), err.status(f"reading {len(traj)} trajectory file(s) with MDAnalysis…"):
+        path = ingest_md(out_dir, top, traj, select=select, delta=delta, cutoff=cutoff, velocities=velocities,
+                         ratios=parse_ratios(split), overwrite=overwrite, warn=warn)
+    report_dataset(path, t0, json_out)
+
+
+@ingest_app.command("adk")
+@friendly
+def ingest_adk_cmd(
+    out_dir: Path = typer.Argument(..., help="Dataset directory to create."),
+    source: str = typer.Option("equilibrium", help="equilibrium: MDAnalysisData's adk_equilibrium (downloaded once, "
+                               "the EGHN paper's data); embedded: the AdK DIMS trajectories of MDAnalysisTests "
+                               "(offline)."),
+    select: str = typer.Option("backbone", help="MDAnalysis selection (EGHN paper: backbone)."),
+    delta: int = typer.Option(None, help="Δ in frames [default: 15 (3.6 ns) for equilibrium, 5 for embedded]."),
+    cutoff: float = typer.Option(10.0, help="Global-graph cutoff in Å (EGHN paper: 10)."),
+    data_home: Path = typer.Option(None, help="Where MDAnalysisData keeps its downloads [~/MDAnalysis_data]."),
+    overwrite: bool = typer.Option(False, help="Replace an existing dataset (only once the new one is complete)."),
+    json_out: bool = typer.Option(False, "--json", help="Print a JSON summary as the last line."),
+):
+    """Adenylate kinase: the EGHN paper's AdK equilibrium trajectory, or the AdK data shipped with MDAnalysisTests."""
+    from .data.ingest import ingest_md
+    from .data.sources.adk import embedded_adk_files, fetch_adk_equilibrium
+
+    if source not in ("equilibrium", "embedded"):
+        fail(f"--source must be equilibrium or embedded, not {source!r}")
+    t0 = time.perf_counter()
+    if source == "embedded":
+        top, trajs = embedded_adk_files()
+    else:
+        with err.status("fetching adk_equilibrium with MDAnalysisData…"):
+            top, trajs = fetch_adk_equilibrium(data_home)
+    delta = delta if delta is not None else (15 if source == "equilibrium" else 5)
+    with input_errors(), err.status("reading AdK with MDAnalysis…"):
+        path = ingest_md(out_dir, top, trajs, select=select, delta=delta, cutoff=cutoff, overwrite=overwrite,
+                         name=f"adk_{source}", warn=warn)
+    report_dataset(path, t0, json_out)
+
+
+def parse_ratios(text: str) -> tuple[float, float, float]:
+    try:
+        parts = tuple(float(p) for p in text.split(","))
+    except ValueError:
+        parts = ()
+    if len(parts) != 3 or any(p < 0 for p in parts) or abs(sum(parts) - 1) > 1e-6:
+        fail(f"--split must be three non-negative fractions that sum to 1, like 0.6,0.2,0.2 (got {text!r})")
+    return parts
+
+
+def warn(message: str) -> None:
+    err.print(f"[bold yellow]warning:[/] {message}", highlight=False, soft_wrap=True)
+
+
 def report_dataset(path: Path, t0: float, json_out: bool) -> None:
     from .data.dataset import Dataset
 
@@ -382,83 +456,61 @@ def write_clusters(net, feat, ds, ids, path: Path, device) -> Path:
 @app.command()
 @friendly
 def rollout(
-    source: Path = typer.Argument(..., help="A dataset directory (the initial state is a sample's input frame)."),
+    source: Path = typer.Argument(..., help="An MD trajectory (with --top; a PDB/GRO alone also works), or a dataset "
+                                  "directory (the initial state is a sample's input frame)."),
     model: Path = typer.Option(..., help="Run directory or checkpoint."),
     steps: int = typer.Option(10, help="Number of model steps (each advances Δ)."),
     out_file: Path = typer.Option(..., "--out", help="Output trajectory: .pdb (multi-MODEL), .xyz (extended) or .dcd."),
-    sample: int = typer.Option(0, help="Index of the starting sample in --split."),
-    split: str = typer.Option("test", help="Split the sample is taken from."),
-    frame: int = typer.Option(None, help="Start from this stored frame of the sample's trajectory instead of the "
-                              "sample's input frame (negative counts from the end)."),
+    top: Path = typer.Option(None, help="Topology of the trajectory (PSF, TPR, PRMTOP, PDB, GRO, …)."),
+    select: str = typer.Option(None, help="Atom selection; must be the model's (default: the model's)."),
+    frame: int = typer.Option(None, help="Frame to start from; negative counts from the end [trajectory: -1, "
+                              "dataset: the sample's input frame]."),
+    sample: int = typer.Option(0, help="Dataset source: index of the starting sample in --split."),
+    split: str = typer.Option("test", help="Dataset source: split the sample is taken from."),
     device: str = typer.Option("auto", help="auto, cpu or cuda[:i]."),
     json_out: bool = typer.Option(False, "--json", help="Print per-step errors and timing as JSON on the last line."),
 ):
-    """Autoregressive rollout from a dataset sample; reports the per-step error where the data has a reference."""
+    """Autoregressive rollout from the last (or any) frame of a trajectory, or from a dataset sample; reports the
+    per-step error where the source has later frames to compare with."""
     import numpy as np
 
-    from .data.dataset import Dataset
-    from .io.topology import AtomTopology
-    from .io.writers import open_writer
-    from .rollout import rollout as run_rollout
+    from . import initial_state
     from .training.checkpoint import load_checkpoint, model_from_checkpoint
     from .training.loop import resolve_device
 
     if steps < 1:
         fail("--steps must be ≥ 1")
-    if out_file.suffix.lower() not in (".pdb", ".xyz", ".dcd"):
+    ext = out_file.suffix.lower()
+    if ext not in (".pdb", ".xyz", ".dcd"):
         fail(f"cannot write {out_file.name}: the extension must be .pdb, .xyz or .dcd")
+    if not source.exists():
+        fail(f"{source} does not exist")
     dev = resolve_device(device)
     ck = load_checkpoint(model, kind="propagator")
     net, feat = model_from_checkpoint(ck, device=dev)
-    ds = Dataset(source)
+    if source.is_dir():
+        from .data.dataset import Dataset
+
+        if top is not None or select is not None:
+            fail("--top and --select apply to trajectories; a dataset source has its own atoms")
+        start = initial_state.from_dataset(Dataset(source), ck, split=split, sample=sample, frame=frame)
+    else:
+        with err.status(f"reading {source.name} with MDAnalysis…"):
+            start = initial_state.from_trajectory(source, ck, top=top, frame=-1 if frame is None else frame,
+                                                  select=select)
+    for note in start.warnings:
+        warn(note)
     if steps > 1 and untrained_velocity(ck):
-        err.print("[bold yellow]warning:[/] this model was trained on positions only (train.velocity_weight = 0), "
-                  "so its next-velocity output is untrained and steps after the first are unreliable; retrain "
-                  "with --set train.velocity_weight=0.1 (or more) for rollouts")
-    ids = ds.split_indices(split)
-    if not 0 <= sample < len(ids):
-        fail(f"--sample {sample} is out of range: split {split!r} has {len(ids)} samples")
-    traj, f0, _ = (int(a) for a in ds.samples[ids[sample]])
-    if frame is not None:
-        n_frames = int(ds.traj_frames[traj])
-        if not -n_frames <= frame < n_frames:
-            fail(f"--frame {frame} is out of range: the trajectory has {n_frames} frames")
-        f0 = frame % n_frames
-    x0, v0 = ds.states([traj], [f0])
-    topo = ds.topology([traj])
-    delta = int(ck["dataset"]["delta_frames"])
-    frame_dt = float(ck["dataset"]["frame_dt"])
-
-    def reference(k: int):
-        f = f0 + k * delta
-        return ds.frame(traj, f)[0] if f < ds.traj_frames[traj] else None
-
-    top = AtomTopology.generic(x0.shape[0], bonds=static_bonds(ds, traj))
-    ext = out_file.suffix.lower()
-    has_clusters = net.produces_clusters
-    t_start = time.perf_counter()
-    from rich.progress import Progress
-
-    writer_opts = {"conect": top.bonds is not None} if ext == ".pdb" else {}
-    if has_clusters and ext == ".pdb":
-        writer_opts["bfactors"] = "cluster"
-    with open_writer(out_file, top, **writer_opts) as writer, Progress(console=err, transient=True) as bar:
-        task = bar.add_task("rolling out", total=steps)
-
-        def on_frame(k, x, v, t, cl):
-            extra = {"cluster": cl} if cl is not None and ext != ".dcd" else {}
-            writer.write(x, time_ps=t, velocities=v if ext == ".xyz" else None, **extra)
-            bar.update(task, completed=k)
-
-        res = run_rollout(net, feat, x0, v0, topo, steps, delta_time=delta * frame_dt, t0=f0 * frame_dt,
-                          reference=reference, on_frame=on_frame, device=dev)
-    secs = time.perf_counter() - t_start
+        warn("this model was trained on positions only (train.velocity_weight = 0), so its next-velocity output is "
+             "untrained and steps after the first are unreliable; retrain with --set train.velocity_weight=0.1 "
+             "(or more) for rollouts")
+    res, secs = write_rollout(net, feat, ck, start, steps, out_file, dev)
     if res.stopped:
-        err.print(f"[bold yellow]warning:[/] {res.stopped}; the {res.steps_done} steps before it are in {out_file}")
+        warn(f"{res.stopped}; the {res.steps_done} steps before it are in {out_file}")
     table = Table("step", "time", "position MSE vs reference", header_style="bold")
     for k in range(1, res.steps_done + 1):
         e = res.errors[k]
-        table.add_row(str(k), f"{res.times[k]:.4g}", "—" if np.isnan(e) else f"{e:.6g}")
+        table.add_row(str(k), f"{res.times[k]:.6g}", "—" if np.isnan(e) else f"{e:.6g}")
     err.print(table)
     err.print(f"[green]wrote[/] {out_file} ({res.steps_done + 1} frames, {secs:.2f} s)")
     if json_out:
@@ -469,23 +521,38 @@ def rollout(
         raise typer.Exit(3)
 
 
+def write_rollout(net, feat, ck: dict, start, steps: int, out_file: Path, device):
+    """Roll ``net`` out from ``start`` (initial_state.InitialState) with a progress bar, streaming every frame to
+    ``out_file``; returns (RolloutResult, seconds)."""
+    from rich.progress import Progress
+
+    from .io.writers import open_writer
+    from .rollout import rollout as run_rollout
+
+    delta_time = int(ck["dataset"]["delta_frames"]) * float(ck["dataset"]["frame_dt"])
+    ext = out_file.suffix.lower()
+    atoms = start.atoms
+    writer_opts = {"conect": atoms.bonds is not None} if ext == ".pdb" else {}
+    if net.produces_clusters and ext == ".pdb":
+        writer_opts["bfactors"] = "cluster"
+    t_start = time.perf_counter()
+    with open_writer(out_file, atoms, **writer_opts) as writer, Progress(console=err, transient=True) as bar:
+        task = bar.add_task("rolling out", total=steps)
+
+        def on_frame(k, x, v, t, cl):
+            extra = {"cluster": cl} if cl is not None and ext != ".dcd" else {}
+            writer.write(x, time_ps=t, velocities=v if ext == ".xyz" else None, **extra)
+            bar.update(task, completed=k)
+
+        res = run_rollout(net, feat, start.x0, start.v0, start.topo, steps, delta_time=delta_time, t0=start.t0,
+                          reference=start.reference, on_frame=on_frame, device=device)
+    return res, time.perf_counter() - t_start
+
+
 def untrained_velocity(ck: dict) -> bool:
     """True when a trainable propagator's velocity output got no training signal (velocity_weight = 0)."""
     weight = ck.get("recipe", {}).get("train", {}).get("velocity_weight", 0.0)
     return weight == 0 and ck["model"]["name"] != "linear"
-
-
-def static_bonds(ds, traj: int):
-    """Undirected local edges (bonds, bones, intra-complex pairs) of a trajectory as [E, 2] with i < j, or None;
-    written as PDB CONECT records so that VMD/PyMOL draw the connectivity (e.g. a skeleton as sticks)."""
-    import numpy as np
-
-    if "local" not in ds.edge_set_names:
-        return None
-    edges, _ = ds.edge_set("local", traj)
-    if len(edges) == 0:
-        return None
-    return np.unique(np.sort(edges, axis=1), axis=0)
 
 
 # --------------------------------------------------------------------------------------------------------

@@ -8,7 +8,7 @@ training, evaluation, rollouts and the integrations build exactly the same input
      "scales": {"charge": 0.5}, "classes": {"element": 8}, "vertical_axis": 1}
 
 Node features (one or more columns each):
-    speed             ‖v_i‖
+    speed             ‖v_i‖, times ``scales["speed"]`` if present (e.g. 1 / RMS training speed)
     <prop>            a stored node property, multiplied by ``scales[<prop>]`` if present (dataset statistic,
                       fixed at ingest time, so features never depend on batch composition)
     one_hot:<prop>    one-hot of an integer node property with ``classes[<prop>]`` classes
@@ -127,7 +127,7 @@ class Featurizer:
         cols = []
         for name in self.spec.node:
             if name == "speed":
-                cols.append(v.norm(dim=-1, keepdim=True))
+                cols.append(v.norm(dim=-1, keepdim=True) * self.spec.scales.get("speed", 1.0))
             elif name == "ones":
                 cols.append(x.new_ones(x.shape[0], 1))
             elif name == "height":

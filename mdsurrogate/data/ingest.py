@@ -111,3 +111,107 @@ def ingest_mcomplex(out: str | Path, *, n_complexes: int = 3, avg_size: int = 3,
                          node_props={"charge": charge, "complex": cid, "system_type": [
                              np.full(len(c), t, np.int64) for c, t in zip(cid, np.concatenate(stype), strict=True)]},
                          edge_sets={"local": EdgeSetData(local, {})}, overwrite=overwrite)
+
+
+def ingest_md(out: str | Path, top: str | Path, trajs, *, select: str = "backbone", delta: int = 15,
+              cutoff: float = 10.0, velocities: str = "auto", ratios=(0.6, 0.2, 0.2), name: str | None = None,
+              overwrite: bool = False, warn=None) -> Path:
+    """Any MD trajectory MDAnalysis reads → a dataset of (frame i → frame i + Δ) samples of one atom selection.
+
+    Several trajectories of one system become one dataset; each is split chronologically on its own
+    (``ratios`` train/val/test) and no sample straddles two files or two splits (see
+    :func:`sources.md.chronological_samples`). Global graph: atoms within ``cutoff`` Å, rebuilt for every state;
+    edge features [‖r_ij‖, ‖r_ij‖²]; local graph: bonds with [length0, ‖r_ij‖²]; node features
+    [‖v‖ / v_rms, q / max|q|, one-hot element]. Velocities: ``"auto"`` (the trajectory's when it has them, else
+    the backward difference), ``"trajectory"`` or ``"difference"``; in Å per frame (sources/md.py).
+    ``warn(message)`` receives non-fatal notes (e.g. guessed bonds).
+    """
+    from .dataset import EdgeSetData
+    from .sources import md
+
+    warn = warn or (lambda message: None)
+    trajs = list(trajs)
+    if not trajs:
+        raise md.MDInputError("give at least one trajectory (--traj)")
+    if delta < 1:
+        raise md.MDInputError(f"--delta must be ≥ 1 frame, got {delta}")
+    if cutoff <= 0:
+        raise md.MDInputError(f"--cutoff must be positive, got {cutoff}")
+    if velocities not in ("auto", "trajectory", "difference"):
+        raise md.MDInputError(f"--velocities must be auto, trajectory or difference, not {velocities!r}")
+    universes = md.open_universe(top, trajs)
+    system = None
+    pos, vel, samples, codes, spacings, vel_kind = [], [], [], [], [], set()
+    for t, (u, path) in enumerate(zip(universes, trajs, strict=True)):
+        ag = md.select_atoms(u, select)
+        sysk = md.MDSystem.from_atomgroup(ag, select) if system is None else None
+        if system is None:
+            system = sysk
+            if system.bonds_guessed:
+                warn(f"the topology has no bonds for {select!r}: {len(system.bonds)} bonds were guessed from "
+                     "covalent radii at the first frame")
+        use_traj_v = velocities == "trajectory" or (velocities == "auto" and md.has_velocities(u))
+        if velocities == "trajectory" and not md.has_velocities(u):
+            raise md.MDInputError(f"{path} has no velocities; use --velocities difference")
+        x, v_traj, times = md.read_frames(u, ag, velocities=use_traj_v)
+        n = len(x)
+        first = 0 if use_traj_v else 1
+        if n < delta + 1 + first:
+            raise md.MDInputError(f"{path} has {n} frames, too few for Δ = {delta} frames "
+                                  f"(need at least {delta + 1 + first})")
+        dt = md.frame_spacing(u, times)
+        spacings.append(dt)
+        vel_kind.add("trajectory" if use_traj_v else "difference")
+        pos.append(x)
+        vel.append(md.state_velocities(x, v_traj, dt))
+        starts, code = md.chronological_samples(n, delta, ratios, first=first)
+        samples.append(np.stack([np.full(len(starts), t), starts, starts + delta], axis=1))
+        codes.append(code)
+    if len(vel_kind) > 1:
+        raise md.MDInputError("some trajectories have velocities and others not; pass --velocities difference")
+    if max(spacings) > 1.01 * min(spacings):
+        raise md.MDInputError(f"the trajectories save frames at different intervals ({min(spacings):g} to "
+                              f"{max(spacings):g} ps); one dataset needs one frame spacing")
+    samples, codes = np.concatenate(samples), np.concatenate(codes)
+    train = samples[codes == 0]
+    if len(train) == 0 or not (codes == 1).any() or not (codes == 2).any():
+        raise md.MDInputError(f"too few frames for Δ = {delta}: some split (train/val/test) gets no sample; "
+                              "use a smaller --delta or longer trajectories")
+    v_train = np.concatenate([vel[t][train[train[:, 0] == t, 1]] for t in np.unique(train[:, 0])])
+    v_rms = float(np.sqrt((v_train.astype(np.float64) ** 2).sum(-1).mean())) or 1.0
+    q_max = float(np.abs(system.charge).max()) or 1.0
+    frame_dt = float(np.median(spacings))
+    topo0 = system.topology(pos[0][0])
+    local = topo0.edge_sets["local"]
+    e_idx, length0 = local.index.numpy().T, local.props["length0"].numpy()
+    meta = {
+        "name": name or f"md_{Path(top).stem}",
+        "source": "md",
+        "description": f"MD trajectory {Path(top).name} + {', '.join(Path(p).name for p in trajs)}, "
+                       f"selection {select!r}",
+        "units": {"length": "Å", "time": "ps", "velocity": f"Å per frame ({frame_dt:g} ps)"},
+        "frame_dt": frame_dt,
+        "delta_frames": int(delta),
+        "selection": select,
+        "features": {
+            "global_graph": {"kind": "radius", "cutoff": float(cutoff)},
+            "node": ["speed", "charge", "one_hot:element"],
+            "edge": ["dist", "dist2"],
+            "local_edge": ["length0", "dist2"],
+            "scales": {"speed": 1.0 / v_rms, "charge": 1.0 / q_max},
+            "classes": {"element": len(md.ELEMENTS)},
+        },
+        "md": {"selection": select, "n_atoms": system.n_atoms, "signature": system.signature,
+               "elements": list(md.ELEMENTS), "velocities": vel_kind.pop(), "bonds_guessed": system.bonds_guessed,
+               "n_bonds": int(len(system.bonds)), "split_ratios": list(ratios), "cutoff": float(cutoff),
+               "element": system.element.tolist(), "charge": [round(float(q), 6) for q in system.charge],
+               "files": {"topology": str(top), "trajectories": [str(p) for p in trajs]}},
+        "generator": {"kind": "md", "topology": str(top), "trajectories": [str(p) for p in trajs], "select": select,
+                      "delta": int(delta), "cutoff": float(cutoff), "velocities": velocities},
+    }
+    n_t = len(pos)
+    return write_dataset(
+        out, positions=pos, velocities=vel, samples=samples, split=codes, meta=meta,
+        node_props={"element": [system.element] * n_t, "charge": [system.charge] * n_t},
+        edge_sets={"local": EdgeSetData([e_idx] * n_t, {"length0": [length0] * n_t})},
+        overwrite=overwrite)

@@ -77,6 +77,7 @@ def dataset_summary(ds: Dataset) -> dict:
         "delta_frames": ds.delta_frames,
         "delta_time": ds.frame_dt * ds.delta_frames,
         "selection": m.get("selection"),
+        "md": m.get("md"),
         "generator": m.get("generator", {}),
     }
 

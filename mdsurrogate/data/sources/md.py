@@ -1,0 +1,265 @@
+"""Molecular-dynamics trajectories through MDAnalysis: one atom selection of one system → states and topology.
+
+Anything MDAnalysis reads works (PSF/DCD, TPR/XTC/TRR, PDB, GRO, PRMTOP/NetCDF …). MDAnalysis is imported lazily
+so that the core runs without it.
+
+Conventions (the model sees exactly these, at ingest and at rollout):
+    positions   Å.
+    velocities  Å per *frame* of the dataset (``frame_dt`` ps), the papers' convention. By default the backward
+                difference v(t) = x(t) − x(t−1) (causal: a state at t uses no later frame, so a rollout can start
+                from the last frame of a trajectory; the EGHN paper's text, whereas its code used the forward
+                difference). With ``velocities="trajectory"`` the trajectory's own velocities (Å/ps) are
+                multiplied by ``frame_dt``. Instantaneous thermal velocities are nearly uncorrelated with the
+                displacement over a frame of hundreds of ps: prefer the difference for coarse frames.
+    node_props  ``element``: index into :data:`ELEMENTS` (one-hot feature); ``charge``: partial charge in e
+                (0 where the topology has none), featurised as q / max|q| of the selection (a constant of the
+                system, never a batch statistic).
+    local edges bonds inside the selection, both directions, with ``length0``: the bond length (Å) at the first
+                frame of the first trajectory. Bonds are guessed from distances (with a warning) when the
+                topology has none.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ...errors import UserError
+
+ELEMENTS = ("H", "C", "N", "O", "S", "P", "other")  # one-hot vocabulary of the ``element`` node property
+
+
+class MDInputError(UserError, ValueError):
+    """A topology, trajectory or selection that cannot be used."""
+
+
+def _mda():
+    try:
+        import MDAnalysis
+    except ImportError:  # pragma: no cover - MDAnalysis is a dependency, but the GPU image lacks it
+        raise MDInputError("reading MD trajectories needs MDAnalysis (pip install MDAnalysis)") from None
+    return MDAnalysis
+
+
+def open_universe(top: str | os.PathLike, trajs: Sequence[str | os.PathLike] = ()):
+    """``MDAnalysis.Universe(top, *trajs)`` with one clear sentence for unreadable or inconsistent files.
+
+    Each trajectory is opened on its own (never as one ChainReader) so that windows never straddle two files.
+    Returns the list of universes, one per trajectory (or [Universe(top)] when no trajectory is given).
+    """
+    mda = _mda()
+    for f in [top, *trajs]:
+        if not Path(f).exists():
+            raise MDInputError(f"{f} does not exist")
+    out = []
+    for traj in list(trajs) or [None]:
+        args = [str(top)] + ([str(traj)] if traj is not None else [])
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                out.append(mda.Universe(*args))
+        except ValueError as exc:
+            msg = str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__
+            if "atoms" in msg.lower() and traj is not None:
+                raise MDInputError(f"{traj} does not match topology {top}: {msg}") from None
+            raise MDInputError(f"MDAnalysis cannot read {' + '.join(map(str, args))}: {msg}") from None
+        except (OSError, TypeError, EOFError, RuntimeError, KeyError, IndexError) as exc:
+            msg = str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__
+            raise MDInputError(f"MDAnalysis cannot read {' + '.join(map(str, args))}: {msg}") from None
+    return out
+
+
+def select_atoms(universe, selection: str):
+    """The AtomGroup of ``selection``; an empty or invalid selection is an MDInputError."""
+    try:
+        ag = universe.select_atoms(selection)
+    except Exception as exc:  # noqa: BLE001 - MDAnalysis raises several types for a bad selection string
+        raise MDInputError(f"invalid atom selection {selection!r}: {str(exc).splitlines()[0]}") from None
+    if len(ag) == 0:
+        raise MDInputError(f"the selection {selection!r} matches no atoms of the topology")
+    return ag
+
+
+def element_ids(ag) -> np.ndarray:
+    """[N] int64 indices into :data:`ELEMENTS` (from the topology's elements, else guessed from names/masses)."""
+    from ...io.topology import guess_element
+
+    elems = getattr(ag, "elements", None) if hasattr(ag.universe.atoms, "elements") else None
+    names = ag.names
+    masses = ag.masses if hasattr(ag.universe.atoms, "masses") else [None] * len(ag)
+    out = np.empty(len(ag), np.int64)
+    lookup = {e: k for k, e in enumerate(ELEMENTS)}
+    for k in range(len(ag)):
+        e = str(elems[k]).strip().capitalize() if elems is not None and str(elems[k]).strip() else ""
+        if not e:
+            e = guess_element(str(names[k]), None if masses[k] is None else float(masses[k]))
+        out[k] = lookup.get(e, lookup["other"])
+    return out
+
+
+def partial_charges(ag) -> np.ndarray:
+    """[N] float32 partial charges in e (zeros when the topology has none)."""
+    if hasattr(ag.universe.atoms, "charges"):
+        return np.asarray(ag.charges, np.float32)
+    return np.zeros(len(ag), np.float32)
+
+
+def selection_bonds(ag, *, guess: bool = True) -> tuple[np.ndarray, bool]:
+    """([E, 2] undirected bonds (i < j) in selection-local indices, guessed?). Guesses from distances when the
+    topology has no bonds (``guess=False`` returns an empty array instead)."""
+    local = {int(a): k for k, a in enumerate(ag.indices)}
+    pairs = []
+    has_bonds = hasattr(ag.universe.atoms, "bonds") and len(ag.universe.atoms.bonds) > 0
+    if has_bonds:
+        idx = ag.intra_bonds.indices if len(ag.intra_bonds) else np.zeros((0, 2), np.int64)
+        pairs = [(local[int(a)], local[int(b)]) for a, b in idx]
+    guessed = False
+    if not pairs and guess and len(ag) > 1:
+        types = np.array([ELEMENTS[e] for e in element_ids(ag)], dtype=object)
+        pairs = [tuple(p) for p in _guess_bonds(ag.positions, types)]
+        guessed = True
+    arr = np.array(sorted({(min(a, b), max(a, b)) for a, b in pairs if a != b}), dtype=np.int64).reshape(-1, 2)
+    return arr, guessed
+
+
+COVALENT_RADIUS = {"H": 0.31, "C": 0.76, "N": 0.71, "O": 0.66, "S": 1.05, "P": 1.07}
+
+
+def _guess_bonds(pos: np.ndarray, elements: np.ndarray, tolerance: float = 0.45) -> np.ndarray:
+    """[E, 2] pairs closer than the sum of covalent radii + ``tolerance`` Å (cell-list search, O(N))."""
+    import torch
+
+    from ..neighbors import radius_graph
+
+    radii = np.array([COVALENT_RADIUS.get(str(e), 0.76) for e in elements])
+    cutoff = 2 * radii.max() + tolerance
+    x = torch.from_numpy(np.asarray(pos, np.float64))
+    i, j = radius_graph(x, cutoff, torch.zeros(len(pos), dtype=torch.long)).numpy()
+    d = np.linalg.norm(pos[i] - pos[j], axis=1)
+    keep = (i < j) & (d < radii[i] + radii[j] + tolerance) & (d > 0.4)
+    return np.stack([i[keep], j[keep]], axis=1)
+
+
+def atom_signature(ag) -> str:
+    """A short hash of the selection's atom names and residue names, in order: a model trained on one selection
+    can only be applied to the same atoms."""
+    h = hashlib.sha256()
+    for name, res in zip(ag.names, ag.resnames, strict=True):
+        h.update(f"{name}:{res};".encode())
+    return h.hexdigest()[:16]
+
+
+@dataclass
+class MDSystem:
+    """One selection of one system: what the featurizer and the writers need, independent of the frame.
+
+    Attributes:
+        n_atoms: N.
+        element: [N] int64 indices into ELEMENTS; charge: [N] float32 partial charges (e).
+        bonds: [E, 2] undirected bonds (i < j), selection-local indices; bonds_guessed: whether they were guessed.
+        selection: the MDAnalysis selection string; signature: :func:`atom_signature`.
+        atoms: io.topology.AtomTopology (names, residues, chains, elements, bonds) for the writers.
+    """
+
+    n_atoms: int
+    element: np.ndarray
+    charge: np.ndarray
+    bonds: np.ndarray
+    bonds_guessed: bool
+    selection: str
+    signature: str
+    atoms: object
+
+    @classmethod
+    def from_atomgroup(cls, ag, selection: str) -> MDSystem:
+        from ...io.topology import AtomTopology
+
+        bonds, guessed = selection_bonds(ag)
+        atoms = AtomTopology.from_atomgroup(ag).with_bonds(bonds)
+        return cls(len(ag), element_ids(ag), partial_charges(ag), bonds, guessed, selection, atom_signature(ag),
+                   atoms)
+
+    def directed_bonds(self) -> np.ndarray:
+        """[2E, 2] both directions of every bond, sorted by receiver."""
+        e = np.concatenate([self.bonds, self.bonds[:, ::-1]])
+        return e[np.lexsort((e[:, 1], e[:, 0]))]
+
+    def topology(self, positions0: np.ndarray):
+        """data.topology.BatchTopology of this one system; ``length0`` of each bond from ``positions0`` [N, 3]."""
+        import torch
+
+        from ..topology import BatchTopology, EdgeSet
+
+        e = self.directed_bonds()
+        length0 = np.linalg.norm(positions0[e[:, 0]] - positions0[e[:, 1]], axis=1).astype(np.float32)
+        local = EdgeSet(torch.from_numpy(e.T.copy()), {"length0": torch.from_numpy(length0)})
+        props = {"element": torch.from_numpy(self.element), "charge": torch.from_numpy(self.charge)}
+        return BatchTopology(torch.tensor([0, self.n_atoms]), props, {"local": local})
+
+
+def read_frames(universe, ag, *, velocities: bool = False) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
+    """All frames of the selection: positions [F, N, 3] float32 (Å), velocities [F, N, 3] (Å/ps) or None,
+    times [F] (ps). Each frame is copied (MDAnalysis reuses its Timestep)."""
+    n = len(universe.trajectory)
+    pos = np.empty((n, len(ag), 3), np.float32)
+    vel = np.empty((n, len(ag), 3), np.float32) if velocities else None
+    times = np.empty(n, np.float64)
+    for k, ts in enumerate(universe.trajectory):
+        pos[k] = ag.positions
+        if vel is not None:
+            vel[k] = ag.velocities
+        times[k] = ts.time
+    return pos, vel, times
+
+
+def frame_spacing(universe, times: np.ndarray | None = None) -> float:
+    """Time between saved frames in ps (MDAnalysis's ``dt``; 1 ps when the file does not say)."""
+    if times is not None and len(times) > 1 and np.all(np.diff(times) > 0):
+        return float(np.median(np.diff(times)))
+    try:
+        return float(universe.trajectory.dt)
+    except Exception:  # noqa: BLE001 - some readers cannot tell
+        return 1.0
+
+
+def has_velocities(universe) -> bool:
+    try:
+        return bool(universe.trajectory.ts.has_velocities)
+    except Exception:  # noqa: BLE001
+        return False
+
+
+def state_velocities(pos: np.ndarray, vel_traj: np.ndarray | None, frame_dt: float) -> np.ndarray:
+    """[F, N, 3] velocities in Å per frame: ``vel_traj`` (Å/ps) × frame_dt, else the backward difference
+    (frame 0, which has none, gets the forward one; samples never start at frame 0)."""
+    if vel_traj is not None:
+        return (vel_traj * frame_dt).astype(np.float32)
+    v = np.empty_like(pos)
+    v[1:] = pos[1:] - pos[:-1]
+    v[0] = pos[1] - pos[0] if len(pos) > 1 else 0.0
+    return v
+
+
+def chronological_samples(n_frames: int, delta: int, ratios=(0.6, 0.2, 0.2), first: int = 1):
+    """Samples (input frame i, target i + Δ) of one trajectory and their split codes (0/1/2).
+
+    The frames are cut into contiguous train / val / test spans by ``ratios``; a sample belongs to a span only
+    if every frame it uses (i − 1 for the velocity, i, i + Δ) lies inside it, so nothing leaks across a boundary.
+    """
+    if not abs(sum(ratios) - 1.0) < 1e-6 or any(r < 0 for r in ratios):
+        raise MDInputError(f"split ratios must be non-negative and sum to 1, got {ratios}")
+    bounds = np.floor(np.cumsum([0.0, *ratios]) * n_frames).astype(int)
+    bounds[-1] = n_frames
+    starts, codes = [], []
+    for code in range(3):
+        lo, hi = bounds[code], bounds[code + 1]
+        i = np.arange(max(lo + first, first), hi - delta)
+        starts.append(i)
+        codes.append(np.full(len(i), code, np.int8))
+    return np.concatenate(starts), np.concatenate(codes)

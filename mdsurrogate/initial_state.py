@@ -1,0 +1,135 @@
+"""Where a rollout starts: a dataset sample, or a frame of any MD trajectory MDAnalysis reads.
+
+Both give an :class:`InitialState`: the state (x0, v0) in the model's units, the static topology the featurizer
+needs, the per-atom identity the writers keep (names, residues, chains), the start time and, where the source
+has later frames, the reference positions after k model steps.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .errors import UserError
+
+
+class StartError(UserError, ValueError):
+    """The requested initial state cannot be built (frame out of range, model and atoms that do not match …)."""
+
+
+@dataclass
+class InitialState:
+    """x0, v0: [N, 3] (Å and Å per frame for MD; dataset units otherwise); topo: data.topology.BatchTopology of the
+    one system; atoms: io.topology.AtomTopology; t0: start time (ps for MD); reference(k): true positions [N, 3]
+    after k model steps, or None; warnings: notes for the user."""
+
+    x0: torch.Tensor
+    v0: torch.Tensor
+    topo: object
+    atoms: object
+    t0: float
+    reference: Callable[[int], np.ndarray | None] | None
+    warnings: list[str]
+
+
+def _frame_index(frame: int, n_frames: int) -> int:
+    if not -n_frames <= frame < n_frames:
+        raise StartError(f"--frame {frame} is out of range: the trajectory has {n_frames} frames")
+    return frame % n_frames
+
+
+def from_dataset(ds, checkpoint: dict, *, split: str = "test", sample: int = 0, frame: int | None = None):
+    """The input frame of sample ``sample`` of ``split`` (or another stored frame of its trajectory)."""
+    from .io.topology import AtomTopology
+
+    ids = ds.split_indices(split)
+    if not 0 <= sample < len(ids):
+        raise StartError(f"--sample {sample} is out of range: split {split!r} has {len(ids)} samples")
+    traj, f0, _ = (int(a) for a in ds.samples[ids[sample]])
+    if frame is not None:
+        f0 = _frame_index(frame, int(ds.traj_frames[traj]))
+    x0, v0 = ds.states([traj], [f0])
+    delta = int(checkpoint["dataset"]["delta_frames"])
+
+    def reference(k: int):
+        f = f0 + k * delta
+        return ds.frame(traj, f)[0] if f < ds.traj_frames[traj] else None
+
+    atoms = AtomTopology.generic(x0.shape[0], bonds=static_bonds(ds, traj))
+    return InitialState(x0, v0, ds.topology([traj]), atoms, f0 * float(ds.frame_dt), reference, [])
+
+
+def static_bonds(ds, traj: int):
+    """Undirected local edges (bonds, bones, intra-complex pairs) of a trajectory as [E, 2] with i < j, or None;
+    written as PDB CONECT records so that VMD/PyMOL draw the connectivity (e.g. a skeleton as sticks)."""
+    if "local" not in ds.edge_set_names:
+        return None
+    edges, _ = ds.edge_set("local", traj)
+    if len(edges) == 0:
+        return None
+    return np.unique(np.sort(edges, axis=1), axis=0)
+
+
+def from_trajectory(traj: str | os.PathLike, checkpoint: dict, *, top: str | os.PathLike | None = None,
+                    frame: int = -1, select: str | None = None) -> InitialState:
+    """Frame ``frame`` of an MD trajectory (topology ``top``; a PDB/GRO can be both), for a model trained on an MD
+    dataset (``mdsurrogate ingest md``): the same selection of the same atoms, velocities as in training."""
+    from .data.sources import md
+
+    info = checkpoint.get("dataset", {}).get("md")
+    if not info:
+        src = checkpoint.get("dataset", {}).get("source") or "a non-MD"
+        raise StartError(f"this model was trained on {src} data, not on an MD trajectory; roll it out from a "
+                         "dataset directory instead (mdsurrogate rollout DATASET --model …)")
+    sel = info["selection"]
+    if select is not None and select != sel:
+        raise StartError(f"the model was trained on the selection {sel!r}; --select {select!r} differs")
+    (u,) = md.open_universe(top if top is not None else traj, [traj] if top is not None else [])
+    ag = md.select_atoms(u, sel)
+    if len(ag) != info["n_atoms"] or md.atom_signature(ag) != info["signature"]:
+        raise StartError(f"the selection {sel!r} gives {len(ag)} atoms here that are not the {info['n_atoms']} "
+                         "atoms (names and residues, in order) the model was trained on")
+    n_frames = len(u.trajectory)
+    f0 = _frame_index(frame, n_frames)
+    model_dt = float(checkpoint["dataset"]["frame_dt"])
+    delta = int(checkpoint["dataset"]["delta_frames"])
+    notes = []
+    u.trajectory[f0]
+    x0 = ag.positions.astype(np.float32).copy()
+    t0 = float(u.trajectory.ts.time)
+    user_dt = md.frame_spacing(u)
+    if info["velocities"] == "trajectory":
+        if not md.has_velocities(u):
+            raise StartError("the model was trained with the trajectory's velocities, but this trajectory has none")
+        v0 = ag.velocities.astype(np.float32) * model_dt
+    else:
+        if f0 == 0:
+            raise StartError("the velocity is the difference to the previous frame, so a rollout cannot start at "
+                             "frame 0; choose a later --frame")
+        u.trajectory[f0 - 1]
+        v0 = (x0 - ag.positions.astype(np.float32)) * (model_dt / user_dt)
+        u.trajectory[f0]
+        if abs(user_dt - model_dt) > 0.01 * model_dt:
+            notes.append(f"this trajectory saves frames every {user_dt:g} ps, the model's data every {model_dt:g} ps: "
+                         "the velocity was rescaled, but a difference over a shorter interval is noisier")
+    system = md.MDSystem.from_atomgroup(ag, sel)
+    system.element = np.asarray(info.get("element", system.element), np.int64)
+    if "charge" in info:
+        system.charge = np.asarray(info["charge"], np.float32)
+    topo = system.topology(x0)
+    step_frames = delta * model_dt / user_dt
+    k_frames = round(step_frames) if math.isclose(step_frames, round(step_frames), rel_tol=1e-3) else None
+
+    def reference(k: int):
+        if k_frames is None or f0 + k * k_frames >= n_frames:
+            return None
+        u.trajectory[f0 + k * k_frames]
+        return ag.positions.astype(np.float32).copy()
+
+    return InitialState(torch.from_numpy(x0), torch.from_numpy(np.ascontiguousarray(v0, dtype=np.float32)), topo,
+                        system.atoms, t0, reference, notes)
