@@ -3,7 +3,7 @@
     ingest  → dataset on disk        train → run directory (checkpoints, metrics)
     eval    → test MSE (papers' metric), optionally after a random rigid motion
     rollout → trajectory file (PDB / XYZ / DCD)       demo → the whole pipeline on an embedded default
-    info    → what a dataset or checkpoint holds
+    info    → what a dataset or checkpoint holds          plot → skeleton / training-curve figures
 
 Thin by design: parse, validate, call the library, show progress. Errors are one red sentence and a non-zero
 exit code; set MDSURROGATE_DEBUG=1 to see tracebacks.
@@ -34,13 +34,18 @@ app = typer.Typer(
 )
 ingest_app = typer.Typer(help="Turn a simulation or trajectory into a training dataset.", no_args_is_help=True)
 app.add_typer(ingest_app, name="ingest")
+plot_app = typer.Typer(help="Figures (PNG, PDF, SVG): skeletons and training curves. Needs the extra: "
+                       "pip install 'mdsurrogate[plot]'.", no_args_is_help=True)
+app.add_typer(plot_app, name="plot")
 
 err = Console(stderr=True)
 out = Console()
 
 
 def fail(message: str, code: int = 2):
-    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    from rich.markup import escape
+
+    err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)  # "[plot]" is no markup
     raise typer.Exit(code)
 
 
@@ -486,6 +491,44 @@ def static_bonds(ds, traj: int):
     if len(edges) == 0:
         return None
     return np.unique(np.sort(edges, axis=1), axis=0)
+
+
+# --------------------------------------------------------------------------------------------------------
+# plot (logic in plot.py; matplotlib is imported there, lazily)
+# --------------------------------------------------------------------------------------------------------
+@plot_app.command("skeleton")
+@friendly
+def plot_skeleton_cmd(
+    model: Path = typer.Argument(..., help="Propagator run directory (uses best.pt) or checkpoint."),
+    data: str = typer.Option(None, help="Dataset with local edges (bones), e.g. mocap (default: the model's)."),
+    split: str = typer.Option("test", help="train, val or test."),
+    samples: int = typer.Option(4, help="Number of samples, spread evenly over the split (one row each)."),
+    out_file: Path = typer.Option(..., "--out", help="Figure file: .png (or .pdf, .svg)."),
+    device: str = typer.Option("auto", help="auto, cpu or cuda[:i]."),
+    json_out: bool = typer.Option(False, "--json", help="Print the sample ids and their MSE as JSON on the last line."),
+):
+    """Input, true next and predicted next state of a few samples as 3-D stick figures (bones = local edges)."""
+    from .plot import plot_skeletons
+
+    res = plot_skeletons(model, out_file, dataset=data, split=split, samples=samples, device=device)
+    err.print(f"[green]wrote[/] {out_file}: samples {res['samples']}, position MSE "
+              + ", ".join(f"{m:.4g}" for m in res["mse"]), highlight=False)
+    if json_out:
+        emit_json(res)
+
+
+@plot_app.command("curves")
+@friendly
+def plot_curves_cmd(
+    runs: list[Path] = typer.Argument(..., help="Run directories (each with metrics.jsonl); overlaid."),
+    out_file: Path = typer.Option(..., "--out", help="Figure file: .png (or .pdf, .svg)."),
+    label: list[str] = typer.Option(None, help="Legend label per run, in order (default: directory names)."),
+):
+    """Training loss and validation/test metric against epoch (log scale) for one or more runs."""
+    from .plot import plot_curves
+
+    plot_curves(runs, out_file, labels=label or None)
+    err.print(f"[green]wrote[/] {out_file} ({len(runs)} run(s))")
 
 
 # --------------------------------------------------------------------------------------------------------
