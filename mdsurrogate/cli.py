@@ -34,8 +34,8 @@ app = typer.Typer(
 )
 ingest_app = typer.Typer(help="Turn a simulation or trajectory into a training dataset.", no_args_is_help=True)
 app.add_typer(ingest_app, name="ingest")
-plot_app = typer.Typer(help="Figures (PNG, PDF, SVG): skeletons and training curves. Needs the extra: "
-                       "pip install 'mdsurrogate[plot]'.", no_args_is_help=True)
+plot_app = typer.Typer(help="Figures (PNG, PDF, SVG): skeletons and training curves. Needs matplotlib, the "
+                       "optional extra `plot`.", no_args_is_help=True)
 app.add_typer(plot_app, name="plot")
 
 err = Console(stderr=True)
