@@ -18,7 +18,8 @@ the energy property used and the source files. There is no time step (``frame_dt
 such a dataset trains potentials, not propagators.
 
 ``simulate_emt_frames`` makes seeded reference data with physics that ships with ASE (EMT, Langevin MD): a
-periodic fcc cell or a cluster at a few temperatures, written with energies and forces (extended XYZ, .traj, …).
+periodic fcc cell or a cluster at a few temperatures, written with energies and forces (extended XYZ, .traj, …);
+``ingest_emt`` (``mdsurrogate ingest emt``) simulates them and ingests them with ``ingest_ase`` in one step.
 
 ASE is imported inside the functions: the rest of mdsurrogate imports without it.
 """
