@@ -3,12 +3,15 @@
     python examples/ase_md.py runs/cu_potential                      # both, 2000 × 2 fs on a 108-atom Cu cell
     python examples/ase_md.py runs/cu_potential/best.pt --mode nve --steps 2000 --dt 2 --dtype float64 --json
     python examples/ase_md.py CHECKPOINT --system cluster --size 2 --temperature 500 --traj md.traj
+    python examples/ase_md.py runs/cu_emt --mode nve --temperature 600 --reference emt --json   # vs ASE's EMT
 
 The system is built with ASE (a periodic cubic fcc cell repeated SIZE³ times, or a free cuboctahedral cluster)
 of ELEMENT (default: the first element the potential knows), with Maxwell–Boltzmann velocities at TEMPERATURE.
 NVE reports the total-energy drift per atom (last − first, and the largest excursion), the figure that shows
 whether the potential's forces are conservative and smooth; Langevin reports the mean temperature of the second
-half of the run. Units: Å, eV, fs, K.
+half of the run. ``--reference emt`` also evaluates ASE's EMT on the states the learned potential visits (every
+``--reference-every`` steps) and reports the force MAE against it: configurations the model never saw, for
+potentials trained on EMT data (``mdsurrogate ingest emt``). Units: Å, eV, fs, K.
 """
 
 from __future__ import annotations
@@ -37,6 +40,9 @@ def parse_args(argv=None):
     p.add_argument("--seed", type=int, default=0, help="seed of the initial velocities and the thermostat noise")
     p.add_argument("--traj", default=None, help="write the NVE (or Langevin) trajectory to this .traj file")
     p.add_argument("--log-every", type=int, default=100, help="MDLogger line every this many steps (0: quiet)")
+    p.add_argument("--reference", choices=["none", "emt"], default="none",
+                   help="compare forces with ASE's EMT along the trajectory (potentials trained on EMT data)")
+    p.add_argument("--reference-every", type=int, default=20, help="steps between reference comparisons")
     p.add_argument("--json", action="store_true", help="print the results as JSON on the last line")
     return p.parse_args(argv)
 
@@ -67,6 +73,39 @@ def thermalize(atoms, temperature, rng):
     Stationary(atoms)
 
 
+class ReferenceForces:
+    """Observer: ASE's EMT forces on a copy of the current state vs the learned potential's (eV/Å)."""
+
+    def __init__(self, atoms):
+        from ase.calculators.emt import EMT
+
+        self.atoms, self.emt = atoms, EMT()
+        self.abs_sum, self.count, self.max_abs, self.samples = 0.0, 0, 0.0, 0
+
+    def __call__(self):
+        import numpy as np
+
+        ref = self.atoms.copy()
+        ref.calc = self.emt
+        err = np.abs(ref.get_forces() - self.atoms.get_forces())
+        self.abs_sum += float(err.sum())
+        self.count += err.size
+        self.max_abs = max(self.max_abs, float(err.max()))
+        self.samples += 1
+
+    def summary(self) -> dict:
+        return {"reference": "EMT", "states": self.samples, "force_mae_eV_per_A": self.abs_sum / max(self.count, 1),
+                "force_max_abs_error_eV_per_A": self.max_abs}
+
+
+def attach_reference(dyn, atoms, args):
+    if args.reference != "emt":
+        return None
+    ref = ReferenceForces(atoms)
+    dyn.attach(ref, interval=max(args.reference_every, 1))
+    return ref
+
+
 def run_nve(atoms, args):
     import numpy as np
     from ase import units
@@ -77,12 +116,13 @@ def run_nve(atoms, args):
     dyn = VelocityVerlet(atoms, args.dt * units.fs, trajectory=args.traj,
                          logfile="-" if args.log_every else None, loginterval=max(args.log_every, 1))
     dyn.attach(lambda: energies.append(atoms.get_potential_energy() + atoms.get_kinetic_energy()))
+    ref = attach_reference(dyn, atoms, args)
     t0 = time.perf_counter()
     dyn.run(args.steps)
     seconds = time.perf_counter() - t0
     e = np.asarray(energies)
     slope = np.polyfit(np.arange(len(e)) * args.dt / 1000.0, e / n, 1)[0] if len(e) > 1 else 0.0
-    return {
+    out = {
         "atoms": n, "steps": args.steps, "dt_fs": args.dt,
         "drift_meV_per_atom": 1000.0 * (e[-1] - e[0]) / n,
         "max_excursion_meV_per_atom": 1000.0 * float(np.abs(e - e[0]).max()) / n,
@@ -90,6 +130,7 @@ def run_nve(atoms, args):
         "final_temperature_K": float(atoms.get_temperature()),
         "steps_per_second": args.steps / seconds,
     }
+    return out | ({"vs_reference": ref.summary()} if ref else {})
 
 
 def run_langevin(atoms, args, rng):
@@ -102,12 +143,21 @@ def run_langevin(atoms, args, rng):
                    fixcm=False, rng=rng, trajectory=args.traj if args.mode == "langevin" else None,
                    logfile="-" if args.log_every else None, loginterval=max(args.log_every, 1))
     dyn.attach(lambda: temps.append(atoms.get_temperature()))
+    ref = attach_reference(dyn, atoms, args)
     t0 = time.perf_counter()
     dyn.run(args.steps)
     seconds = time.perf_counter() - t0
     half = np.asarray(temps[len(temps) // 2 :])
-    return {"atoms": len(atoms), "steps": args.steps, "dt_fs": args.dt, "target_K": args.temperature,
-            "mean_temperature_K_second_half": float(half.mean()), "steps_per_second": args.steps / seconds}
+    out = {"atoms": len(atoms), "steps": args.steps, "dt_fs": args.dt, "target_K": args.temperature,
+           "mean_temperature_K_second_half": float(half.mean()), "steps_per_second": args.steps / seconds}
+    return out | ({"vs_reference": ref.summary()} if ref else {})
+
+
+def report_reference(r: dict):
+    if "vs_reference" in r:
+        v = r["vs_reference"]
+        print(f"  force MAE vs {v['reference']} on {v['states']} visited states: {v['force_mae_eV_per_A']:.4f} eV/Å "
+              f"(largest error {v['force_max_abs_error_eV_per_A']:.3f} eV/Å)", file=sys.stderr)
 
 
 def main(argv=None) -> int:
@@ -129,10 +179,12 @@ def main(argv=None) -> int:
         print(f"NVE: {r['steps']} × {r['dt_fs']} fs, total-energy drift {r['drift_meV_per_atom']:+.4f} meV/atom "
               f"(largest excursion {r['max_excursion_meV_per_atom']:.4f} meV/atom), {r['steps_per_second']:.1f} "
               "steps/s", file=sys.stderr)
+        report_reference(r)
     if args.mode in ("langevin", "both"):
         results["langevin"] = r = run_langevin(atoms, args, rng)
         print(f"Langevin: {r['steps']} × {r['dt_fs']} fs at {r['target_K']} K, mean temperature of the second half "
               f"{r['mean_temperature_K_second_half']:.1f} K", file=sys.stderr)
+        report_reference(r)
     results["calculations"] = calc.calculations
     if args.json:
         print(json.dumps(results))

@@ -3,7 +3,7 @@
     ingest  → dataset on disk        train → run directory (checkpoints, metrics)
     eval    → test MSE (papers' metric), optionally after a random rigid motion
     rollout → trajectory file (PDB / XYZ / DCD)       demo → the whole pipeline on an embedded default
-    info    → what a dataset or checkpoint holds
+    info    → what a dataset or checkpoint holds          plot → skeleton / training-curve figures
 
 Thin by design: parse, validate, call the library, show progress. Errors are one red sentence and a non-zero
 exit code; set MDSURROGATE_DEBUG=1 to see tracebacks.
@@ -34,13 +34,18 @@ app = typer.Typer(
 )
 ingest_app = typer.Typer(help="Turn a simulation or trajectory into a training dataset.", no_args_is_help=True)
 app.add_typer(ingest_app, name="ingest")
+plot_app = typer.Typer(help="Figures (PNG, PDF, SVG): skeletons and training curves. Needs matplotlib, the "
+                       "optional extra `plot`.", no_args_is_help=True)
+app.add_typer(plot_app, name="plot")
 
 err = Console(stderr=True)
 out = Console()
 
 
 def fail(message: str, code: int = 2):
-    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    from rich.markup import escape
+
+    err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)  # "[plot]" is no markup
     raise typer.Exit(code)
 
 
@@ -290,6 +295,46 @@ def parse_ratios(text: str) -> tuple[float, float, float]:
 def warn(message: str) -> None:
     err.print(f"[bold yellow]warning:[/] {message}", highlight=False, soft_wrap=True)
 
+@ingest_app.command("emt")
+@friendly
+def ingest_emt_cmd(
+    out_dir: Path = typer.Argument(..., help="Dataset directory to create."),
+    system: str = typer.Option("bulk", help="bulk (periodic cubic fcc cell, SIZE³ repeats: 4·SIZE³ atoms) or "
+                               "cluster (free cuboctahedron with SIZE shells: 13, 55, 147 … atoms)."),
+    element: str = typer.Option("Cu", help="An fcc metal EMT knows: Cu, Ag, Au, Ni, Pd, Pt, Al."),
+    size: int = typer.Option(None, help="Default 3 for bulk (108 atoms), 2 for cluster (55 atoms)."),
+    temperatures: str = typer.Option("300,400,500,600,700,800", help="Comma-separated temperatures in K; each "
+                                     "is equilibrated, then sampled."),
+    frames_per_temperature: int = typer.Option(40, help="Frames stored per temperature."),
+    stride: int = typer.Option(10, help="MD steps between stored frames."),
+    timestep: float = typer.Option(2.0, help="MD time step in fs."),
+    friction: float = typer.Option(0.02, help="Langevin friction in 1/fs."),
+    equilibrate: int = typer.Option(100, help="MD steps at each temperature before sampling."),
+    seed: int = typer.Option(0, help="Seed of the MD (velocities, thermostat noise) and of the frame split."),
+    frames: Path = typer.Option(None, help="Also keep the simulated frames in this file (.xyz extended XYZ or "
+                                ".traj), e.g. to merge bulk and cluster frames with `ingest ase`."),
+    cutoff: float = typer.Option(5.0, help="Neighbour cutoff in Å of the potential."),
+    val_fraction: float = typer.Option(0.1, help="Fraction of frames for validation (seeded random frame split)."),
+    test_fraction: float = typer.Option(0.1, help="Fraction of frames for the test split."),
+    overwrite: bool = typer.Option(False, help="Replace an existing dataset (only once the new one is complete)."),
+    json_out: bool = typer.Option(False, "--json", help="Print a JSON summary as the last line."),
+):
+    """Reference data from ASE's EMT: seeded Langevin MD of an fcc metal (periodic cell or cluster) at several
+    temperatures, written as a potential dataset (energies in eV, forces in eV/Å) for `mdsurrogate train`."""
+    from .data.sources.ase_frames import ingest_emt
+
+    try:
+        temps = [float(t) for t in temperatures.split(",") if t.strip()]
+    except ValueError:
+        fail(f"--temperatures must be comma-separated numbers in K, not {temperatures!r}")
+    t0 = time.perf_counter()
+    with input_errors(), err.status(f"EMT molecular dynamics of {element} ({system})…"):
+        path = ingest_emt(out_dir, system=system, element=element, size=size, temperatures=temps,
+                          frames_per_temperature=frames_per_temperature, stride=stride, timestep_fs=timestep,
+                          friction=friction, equilibrate=equilibrate, seed=seed, frames_file=frames, cutoff=cutoff,
+                          val_fraction=val_fraction, test_fraction=test_fraction, overwrite=overwrite)
+    report_dataset(path, t0, json_out)
+
 
 def report_dataset(path: Path, t0: float, json_out: bool) -> None:
     from .data.dataset import Dataset
@@ -335,6 +380,8 @@ class TrainProgress:
         elif kind == "epoch" and self.task is not None:
             if "best_val" in ev:
                 self.best = f"val {ev['val_mse']:.4g} best {ev['best_val']:.4g} (test {ev['best_test']:.4g})"
+            elif "val_force_mae" in ev:  # potentials
+                self.best = f"val force MAE {ev['val_force_mae']:.4g} eV/Å"
             self.progress.update(self.task, completed=ev["epoch"] + 1,
                                  stats=f"loss {ev['train_loss']:.4g}  {self.best}")
 
@@ -354,13 +401,18 @@ def train(
     quiet: bool = typer.Option(False, help="No progress bar."),
     json_out: bool = typer.Option(False, "--json", help="Print the summary as JSON on the last line."),
 ):
-    """Train a propagator; writes best.pt, last.pt, metrics.jsonl, recipe.toml and summary.json to the run dir.
+    """Train a propagator or, when the recipe's [model] name is a potential (egnn_potential), a learned potential
+    on energies and forces; writes best.pt, last.pt, metrics.jsonl, recipe.toml and summary.json to the run dir.
 
-    Multi-GPU / multi-process: `torchrun --nproc-per-node 4 -m mdsurrogate train RECIPE --out RUN`.
+    Multi-GPU / multi-process (propagators): `torchrun --nproc-per-node 4 -m mdsurrogate train RECIPE --out RUN`.
     """
     from .config import load_recipe
     from .training.loop import Trainer
+    from .training.potential_recipe import is_potential_recipe, read_raw_recipe
 
+    raw = read_raw_recipe(recipe, set_ or [])
+    if is_potential_recipe(raw):
+        return train_potential_cmd(raw, recipe, data, out_dir, device, resume, quiet, json_out)
     rec, _ = load_recipe(recipe, set_ or [])
     if out_dir is None:
         if resume:
@@ -381,6 +433,30 @@ def train(
                   highlight=False)
         if json_out:
             emit_json(summary)
+
+
+def train_potential_cmd(raw: dict, recipe: Path, data, out_dir, device, resume, quiet, json_out):
+    """`train` for a potential recipe (training/potential_recipe.py): same options, force/energy figures."""
+    from .training.potential_recipe import train_potential_recipe
+
+    if resume:
+        fail("--resume is not supported for potentials; start a new run with another --out")
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        fail("potentials train in one process; run without torchrun")
+    if out_dir is None:
+        out_dir = Path("runs") / f"{raw.get('name') or recipe.stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+    progress = TrainProgress(enabled=not quiet)
+    command = "mdsurrogate " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    try:
+        summary = train_potential_recipe(raw, out_dir, data=data, device=device, command=command, callback=progress)
+    finally:
+        progress.stop()
+    test = summary["test"] or summary["val"]
+    err.print(f"[green]done[/] {summary['run_dir']}: {'test' if summary['test'] else 'val'} force MAE "
+              f"{test['force_mae']:.4g} eV/Å, energy MAE {1000 * test['energy_mae']:.3g} meV/atom (best epoch "
+              f"{summary['best_epoch']} of {summary['epochs_run']}), {summary['seconds']} s", highlight=False)
+    if json_out:
+        emit_json(summary)
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -553,6 +629,44 @@ def untrained_velocity(ck: dict) -> bool:
     """True when a trainable propagator's velocity output got no training signal (velocity_weight = 0)."""
     weight = ck.get("recipe", {}).get("train", {}).get("velocity_weight", 0.0)
     return weight == 0 and ck["model"]["name"] != "linear"
+
+
+# --------------------------------------------------------------------------------------------------------
+# plot (logic in plot.py; matplotlib is imported there, lazily)
+# --------------------------------------------------------------------------------------------------------
+@plot_app.command("skeleton")
+@friendly
+def plot_skeleton_cmd(
+    model: Path = typer.Argument(..., help="Propagator run directory (uses best.pt) or checkpoint."),
+    data: str = typer.Option(None, help="Dataset with local edges (bones), e.g. mocap (default: the model's)."),
+    split: str = typer.Option("test", help="train, val or test."),
+    samples: int = typer.Option(4, help="Number of samples, spread evenly over the split (one row each)."),
+    out_file: Path = typer.Option(..., "--out", help="Figure file: .png (or .pdf, .svg)."),
+    device: str = typer.Option("auto", help="auto, cpu or cuda[:i]."),
+    json_out: bool = typer.Option(False, "--json", help="Print the sample ids and their MSE as JSON on the last line."),
+):
+    """Input, true next and predicted next state of a few samples as 3-D stick figures (bones = local edges)."""
+    from .plot import plot_skeletons
+
+    res = plot_skeletons(model, out_file, dataset=data, split=split, samples=samples, device=device)
+    err.print(f"[green]wrote[/] {out_file}: samples {res['samples']}, position MSE "
+              + ", ".join(f"{m:.4g}" for m in res["mse"]), highlight=False)
+    if json_out:
+        emit_json(res)
+
+
+@plot_app.command("curves")
+@friendly
+def plot_curves_cmd(
+    runs: list[Path] = typer.Argument(..., help="Run directories (each with metrics.jsonl); overlaid."),
+    out_file: Path = typer.Option(..., "--out", help="Figure file: .png (or .pdf, .svg)."),
+    label: list[str] = typer.Option(None, help="Legend label per run, in order (default: directory names)."),
+):
+    """Training loss and validation/test metric against epoch (log scale) for one or more runs."""
+    from .plot import plot_curves
+
+    plot_curves(runs, out_file, labels=label or None)
+    err.print(f"[green]wrote[/] {out_file} ({len(runs)} run(s))")
 
 
 # --------------------------------------------------------------------------------------------------------

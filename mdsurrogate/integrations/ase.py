@@ -47,8 +47,8 @@ __all__ = ["PropagatorPlaceholderCalculator", "SurrogateCalculator", "SurrogateD
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 _HINTS = {
-    "potential": "SurrogateCalculator needs a learned potential (trained with "
-                 "mdsurrogate.training.potential.train_potential on `mdsurrogate ingest ase` data); "
+    "potential": "SurrogateCalculator needs a learned potential (a run of `mdsurrogate train` with a potential "
+                 "recipe such as recipes/cu_emt_potential.toml, on `mdsurrogate ingest emt` or `ingest ase` data); "
                  "to drive a propagator use SurrogateDynamics",
     "propagator": "SurrogateDynamics needs a propagator (an EGNN/EGHN/… run of `mdsurrogate train`); "
                   "to compute energies and forces with a potential use SurrogateCalculator",

@@ -100,6 +100,9 @@ class Trainer:
         if not path:
             raise UserError("no dataset given: set [data] path in the recipe or pass --data")
         self.dataset = Dataset(path)
+        if self.dataset.meta.get("task") == "potential":
+            raise UserError(f"dataset {path} holds energies and forces for a learned potential, not trajectories for "
+                            f"a propagator; train it with a potential recipe (e.g. recipes/cu_emt_potential.toml)")
         self.featurizer = Featurizer(self.dataset.features)
         spec = self.featurizer.spec
         torch.manual_seed(cfg.seed)

@@ -243,8 +243,8 @@ def train_potential(dataset: str | os.PathLike | Dataset, out_dir: str | os.Path
     select_ids = val_ids if len(val_ids) else train_ids
     state = {"epoch": -1, "best_val_loss": math.inf, "best_epoch": -1, "stopped": None}
     best_state = None
-    callback({"event": "start", "epochs": epochs, "parameters": n_params, "device": str(dev),
-              "train_frames": len(train_ids)})
+    callback({"event": "start", "epochs": epochs, "start_epoch": 0, "parameters": n_params, "device": str(dev),
+              "train_frames": len(train_ids), "train_samples": len(train_ids)})
     t0 = time.perf_counter()
     last_val: dict = {}
     for epoch in range(epochs):

@@ -18,7 +18,8 @@ the energy property used and the source files. There is no time step (``frame_dt
 such a dataset trains potentials, not propagators.
 
 ``simulate_emt_frames`` makes seeded reference data with physics that ships with ASE (EMT, Langevin MD): a
-periodic fcc cell or a cluster at a few temperatures, written with energies and forces (extended XYZ, .traj, …).
+periodic fcc cell or a cluster at a few temperatures, written with energies and forces (extended XYZ, .traj, …);
+``ingest_emt`` (``mdsurrogate ingest emt``) simulates them and ingests them with ``ingest_ase`` in one step.
 
 ASE is imported inside the functions: the rest of mdsurrogate imports without it.
 """
@@ -33,6 +34,8 @@ import numpy as np
 import torch
 
 from ..dataset import DatasetError, write_dataset
+
+EMT_TEMPERATURES = (300.0, 400.0, 500.0, 600.0, 700.0, 800.0)  # K, default of `ingest emt`
 
 
 def _ase_velocity_to_angstrom_per_ps() -> float:
@@ -94,7 +97,8 @@ def read_frames(files: Sequence[str | os.PathLike], *, index: str = ":", energy_
 
 def ingest_ase(out: str | os.PathLike, files: Sequence[str | os.PathLike], *, cutoff: float = 5.0,
                val_fraction: float = 0.1, test_fraction: float = 0.1, seed: int = 0, index: str = ":",
-               energy_key: str = "energy", forces_key: str = "forces", overwrite: bool = False) -> Path:
+               energy_key: str = "energy", forces_key: str = "forces", overwrite: bool = False,
+               provenance: dict | None = None) -> Path:
     """Read frames with energies and forces from ``files`` and write a potential dataset at ``out``.
 
     Args:
@@ -106,6 +110,7 @@ def ingest_ase(out: str | os.PathLike, files: Sequence[str | os.PathLike], *, cu
         index: which frames of each file to read (ASE's slice syntax, ``":"`` = all).
         energy_key, forces_key: result names (``"energy"`` or ``"free_energy"``; or ``atoms.info`` /
             ``atoms.arrays`` keys such as ``"REF_energy"``).
+        provenance: extra ``meta.json`` entries (how the frames were made); a dict merges into an existing one.
     """
     from ...models.potential import mean_degree, neighbor_list
 
@@ -171,9 +176,57 @@ def ingest_ase(out: str | os.PathLike, files: Sequence[str | os.PathLike], *, cu
         "generator": {"reader": "ase.io.read", "index": index, "seed": seed, "val_fraction": val_fraction,
                       "test_fraction": test_fraction},
     }
+    for key, value in (provenance or {}).items():
+        meta[key] = meta[key] | value if isinstance(value, dict) and isinstance(meta.get(key), dict) else value
     return write_dataset(out, positions=pos, velocities=vel, samples=samples, split=codes, meta=meta,
                          node_props={"Z": z, "cell": cells, "pbc": pbcs}, forces=frc, energy=energies,
                          overwrite=overwrite)
+
+
+def ingest_emt(out: str | os.PathLike, *, system: str = "bulk", element: str = "Cu", size: int | None = None,
+               temperatures: Sequence[float] = EMT_TEMPERATURES, frames_per_temperature: int = 40, stride: int = 10,
+               timestep_fs: float = 2.0, friction: float = 0.02, equilibrate: int = 100, seed: int = 0,
+               frames_file: str | os.PathLike | None = None, cutoff: float = 5.0, val_fraction: float = 0.1,
+               test_fraction: float = 0.1, overwrite: bool = False) -> Path:
+    """EMT reference frames (:func:`simulate_emt_frames`) turned into a potential dataset by :func:`ingest_ase`.
+
+    Args:
+        size: bulk: cell repeats per axis (default 3: 108 atoms); cluster: shells (default 2: 55 atoms).
+        frames_file: also keep the simulated frames there (extended XYZ or .traj by suffix), e.g. to re-ingest
+            them with another cutoff or together with other files (``mdsurrogate ingest ase``); by default they
+            are simulated into a temporary file.
+        seed: of the MD (velocities and Langevin noise) and of the frame split.
+        Other arguments: as :func:`simulate_emt_frames` and :func:`ingest_ase`.
+    """
+    import tempfile
+
+    if system not in ("bulk", "cluster"):
+        raise ValueError(f"system must be 'bulk' or 'cluster', not {system!r}")
+    size = size if size is not None else (3 if system == "bulk" else 2)
+    temperatures = [float(t) for t in temperatures]
+    if size < 1 or not temperatures or min(temperatures) <= 0:
+        raise ValueError("size must be ≥ 1 and the temperatures positive (K)")
+    if frames_per_temperature < 1 or stride < 1 or equilibrate < 0 or timestep_fs <= 0 or friction < 0:
+        raise ValueError("frames per temperature and stride must be ≥ 1, equilibrate ≥ 0, the time step positive "
+                         "and the friction ≥ 0")
+    if Path(out).exists() and not overwrite:  # before minutes of MD
+        raise DatasetError(f"{out} already exists; choose another output or pass --overwrite")
+    md = {"simulator": "ase.calculators.emt.EMT", "dynamics": "ase.md.langevin.Langevin", "system": system,
+          "element": element, "size": size, "temperatures_K": temperatures,
+          "frames_per_temperature": frames_per_temperature, "stride": stride, "timestep_fs": timestep_fs,
+          "friction_per_fs": friction, "equilibrate": equilibrate, "md_seed": seed}
+    with tempfile.TemporaryDirectory(prefix="mdsurrogate-emt-") as tmp:
+        path = Path(frames_file) if frames_file is not None else Path(tmp) / "frames.xyz"
+        simulate_emt_frames(path, system=system, element=element, size=size, temperatures=temperatures,
+                            frames_per_temperature=frames_per_temperature, stride=stride, timestep_fs=timestep_fs,
+                            friction=friction, seed=seed, equilibrate=equilibrate)
+        provenance = {"source": "ase-emt", "generator": {"emt_md": md},
+                      "description": f"EMT Langevin MD of {element} ({system}, size {size}) at "
+                                     f"{', '.join(f'{t:g}' for t in temperatures)} K, one frame every {stride} steps"}
+        if frames_file is None:
+            provenance |= {"files": [], "frames_per_file": {}}
+        return ingest_ase(out, [path], cutoff=cutoff, val_fraction=val_fraction, test_fraction=test_fraction,
+                          seed=seed, overwrite=overwrite, provenance=provenance)
 
 
 def simulate_emt_frames(out: str | os.PathLike, *, system: str = "bulk", element: str = "Cu", size: int = 2,

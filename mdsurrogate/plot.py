@@ -1,0 +1,296 @@
+"""Figures: predicted vs true skeletons of a propagator, and training curves of runs (matplotlib, optional).
+
+    plot_skeletons(RUN_OR_CKPT, OUT.png, dataset=DS, split="test", samples=4)   # rows: samples; columns: input,
+                                                                               # true next, predicted next (3-D)
+    plot_curves([RUN_A, RUN_B], OUT.png)                                       # train loss | val/test metric
+
+matplotlib is the optional extra ``plot`` (``pip install 'mdsurrogate[plot]'``); it is imported only when a figure
+is drawn, and only through its object-oriented API (``matplotlib.figure.Figure`` with the Agg canvas), so no
+pyplot state or display is touched. Figures are written atomically: a temporary file in the target directory,
+then a rename, so a figure on disk is always complete.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from .errors import UserError
+
+PLOT_EXTRA_HINT = "plotting needs matplotlib, which is not installed: pip install 'mdsurrogate[plot]'"
+
+# metrics.jsonl keys drawn in the right-hand panel: propagator runs (`mdsurrogate train` on a propagator recipe)
+# log the papers' position MSE on val and test; potential runs log force errors on val
+EVAL_SERIES = {
+    "propagator": (("val_mse", "val"), ("test_mse", "test")),
+    "potential": (("val_force_mae", "val"),),
+}
+EVAL_LABEL = {"propagator": "position MSE", "potential": "force MAE (eV/Å)"}
+
+
+def _figure(width: float, height: float):
+    """A matplotlib Figure on the Agg canvas (no pyplot); a UserError naming the extra when matplotlib is missing."""
+    try:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+    except ImportError:
+        raise UserError(PLOT_EXTRA_HINT) from None
+    fig = Figure(figsize=(width, height), dpi=120)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _check_output(out: Path) -> str:
+    """The image format of ``out`` from its suffix (png, pdf, svg, …); UserError for what matplotlib cannot write."""
+    fmt = out.suffix.lower().lstrip(".")
+    try:
+        from matplotlib.backend_bases import FigureCanvasBase
+    except ImportError:
+        raise UserError(PLOT_EXTRA_HINT) from None
+    known = FigureCanvasBase.get_supported_filetypes()
+    if fmt not in known:
+        raise UserError(f"cannot write {out.name}: the extension must be one of {', '.join('.' + k for k in known)}")
+    return fmt
+
+
+def save_figure(fig, out: str | os.PathLike) -> Path:
+    """Write ``fig`` to ``out`` atomically (temporary file in the same directory, then ``os.replace``)."""
+    out = Path(out)
+    fmt = _check_output(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fig.savefig(fh, format=fmt, bbox_inches="tight")
+        os.replace(tmp, out)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------------
+# skeletons
+# ----------------------------------------------------------------------------------------------------------
+
+
+def bones_of(ds, traj: int) -> np.ndarray:
+    """Undirected local edges (bones, bonds, sticks) [B, 2] of trajectory ``traj``, i < j; UserError if none."""
+    if "local" not in ds.edge_set_names:
+        raise UserError(f"dataset {ds.path} has no local edges (bones, bonds) to draw; `plot skeleton` needs a "
+                        "dataset with a local edge set, e.g. one made by `mdsurrogate ingest mocap`")
+    edges, _ = ds.edge_set("local", traj)
+    if len(edges) == 0:
+        raise UserError(f"trajectory {traj} of dataset {ds.path} has no local edges (bones) to draw")
+    return np.unique(np.sort(edges, axis=1), axis=0)
+
+
+def stick_polyline(x: np.ndarray, bones: np.ndarray) -> np.ndarray:
+    """One polyline [3B, 3] for all bones: (x_i, x_j, NaN) per bone, so one line object draws a whole figure
+    (matplotlib breaks lines at NaN). x: [N, 3] positions; bones: [B, 2]."""
+    nan = np.full((len(bones), 1, 3), np.nan)
+    return np.concatenate([x[bones[:, 0], None], x[bones[:, 1], None], nan], axis=1).reshape(-1, 3)
+
+
+def pick_samples(n_split: int, k: int) -> np.ndarray:
+    """``k`` positions evenly spread over a split of ``n_split`` samples (consecutive samples of one trial look
+    alike; spreading them shows different poses and trials)."""
+    k = min(k, n_split)
+    return np.unique(np.round(np.linspace(0, n_split - 1, k)).astype(np.int64))
+
+
+def plot_skeletons(checkpoint: str | os.PathLike, out: str | os.PathLike, *, dataset: str | os.PathLike | None = None,
+                   split: str = "test", samples: int = 4, device: str = "auto") -> dict:
+    """:func:`skeleton_figure` written to ``out`` (atomically); returns its summary with ``out`` added."""
+    out = Path(out)
+    _check_output(out)
+    fig, info = skeleton_figure(checkpoint, dataset=dataset, split=split, samples=samples, device=device)
+    save_figure(fig, out)
+    return {"out": str(out), **info}
+
+
+def skeleton_figure(checkpoint: str | os.PathLike, *, dataset: str | os.PathLike | None = None, split: str = "test",
+                    samples: int = 4, device: str = "auto"):
+    """Draw input, true next and predicted next states of ``samples`` samples of ``split`` as 3-D stick figures.
+
+    One row per sample, three 3-D panels per row (input x_t, true x_{t+Δ}, predicted x̂_{t+Δ} with the true state
+    in light grey behind it). Each figure is one line object through its bones (``stick_polyline``); the
+    dataset's vertical axis (``features.vertical_axis``, mocap: y) is drawn upwards, and the three panels of a
+    row share their limits and an equal aspect, so the motion between them is to scale.
+
+    Args:
+        checkpoint: a propagator run directory (its best.pt) or checkpoint file.
+        dataset: a dataset with a ``local`` edge set (default: the one the model was trained on).
+        samples: how many samples, spread evenly over the split. device: auto, cpu or cuda.
+    Returns: (Figure, {"samples" (sample ids), "mse" (position MSE per sample, dataset units²), "axes"}).
+    """
+    import torch
+
+    from .data.dataset import Dataset
+    from .training.checkpoint import load_checkpoint, model_from_checkpoint
+    from .training.loop import resolve_device
+
+    if samples < 1:
+        raise UserError("--samples must be ≥ 1")
+    ck = load_checkpoint(checkpoint, kind="propagator")
+    ds = Dataset(dataset or ck["dataset"]["path"])
+    if ds.features.to_dict() != ck["features"]:
+        raise UserError(f"dataset {ds.path} has other features than the model was trained with")
+    split_ids = ds.split_indices(split)
+    if len(split_ids) == 0:
+        raise UserError(f"split {split!r} of dataset {ds.path} has no samples")
+    ids = split_ids[pick_samples(len(split_ids), samples)]
+    trajs = ds.samples[ids, 0]
+    bones = [bones_of(ds, int(t)) for t in trajs]  # checks for local edges before any model work
+
+    dev = resolve_device(device)
+    net, feat = model_from_checkpoint(ck, device=dev)
+    x0, v0, x1, _, topo = ds.gather(ids)
+    with torch.no_grad():
+        pred = net(feat(x0.to(dev), v0.to(dev), topo.to(dev)))
+    ptr = topo.ptr.tolist()
+    xs = [t.detach().to("cpu", torch.float64).numpy() for t in (x0, x1, pred.x)]
+
+    up = int(ds.meta["features"].get("vertical_axis", ds.meta.get("vertical_axis", 2)))
+    order = [(up + 1) % 3, (up + 2) % 3, up]  # data axes drawn as matplotlib x, y, z (z up); cyclic: no mirroring
+    names = "xyz"
+    fig = _figure(3 * 3.0, len(ids) * 3.0)
+    columns = ("input  t", "true  t + Δ", "predicted  t + Δ")
+    mses = []
+    for r, sid in enumerate(ids):
+        a, b = ptr[r], ptr[r + 1]
+        states = [x[a:b][:, order] for x in xs]
+        mse = float(((states[2] - states[1]) ** 2).mean())
+        mses.append(mse)
+        allx = np.concatenate(states)
+        centre = 0.5 * (allx.max(0) + allx.min(0))
+        half = 0.5 * float((allx.max(0) - allx.min(0)).max()) * 1.05 or 1.0
+        for c in range(3):
+            ax = fig.add_subplot(len(ids), 3, 3 * r + c + 1, projection="3d")
+            if c == 2:
+                ref = stick_polyline(states[1], bones[r])
+                ax.plot(ref[:, 0], ref[:, 1], ref[:, 2], color="0.75", lw=1.0, label="true")
+            seg = stick_polyline(states[c], bones[r])
+            color = ("tab:blue", "tab:green", "tab:red")[c]
+            ax.plot(seg[:, 0], seg[:, 1], seg[:, 2], color=color, lw=1.5, marker="o", markersize=1.5,
+                    label=columns[c].split()[0])
+            for k, setter in enumerate((ax.set_xlim, ax.set_ylim, ax.set_zlim)):
+                setter(centre[k] - half, centre[k] + half)
+            ax.set_box_aspect((1, 1, 1))
+            ax.view_init(elev=12, azim=-60)
+            ax.set_xlabel(names[order[0]], fontsize=6, labelpad=-8)
+            ax.set_ylabel(names[order[1]], fontsize=6, labelpad=-8)
+            ax.set_zlabel(names[order[2]], fontsize=6, labelpad=-8)
+            ax.tick_params(labelsize=5, pad=-2)
+            title = columns[c] if r == 0 else ""
+            if c == 0:
+                title = (title + "\n" if title else "") + f"sample {int(sid)} (trajectory {int(trajs[r])})"
+            if c == 2:
+                title = (title + "\n" if title else "") + f"MSE {mse:.4g}"
+            ax.set_title(title, fontsize=8)
+    fig.suptitle(f"{ck['model']['name']} on {ds.meta.get('name') or ds.path.name}: {split} split, "
+                 f"Δ = {ds.delta_frames} frames", fontsize=10)
+    return fig, {"samples": [int(s) for s in ids], "mse": mses, "axes": len(fig.axes)}
+
+
+# ----------------------------------------------------------------------------------------------------------
+# training curves
+# ----------------------------------------------------------------------------------------------------------
+
+
+def read_metrics(run_dir: str | os.PathLike) -> tuple[list[dict], str]:
+    """The epoch records of a run's ``metrics.jsonl`` and the run's kind ("propagator" or "potential").
+
+    A line that does not parse (e.g. the last one, while a training is still writing it) is skipped.
+    """
+    run = Path(run_dir)
+    f = run / "metrics.jsonl"
+    if not run.is_dir():
+        raise UserError(f"{run} is not a run directory")
+    if not f.is_file():
+        raise UserError(f"{run} has no metrics.jsonl; is it a run directory of `mdsurrogate train`?")
+    records = []
+    for line in f.read_text().splitlines():
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(rec, dict) and "epoch" in rec:
+            records.append(rec)
+    if not records:
+        raise UserError(f"{f} holds no epoch records yet")
+    kind = "potential" if any("val_force_mae" in r for r in records) else "propagator"
+    return records, kind
+
+
+def _series(records: list[dict], key: str) -> tuple[np.ndarray, np.ndarray]:
+    """(epochs, values) of one metric, keeping only the positive finite values a log axis can show."""
+    pts = [(r["epoch"], r[key]) for r in records if isinstance(r.get(key), (int, float))]
+    pts = [(e, v) for e, v in pts if math.isfinite(v) and v > 0]
+    arr = np.asarray(pts, dtype=np.float64).reshape(-1, 2)
+    return arr[:, 0], arr[:, 1]
+
+
+def plot_curves(run_dirs, out: str | os.PathLike, *, labels: list[str] | None = None) -> dict:
+    """:func:`curves_figure` written to ``out`` (atomically); returns its summary with ``out`` added."""
+    out = Path(out)
+    _check_output(out)
+    fig, info = curves_figure(run_dirs, labels=labels)
+    save_figure(fig, out)
+    return {"out": str(out), **info}
+
+
+def curves_figure(run_dirs, *, labels: list[str] | None = None):
+    """Training loss (left) and the evaluation metric (right) against epoch for one or more runs, log-scale y.
+
+    Right panel: val (solid) and test (dashed) position MSE for propagator runs, val force MAE (eV/Å) for
+    potential runs, with a star at each run's best validation epoch. One colour per run; runs of the two kinds
+    cannot share a figure.
+    Returns: (Figure, {"runs", "kind", "lines": [lines in the left panel, lines in the right panel]}).
+    """
+    run_dirs = [Path(r) for r in run_dirs]
+    if not run_dirs:
+        raise UserError("give at least one run directory")
+    if labels is not None and len(labels) != len(run_dirs):
+        raise UserError(f"{len(labels)} labels for {len(run_dirs)} runs")
+    data = [read_metrics(r) for r in run_dirs]
+    kinds = {k for _, k in data}
+    if len(kinds) > 1:
+        raise UserError("cannot overlay propagator and potential runs in one figure (their metrics differ)")
+    kind = kinds.pop()
+    if labels is None:
+        names = [r.resolve().name for r in run_dirs]
+        labels = names if len(set(names)) == len(names) else [str(r) for r in run_dirs]
+
+    fig = _figure(11.0, 4.2)
+    left, right = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
+    colors = [f"C{k % 10}" for k in range(len(run_dirs))]
+    for (records, _), label, color in zip(data, labels, colors, strict=True):
+        e, v = _series(records, "train_loss")
+        left.plot(e, v, color=color, lw=1.2, label=label)
+        for key, split in EVAL_SERIES[kind]:
+            e, v = _series(records, key)
+            if len(e) == 0:
+                continue
+            right.plot(e, v, color=color, lw=1.2, ls="-" if split == "val" else "--", label=f"{label} ({split})")
+            if split == "val":
+                best = int(np.argmin(v))
+                right.scatter([e[best]], [v[best]], marker="*", s=60, color=color, zorder=3)
+    left.set_title("training loss")
+    right.set_title(f"validation / test {EVAL_LABEL[kind]}" if kind == "propagator"
+                    else f"validation {EVAL_LABEL[kind]}")
+    for ax in (left, right):
+        ax.set_xlabel("epoch")
+        ax.set_yscale("log")
+        ax.grid(True, which="both", alpha=0.3)
+        if ax.lines:
+            ax.legend(fontsize=7)
+    right.set_ylabel(EVAL_LABEL[kind])
+    fig.tight_layout()
+    return fig, {"runs": [str(r) for r in run_dirs], "kind": kind, "lines": [len(left.lines), len(right.lines)]}
