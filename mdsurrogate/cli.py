@@ -385,7 +385,8 @@ def rollout(
     source: Path = typer.Argument(..., help="A dataset directory (the initial state is a sample's input frame)."),
     model: Path = typer.Option(..., help="Run directory or checkpoint."),
     steps: int = typer.Option(10, help="Number of model steps (each advances Δ)."),
-    out_file: Path = typer.Option(..., "--out", help="Output trajectory: .pdb (multi-MODEL), .xyz (extended) or .dcd."),
+    out_file: Path = typer.Option(..., "--out", help="Output trajectory: .pdb (multi-MODEL), .xyz (extended) or .dcd; "
+                                  "or .mdsr: a small file from which MDAnalysis computes the frames on demand."),
     sample: int = typer.Option(0, help="Index of the starting sample in --split."),
     split: str = typer.Option("test", help="Split the sample is taken from."),
     frame: int = typer.Option(None, help="Start from this stored frame of the sample's trajectory instead of the "
@@ -405,8 +406,8 @@ def rollout(
 
     if steps < 1:
         fail("--steps must be ≥ 1")
-    if out_file.suffix.lower() not in (".pdb", ".xyz", ".dcd"):
-        fail(f"cannot write {out_file.name}: the extension must be .pdb, .xyz or .dcd")
+    if out_file.suffix.lower() not in (".pdb", ".xyz", ".dcd", ".mdsr"):
+        fail(f"cannot write {out_file.name}: the extension must be .pdb, .xyz, .dcd or .mdsr")
     dev = resolve_device(device)
     ck = load_checkpoint(model, kind="propagator")
     net, feat = model_from_checkpoint(ck, device=dev)
@@ -435,6 +436,9 @@ def rollout(
 
     top = AtomTopology.generic(x0.shape[0], bonds=static_bonds(ds, traj))
     ext = out_file.suffix.lower()
+    if ext == ".mdsr":
+        return write_mdsr_spec(out_file, model, x0, v0, topo, top, steps, f0 * frame_dt, delta * frame_dt, device,
+                               json_out)
     has_clusters = net.produces_clusters
     t_start = time.perf_counter()
     from rich.progress import Progress
@@ -467,6 +471,18 @@ def rollout(
                    "errors": [None if np.isnan(e) else e for e in res.errors.tolist()]})
     if res.stopped:
         raise typer.Exit(3)
+
+
+def write_mdsr_spec(out_file: Path, model: Path, x0, v0, topo, atoms, steps: int, t0: float, dt: float, device: str,
+                    json_out: bool) -> None:
+    """`rollout --out run.mdsr`: write the rollout's specification instead of its frames (mdsurrogate/io/mdsr.py)."""
+    from .io.mdsr import write_rollout_spec
+
+    path = write_rollout_spec(out_file, model, x0, v0, topo, atoms, steps, t0_ps=t0, dt_ps=dt, device=device)
+    err.print(f"[green]wrote[/] {path} ({steps + 1} frames, computed on demand when read; open it with "
+              f"`import mdsurrogate.mda` and `MDAnalysis.Universe({str(path)!r})`)", highlight=False)
+    if json_out:
+        emit_json({"out": str(path), "steps": steps, "frames": steps + 1, "t0": t0, "dt": dt})
 
 
 def untrained_velocity(ck: dict) -> bool:
