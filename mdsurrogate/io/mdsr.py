@@ -309,6 +309,10 @@ class MdsrRun:
     _failed: tuple[int, str] | None = field(default=None, init=False, repr=False)
     steps_computed: int = field(default=0, init=False, repr=False)
 
+    def __repr__(self) -> str:
+        return (f"MdsrRun({str(self.path)!r}, n_atoms={self.n_atoms}, n_frames={self.n_frames}, "
+                f"model={self.header['checkpoint'].get('model')!r}, device={str(self.device)!r})")
+
     # -- header ------------------------------------------------------------------------------------------
     @property
     def n_atoms(self) -> int:
