@@ -536,7 +536,8 @@ def rollout(
                                   "directory (the initial state is a sample's input frame)."),
     model: Path = typer.Option(..., help="Run directory or checkpoint."),
     steps: int = typer.Option(10, help="Number of model steps (each advances Δ)."),
-    out_file: Path = typer.Option(..., "--out", help="Output trajectory: .pdb (multi-MODEL), .xyz (extended) or .dcd."),
+    out_file: Path = typer.Option(..., "--out", help="Output trajectory: .pdb (multi-MODEL), .xyz (extended) or .dcd; "
+                                  "or .mdsr: a small file from which MDAnalysis computes the frames on demand."),
     top: Path = typer.Option(None, help="Topology of the trajectory (PSF, TPR, PRMTOP, PDB, GRO, …)."),
     select: str = typer.Option(None, help="Atom selection; must be the model's (default: the model's)."),
     frame: int = typer.Option(None, help="Frame to start from; negative counts from the end [trajectory: -1, "
@@ -557,8 +558,8 @@ def rollout(
     if steps < 1:
         fail("--steps must be ≥ 1")
     ext = out_file.suffix.lower()
-    if ext not in (".pdb", ".xyz", ".dcd"):
-        fail(f"cannot write {out_file.name}: the extension must be .pdb, .xyz or .dcd")
+    if ext not in (".pdb", ".xyz", ".dcd", ".mdsr"):
+        fail(f"cannot write {out_file.name}: the extension must be .pdb, .xyz, .dcd or .mdsr")
     if not source.exists():
         fail(f"{source} does not exist")
     dev = resolve_device(device)
@@ -580,6 +581,10 @@ def rollout(
         warn("this model was trained on positions only (train.velocity_weight = 0), so its next-velocity output is "
              "untrained and steps after the first are unreliable; retrain with --set train.velocity_weight=0.1 "
              "(or more) for rollouts")
+    if ext == ".mdsr":
+        delta_time = int(ck["dataset"]["delta_frames"]) * float(ck["dataset"]["frame_dt"])
+        return write_mdsr_spec(out_file, model, start.x0, start.v0, start.topo, start.atoms, steps, start.t0,
+                               delta_time, device, json_out)
     res, secs = write_rollout(net, feat, ck, start, steps, out_file, dev)
     if res.stopped:
         warn(f"{res.stopped}; the {res.steps_done} steps before it are in {out_file}")
@@ -623,6 +628,18 @@ def write_rollout(net, feat, ck: dict, start, steps: int, out_file: Path, device
         res = run_rollout(net, feat, start.x0, start.v0, start.topo, steps, delta_time=delta_time, t0=start.t0,
                           reference=start.reference, on_frame=on_frame, device=device)
     return res, time.perf_counter() - t_start
+
+
+def write_mdsr_spec(out_file: Path, model: Path, x0, v0, topo, atoms, steps: int, t0: float, dt: float, device: str,
+                    json_out: bool) -> None:
+    """`rollout --out run.mdsr`: write the rollout's specification instead of its frames (mdsurrogate/io/mdsr.py)."""
+    from .io.mdsr import write_rollout_spec
+
+    path = write_rollout_spec(out_file, model, x0, v0, topo, atoms, steps, t0_ps=t0, dt_ps=dt, device=device)
+    err.print(f"[green]wrote[/] {path} ({steps + 1} frames, computed on demand when read; open it with "
+              f"`import mdsurrogate.mda` and `MDAnalysis.Universe({str(path)!r})`)", highlight=False)
+    if json_out:
+        emit_json({"out": str(path), "steps": steps, "frames": steps + 1, "t0": t0, "dt": dt})
 
 
 def untrained_velocity(ck: dict) -> bool:

@@ -46,6 +46,18 @@ def radius_of_gyration(x: torch.Tensor, topo: BatchTopology) -> torch.Tensor:
     return scatter_mean(((x - centre[b]) ** 2).sum(-1, keepdim=True), b, nb).squeeze(-1).sqrt()
 
 
+def predict(model, featurizer: Featurizer, x: torch.Tensor, v: torch.Tensor, topo: BatchTopology):
+    """One propagator call: the model's ``Prediction`` for the state (x, v) [ΣN, 3] one Δ later (with extras)."""
+    return model(featurizer(x, v, topo))
+
+
+def step(model, featurizer: Featurizer, x: torch.Tensor, v: torch.Tensor, topo: BatchTopology,
+         dtype=torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
+    """Advance (x, v) [ΣN, 3] by one Δ: the next state in ``dtype``, exactly as :func:`rollout` chains it."""
+    pred = predict(model, featurizer, x, v, topo)
+    return pred.x.to(dtype), pred.v.to(dtype)
+
+
 @dataclass
 class RolloutResult:
     """positions / velocities: [steps_done + 1, ΣN, 3] (frame 0 = initial state); times: [steps_done + 1] in the
@@ -100,7 +112,7 @@ def rollout(model, featurizer: Featurizer, x0: torch.Tensor, v0: torch.Tensor, t
         if on_frame:
             on_frame(k, xn, vn, t, cn)
 
-    pred = model(featurizer(x, v, topo))  # state 0 → 1; also the cluster assignment of frame 0
+    pred = predict(model, featurizer, x, v, topo)  # state 0 → 1; also the cluster assignment of frame 0
     for k in range(1, steps + 1):
         x_new, v_new = pred.x.to(dtype), pred.v.to(dtype)
         emit(k - 1, x, v, pred)
@@ -110,7 +122,7 @@ def rollout(model, featurizer: Featurizer, x0: torch.Tensor, v0: torch.Tensor, t
             break
         x, v = x_new, v_new
         if k < steps or "clusters" in pred.extras:
-            pred = model(featurizer(x, v, topo))
+            pred = predict(model, featurizer, x, v, topo)
     if not stopped:
         emit(steps, x, v, pred if "clusters" in pred.extras else None)
     clusters = np.stack(cls) if cls else None
