@@ -70,7 +70,7 @@ def test_unit_scalar_attribute_shortcut_and_bias():
     torch.manual_seed(1)
     parts = ["5x0e+3x1o+2x2e"]
     full = AttrTensorProduct(parts, sh_irreps(2), "4x0e+2x1o+2x2e").double()
-    fast = AttrTensorProduct(parts, sh_irreps(2), "4x0e+2x1o+2x2e", unit_scalar_attr=True).double()
+    fast = AttrTensorProduct(parts, sh_irreps(2), "4x0e+2x1o+2x2e", scalar_attr=1.0).double()
     fast.load_state_dict(full.state_dict())
     xs, a = _inputs(parts, 2)
     assert torch.allclose(a[:, 0], torch.ones_like(a[:, 0]))  # Y⁰ = 1 in "component" normalisation
@@ -145,6 +145,48 @@ def test_gradients_flow_and_match_finite_differences():
         assert sum(int(g.abs().sum() > 0) for g in grads.values()) == len(grads), name  # every weight is used
         assert torch.isfinite(batch.x.grad).all()
         batch.x.grad = None
+
+
+@pytest.mark.parametrize("name,hp", [
+    ("tfn", {"channels": 3, "lmax": 2, "layers": 2, "nonlinearity": "norm", "aggregation": "mean"}),
+    ("segnn", {"hidden": 6, "lmax_attr": 3, "layers": 1, "attr_normalization": "component", "aggregation": "mean",
+               "centre": False, "edge_distance": False}),
+])
+def test_variants_are_equivariant(name, hp):
+    """Options the generic test (defaults) does not reach: rotation + reflection + translation, float64."""
+    from .conftest import orthogonal
+
+    spec = Featurizer(FEATURES).spec
+    torch.manual_seed(6)
+    model = build_model(name, node_dim=spec.node_dim, edge_dim=spec.edge_dim, local_edge_dim=spec.local_edge_dim,
+                        **hp).double().eval()
+    batch, topo = make_batch(seed=7)
+    q, t = orthogonal(2, reflect=True), torch.tensor([1.0, -4.0, 2.5], dtype=torch.float64)
+    with torch.no_grad():
+        out = model(batch)
+        moved = model(make_batch(topo=topo, x=batch.x @ q.T + t, v=batch.v @ q.T)[0])
+    assert (moved.x - (out.x @ q.T + t)).abs().max() < 1e-9
+    assert (moved.v - out.v @ q.T).abs().max() < 1e-9
+
+
+def test_initial_outputs_are_small_on_nbody_scale_inputs(tiny_nbody):
+    """At initialisation the predicted update is O(1) or less (no blow-up through the layers), even with the raw,
+    heavy-tailed squared distances among the edge features."""
+    import numpy as np
+
+    from mdsurrogate.data.dataset import Dataset
+
+    ds = Dataset(tiny_nbody)
+    feat = Featurizer(ds.features)
+    x0, v0, _, _, topo = ds.gather(np.arange(20))
+    batch = feat(x0, v0, topo)
+    for name in ("segnn", "tfn"):
+        torch.manual_seed(0)
+        model = build_model(name, node_dim=feat.spec.node_dim, edge_dim=feat.spec.edge_dim, local_edge_dim=0)
+        with torch.no_grad():
+            out = model(batch)
+        assert (out.x - batch.x).pow(2).mean().sqrt() < 2.0, name
+        assert (out.v - batch.v).pow(2).mean().sqrt() < 2.0, name
 
 
 def test_weight_balanced_irreps_match_segnn_rule():

@@ -69,17 +69,19 @@ def weight_balanced_irreps(hidden: int, lmax_hidden: int, lmax_attr: int) -> o3.
 class _Coupler:
     """CG coupling of channels z [*, C, 2l₁+1] with one attribute irrep a [*, 2l₂+1] into [*, C, 2l_o+1].
 
-    The cases that cover most paths are one broadcast product: x ⊗ Y⁰ (``attr_scalar``; skipped entirely when the
-    attribute's 0e component is known to be 1), scalar ⊗ Y^l (``in_scalar``) and dot products to l_o = 0
+    The cases that cover most paths are one broadcast product: x ⊗ Y⁰ (``attr_scalar``; a constant factor when the
+    attribute's 0e component is a known constant, nothing when that factor is 1), scalar ⊗ Y^l (``in_scalar``) and
+    dot products to l_o = 0
     (``dot``); the rest contract with M = Σ_j a_j C_{i j ·} [*, 2l₁+1, 2l_o+1].
     """
 
-    def __init__(self, l1: int, l2: int, lo: int, cg: Tensor, unit_scalar_attr: bool = False):
+    def __init__(self, l1: int, l2: int, lo: int, cg: Tensor, scalar_attr: float | None = None):
         self.kind, self.scale = "general", 1.0
         d1, d2, _ = cg.shape
         if l2 == 0 and torch.allclose(cg[:, 0, :], cg[0, 0, 0] * torch.eye(d1, dtype=cg.dtype)):
             self.kind, self.scale = "attr_scalar", float(cg[0, 0, 0])
-            if unit_scalar_attr:
+            if scalar_attr is not None:  # a known constant: no need to read the attribute
+                self.scale *= scalar_attr
                 self.kind = "identity" if abs(self.scale - 1.0) < 1e-12 else "constant"
         elif l1 == 0 and torch.allclose(cg[0], cg[0, 0, 0] * torch.eye(d2, dtype=cg.dtype)):
             self.kind, self.scale = "in_scalar", float(cg[0, 0, 0])
@@ -127,7 +129,7 @@ class AttrTensorProduct(nn.Module):
     Equal to e3nn's ``FullyConnectedTensorProduct(sum(irreps_in), irreps_attr, irreps_out)`` whose weights are
     W·√fan_in (``as_e3nn``, tested), with a bias on the ``0e`` outputs. Weights are initialised like
     ``nn.Linear``: U(±1/√fan_in), fan_in = Σ over the paths into an output irrep of the input multiplicity (as in
-    SEGNN's code). With ``irreps_attr = "0e"`` and ``unit_scalar_attr`` it is an equivariant linear layer.
+    SEGNN's code). With ``irreps_attr = "0e"`` and ``scalar_attr = 1`` it is an equivariant linear layer.
 
     Evaluation: ``mix`` multiplies each input irrep type t by one weight matrix W_t [M_t, C_t], whose columns
     hold one group per (attribute irrep, output irrep) pair that the selection rules allow; ``couple`` couples
@@ -140,12 +142,13 @@ class AttrTensorProduct(nn.Module):
         irreps_attr: attribute irreps, one copy of each irrep (e.g. ``sh_irreps(lmax)``).
         irreps_out: output irreps (kept as given, not simplified).
         bias: learnable bias on the ``0e`` outputs.
-        unit_scalar_attr: the attribute's 0e component is always 1 (spherical harmonics in "component"
-            normalisation, SEGNN's node attributes): skip multiplying by it.
+        scalar_attr: the attribute's 0e component is always this constant (1 for SEGNN's node attributes and for
+            spherical harmonics in "component" normalisation, 1/√(4π) in "integral" normalisation): use the
+            constant instead of reading it (and skip the product when it is 1).
     Forward: x [*, irreps_in.dim] (or a list, one tensor per part), a [*, irreps_attr.dim] → [*, irreps_out.dim].
     """
 
-    def __init__(self, irreps_in, irreps_attr, irreps_out, bias: bool = True, unit_scalar_attr: bool = False):
+    def __init__(self, irreps_in, irreps_attr, irreps_out, bias: bool = True, scalar_attr: float | None = None):
         super().__init__()
         parts = [o3.Irreps(p) for p in (irreps_in if isinstance(irreps_in, list) else [irreps_in])]
         self.parts = parts
@@ -180,7 +183,7 @@ class AttrTensorProduct(nn.Module):
             self.groups.append({"type": t, "attr": i2, "out": ir_o, "cols": slice(start, self.n_cols[t])})
             cg = _cg(t.l, l2, ir_o.l)
             self._couplers.append(_Coupler(t.l, l2, ir_o.l, cg,
-                                           unit_scalar_attr and self.irreps_attr[i2].ir == o3.Irrep("0e")))
+                                           scalar_attr if self.irreps_attr[i2].ir == o3.Irrep("0e") else None))
             self.register_buffer(f"cg{n}", cg, persistent=False)  # float64: exact under .double()
         self._groups_of_type = [[n for n, g in enumerate(self.groups) if g["type"] == t] for t in self.types]
         self._col_sizes = [[self.out_mul[self.groups[n]["out"]] for n in ids] for ids in self._groups_of_type]
@@ -230,7 +233,7 @@ class AttrTensorProduct(nn.Module):
 
     def couple_types(self, z: Mixed, a: Tensor | None) -> dict:
         """CG coupling of mixed channels with the attribute a [*, attr dim] (None for a linear layer, see
-        ``unit_scalar_attr``) → {output irrep: [*, total mul, 2l+1]} (bias added)."""
+        ``scalar_attr``) → {output irrep: [*, total mul, 2l+1]} (bias added)."""
         if a is None:
             if any(c.kind not in ("identity", "constant") for c in self._couplers):
                 raise ValueError("this tensor product needs its attribute")
@@ -335,18 +338,18 @@ class GatedBlock(nn.Module):
     applied to ``self.tp``'s output (tested), without its split/concatenate round trip.
 
     Args: irreps_in (irreps or list of parts), irreps_attr, irreps_out (after the gate: simplified, 0e first),
-        act, unit_scalar_attr.
+        act, scalar_attr.
     Forward: as ``AttrTensorProduct`` (``mix``/``couple`` are exposed too) → [*, irreps_out.dim].
     """
 
-    def __init__(self, irreps_in, irreps_attr, irreps_out, act: str = "silu", unit_scalar_attr: bool = False):
+    def __init__(self, irreps_in, irreps_attr, irreps_out, act: str = "silu", scalar_attr: float | None = None):
         super().__init__()
         scalars, gates, gated = gate_irreps(irreps_out)
         if not scalars:
             raise ValueError(f"a gated block needs 0e scalars in its output, got {irreps_out}")
         self.irreps_out = scalars + gated
         self.tp = AttrTensorProduct(irreps_in, irreps_attr, scalars + gates + gated,
-                                    unit_scalar_attr=unit_scalar_attr)
+                                    scalar_attr=scalar_attr)
         self.act = normalize2mom(activation(act))
         self.gate_cst = normalize2mom(torch.sigmoid).cst
         self.n_scalars = scalars.num_irreps
@@ -392,7 +395,7 @@ class ChannelwiseTensorProduct(nn.Module):
             ir1, ir2 = self.irreps_in[ib].ir, self.irreps_sh[i2].ir
             cg = _cg(ir1.l, ir2.l, ir_o.l)
             self.paths.append({"in": ib, "attr": i2, "out": ir_o, "mul": self.irreps_in[ib].mul})
-            self._couplers.append(_Coupler(ir1.l, ir2.l, ir_o.l, cg, unit_scalar_attr=ir2 == o3.Irrep("0e")))
+            self._couplers.append(_Coupler(ir1.l, ir2.l, ir_o.l, cg, 1.0 if ir2 == o3.Irrep("0e") else None))
             self.register_buffer(f"cg{n}", cg, persistent=False)  # float64: exact under .double()
         self.weight_numel = sum(p["mul"] for p in self.paths)
         self.irreps_out = o3.Irreps([(p["mul"], p["out"]) for p in self.paths])
@@ -409,10 +412,12 @@ class ChannelwiseTensorProduct(nn.Module):
 
 
 def radial_mlp(d_in: int, hidden: int, d_out: int, act: str = "silu") -> nn.Sequential:
-    """Radial network R(‖r_ij‖, edge scalars): Linear(d_in→hidden), act, Linear(hidden→hidden), act,
-    Linear(hidden→d_out)."""
-    return nn.Sequential(nn.Linear(d_in, hidden), activation(act), nn.Linear(hidden, hidden), activation(act),
-                         nn.Linear(hidden, d_out))
+    """Radial network R(‖r_ij‖, edge scalars) [E, d_in] → [E, d_out]: Linear(d_in→hidden), LayerNorm, act,
+    Linear(hidden→hidden), LayerNorm, act, Linear(hidden→d_out). The per-edge LayerNorms (in place of the
+    SE(3)-Transformer code's BatchNorms, which would couple the graphs of a batch) keep R of order one whatever
+    the scale of the raw edge features (e.g. squared distances)."""
+    return nn.Sequential(nn.Linear(d_in, hidden), nn.LayerNorm(hidden), activation(act),
+                         nn.Linear(hidden, hidden), nn.LayerNorm(hidden), activation(act), nn.Linear(hidden, d_out))
 
 
 def input_irreps(node_dim: int, centre: bool) -> o3.Irreps:
@@ -442,14 +447,15 @@ def steerable_inputs(batch: GraphBatch, centre: bool = True, edge_distance: bool
     return f, rel, s
 
 
-def steerable_attributes(rel: Tensor, v: Tensor, agg: Aggregator, lmax: int):
-    """SEGNN's steerable attributes (spherical harmonics up to ``lmax``, "component" normalisation).
+def steerable_attributes(rel: Tensor, v: Tensor, agg: Aggregator, lmax: int, normalization: str = "integral"):
+    """SEGNN's steerable attributes: spherical harmonics up to ``lmax`` in e3nn's ``normalization`` ("integral",
+    as the official code: Y⁰ = 1/√(4π); or "component": Y⁰ = 1).
 
     Args: rel [E, 3] r_ij; v [ΣN, 3] velocities; agg: the edge set's ``Aggregator`` (receivers).
     Returns: a_edge [E, A] = Y(r_ij); a_node [ΣN, A] = Y(v_i) + mean_j Y(r_ij), its 0e component set to 1 (as in
         the official code, also for isolated nodes). A zero vector has Y^{l>0} = 0.
     """
     irreps = sh_irreps(lmax)
-    a_edge = o3.spherical_harmonics(irreps, rel, normalize=True, normalization="component")
-    a_node = agg.mean(a_edge) + o3.spherical_harmonics(irreps, v, normalize=True, normalization="component")
+    a_edge = o3.spherical_harmonics(irreps, rel, normalize=True, normalization=normalization)
+    a_node = agg.mean(a_edge) + o3.spherical_harmonics(irreps, v, normalize=True, normalization=normalization)
     return a_edge, torch.cat([torch.ones_like(a_node[:, :1]), a_node[:, 1:]], dim=-1)

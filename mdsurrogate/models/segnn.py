@@ -1,7 +1,8 @@
 """SEGNN: steerable E(3)-equivariant graph neural network (Brandstetter, Hesselink, van der Pol, Bekkers &
 Welling, ICLR 2022), as a propagator.
 
-Steerable attributes (spherical harmonics up to ``lmax_attr``, e3nn "component" normalisation):
+Steerable attributes (spherical harmonics up to ``lmax_attr``, e3nn "integral" normalisation as the official
+code, or "component"):
 
     a_ij = Y(x_i − x_j)                                         edge attribute          [E, A]
     a_i  = Y(v_i) + mean_j a_ij, with its 0e component set to 1   node attribute          [ΣN, A]
@@ -24,6 +25,8 @@ the three coordinates (not translation invariant); we subtract the graph centroi
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 from e3nn import o3
@@ -50,14 +53,15 @@ class SEGNNLayer(torch.nn.Module):
     Forward: h [ΣN, hidden], s [E, S], a_edge [E, A], a_node [ΣN, A], edge_index [2, E], agg → h' [ΣN, hidden].
     """
 
-    def __init__(self, hidden: o3.Irreps, scalars: int, attr: o3.Irreps, aggregation: str = "sum"):
+    def __init__(self, hidden: o3.Irreps, scalars: int, attr: o3.Irreps, aggregation: str = "sum",
+                 edge_y0: float = 1.0):
         super().__init__()
         s_irreps = o3.Irreps(f"{scalars}x0e") if scalars else o3.Irreps("")
-        # the attributes' 0e component is 1 on edges (Y⁰) and nodes (set so): skip multiplying by it
-        self.message1 = GatedBlock([hidden, hidden, s_irreps], attr, hidden, unit_scalar_attr=True)
-        self.message2 = GatedBlock(hidden, attr, hidden, unit_scalar_attr=True)
-        self.update1 = GatedBlock([hidden, hidden], attr, hidden, unit_scalar_attr=True)
-        self.update2 = AttrTensorProduct(hidden, attr, hidden, unit_scalar_attr=True)
+        # the attributes' 0e components are constants: Y⁰ on edges, 1 on nodes (set so)
+        self.message1 = GatedBlock([hidden, hidden, s_irreps], attr, hidden, scalar_attr=edge_y0)
+        self.message2 = GatedBlock(hidden, attr, hidden, scalar_attr=edge_y0)
+        self.update1 = GatedBlock([hidden, hidden], attr, hidden, scalar_attr=1.0)
+        self.update2 = AttrTensorProduct(hidden, attr, hidden, scalar_attr=1.0)
         self.aggregation = aggregation
 
     def forward(self, h, s, a_edge, a_node, edge_index, agg: Aggregator):
@@ -81,32 +85,40 @@ class SEGNN(Propagator):
         lmax_hidden: highest degree l of the hidden features. lmax_attr: highest degree of the attributes Y.
         layers: message-passing layers. aggregation: "sum" (paper) or "mean" over incoming edges.
         centre: feed x − centroid of the graph as a 1o input. edge_distance: ‖r_ij‖ as a message scalar.
+        attr_normalization: of the spherical harmonics, "integral" (official code: Y⁰ = 1/√(4π), which keeps the
+            sum-aggregated messages small at initialisation) or "component" (Y⁰ = 1).
     """
 
     name = "segnn"
 
     def __init__(self, *, node_dim: int, edge_dim: int, local_edge_dim: int = 0, hidden: int = 64,
                  hidden_irreps: str = "", lmax_hidden: int = 1, lmax_attr: int = 1, layers: int = 4,
-                 aggregation: str = "sum", centre: bool = True, edge_distance: bool = True):
+                 aggregation: str = "sum", centre: bool = True, edge_distance: bool = True,
+                 attr_normalization: str = "integral"):
         super().__init__()
         if aggregation not in ("sum", "mean"):
             raise ValueError(f"aggregation must be sum or mean, not {aggregation!r}")
+        if attr_normalization not in ("integral", "component"):
+            raise ValueError(f"attr_normalization must be integral or component, not {attr_normalization!r}")
         if lmax_attr < 1:
             raise ValueError("lmax_attr must be ≥ 1 (the attributes carry the directions)")
         self.lmax_attr, self.centre, self.edge_distance = lmax_attr, centre, edge_distance
+        self.attr_normalization = attr_normalization
         attr = sh_irreps(lmax_attr)
         hid = o3.Irreps(hidden_irreps) if hidden_irreps else weight_balanced_irreps(hidden, lmax_hidden, lmax_attr)
         self.hidden_irreps = hid
-        self.embed = AttrTensorProduct(input_irreps(node_dim, centre), attr, hid, unit_scalar_attr=True)
+        self.embed = AttrTensorProduct(input_irreps(node_dim, centre), attr, hid, scalar_attr=1.0)
         scalars = edge_dim + int(edge_distance)
-        self.layers = torch.nn.ModuleList(SEGNNLayer(hid, scalars, attr, aggregation) for _ in range(layers))
-        self.readout1 = GatedBlock(hid, attr, hid, unit_scalar_attr=True)
-        self.readout2 = AttrTensorProduct(hid, attr, "2x1o", unit_scalar_attr=True)
+        edge_y0 = 1.0 if attr_normalization == "component" else 1.0 / math.sqrt(4 * math.pi)
+        self.layers = torch.nn.ModuleList(SEGNNLayer(hid, scalars, attr, aggregation, edge_y0)
+                                          for _ in range(layers))
+        self.readout1 = GatedBlock(hid, attr, hid, scalar_attr=1.0)
+        self.readout2 = AttrTensorProduct(hid, attr, "2x1o", scalar_attr=1.0)
 
     def forward(self, batch: GraphBatch) -> Prediction:
         agg = Aggregator(batch.edge_index[0], batch.num_nodes)
         f, rel, s = steerable_inputs(batch, self.centre, self.edge_distance)
-        a_edge, a_node = steerable_attributes(rel, batch.v, agg, self.lmax_attr)
+        a_edge, a_node = steerable_attributes(rel, batch.v, agg, self.lmax_attr, self.attr_normalization)
         h = self.embed(f, a_node)
         for layer in self.layers:
             h = layer(h, s, a_edge, a_node, batch.edge_index, agg)

@@ -58,10 +58,10 @@ class TFNLayer(nn.Module):
         self.radial = radial_mlp(scalars, radial_hidden, self.conv.weight_numel, act)
         parts = [self.conv.irreps_out, irreps_in]
         if nonlinearity == "gate":
-            self.self_interaction = GatedBlock(parts, "0e", irreps_out, act=act, unit_scalar_attr=True)
+            self.self_interaction = GatedBlock(parts, "0e", irreps_out, act=act, scalar_attr=1.0)
             self.norm_act = None
         elif nonlinearity in ("norm", "none"):
-            self.self_interaction = AttrTensorProduct(parts, "0e", irreps_out, unit_scalar_attr=True)
+            self.self_interaction = AttrTensorProduct(parts, "0e", irreps_out, scalar_attr=1.0)
             self.norm_act = (NormActivation(irreps_out, activation(act), normalize=True, epsilon=1e-8, bias=True)
                              if nonlinearity == "norm" else None)
         else:
