@@ -44,13 +44,13 @@ from .e3layers import (
     steerable_inputs,
     weight_balanced_irreps,
 )
-from .scatter import Aggregator, scatter_sum
+from .scatter import scatter_mean, scatter_sum
 
 
 class SEGNNLayer(torch.nn.Module):
     """One SEGNN message-passing layer (eqs. of the module docstring).
 
-    Forward: h [ΣN, hidden], s [E, S], a_edge [E, A], a_node [ΣN, A], edge_index [2, E], agg → h' [ΣN, hidden].
+    Forward: h [ΣN, hidden], s [E, S], a_edge [E, A], a_node [ΣN, A], edge_index [2, E] → h' [ΣN, hidden].
     """
 
     def __init__(self, hidden: o3.Irreps, scalars: int, attr: o3.Irreps, aggregation: str = "sum",
@@ -64,7 +64,7 @@ class SEGNNLayer(torch.nn.Module):
         self.update2 = AttrTensorProduct(hidden, attr, hidden, scalar_attr=1.0)
         self.aggregation = aggregation
 
-    def forward(self, h, s, a_edge, a_node, edge_index, agg: Aggregator):
+    def forward(self, h, s, a_edge, a_node, edge_index):
         i, j = edge_index
         # W([h_i, h_j, s_ij]) = W₁h_i + W₂h_j + W₃s_ij: mix per node, gather per edge, then couple with a_ij
         z = add_mixed(gather_mixed(self.message1.mix(h, 0), i), gather_mixed(self.message1.mix(h, 1), j))
@@ -72,7 +72,7 @@ class SEGNNLayer(torch.nn.Module):
             z = add_mixed(z, self.message1.mix(s, 2))
         m = self.message2(self.message1.couple(z, a_edge), a_edge)  # [E, hidden]
         # index_add (scatter_sum) beats segment_reduce on CPU for rows this wide
-        m_i = scatter_sum(m, i, h.shape[0]) if self.aggregation == "sum" else agg.mean(m)
+        m_i = scatter_sum(m, i, h.shape[0]) if self.aggregation == "sum" else scatter_mean(m, i, h.shape[0])
         return h + self.update2(self.update1([h, m_i], a_node), a_node)
 
 
@@ -116,11 +116,11 @@ class SEGNN(Propagator):
         self.readout2 = AttrTensorProduct(hid, attr, "2x1o", scalar_attr=1.0)
 
     def forward(self, batch: GraphBatch) -> Prediction:
-        agg = Aggregator(batch.edge_index[0], batch.num_nodes)
         f, rel, s = steerable_inputs(batch, self.centre, self.edge_distance)
-        a_edge, a_node = steerable_attributes(rel, batch.v, agg, self.lmax_attr, self.attr_normalization)
+        a_edge, a_node = steerable_attributes(rel, batch.v, batch.edge_index[0], self.lmax_attr,
+                                              self.attr_normalization)
         h = self.embed(f, a_node)
         for layer in self.layers:
-            h = layer(h, s, a_edge, a_node, batch.edge_index, agg)
+            h = layer(h, s, a_edge, a_node, batch.edge_index)
         out = self.readout2(self.readout1(h, a_node), a_node)  # [ΣN, 6] = [Δx, Δv]
         return Prediction(x=batch.x + out[:, :3], v=batch.v + out[:, 3:])
