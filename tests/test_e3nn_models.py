@@ -223,3 +223,30 @@ def test_trains_through_the_trainer(tiny_nbody, tmp_path, name, hp):
     assert len(losses) == 4 and all(torch.isfinite(torch.tensor(losses)))
     assert losses[-1] < losses[0] and min(vals[1:]) < vals[0]  # it learns
     assert summary["epochs_run"] == 4 and summary["test_mse"] < float("inf")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("name,hp", [("segnn", {"lmax_hidden": 2, "lmax_attr": 2}),
+                                     ("tfn", {"lmax": 2, "channels": 8})])
+def test_cuda_equivariance_and_bf16_autocast(name, hp):
+    from .conftest import orthogonal
+
+    spec = Featurizer(FEATURES).spec
+    dev = torch.device("cuda")
+    torch.manual_seed(0)
+    model = build_model(name, node_dim=spec.node_dim, edge_dim=spec.edge_dim, local_edge_dim=spec.local_edge_dim,
+                        **hp).double().to(dev).eval()
+    batch, topo = make_batch()
+    q, t = orthogonal(1, reflect=True), torch.tensor([3.0, -2.0, 5.0], dtype=torch.float64)
+    with torch.no_grad():
+        out = model(batch.to(dev))
+        moved = model(make_batch(topo=topo, x=batch.x @ q.T + t, v=batch.v @ q.T)[0].to(dev))
+    assert (moved.x.cpu() - (out.x.cpu() @ q.T + t)).abs().max() < 1e-9
+    assert (moved.v.cpu() - out.v.cpu() @ q.T).abs().max() < 1e-9
+    model = model.float().train()
+    b32 = batch.to(dev, torch.float32)
+    with torch.autocast("cuda", torch.bfloat16):
+        pred = model(b32)
+    loss = ((pred.x.float() - b32.x - 0.1) ** 2).mean() + ((pred.v.float() - b32.v) ** 2).mean()
+    loss.backward()
+    assert torch.isfinite(loss) and all(torch.isfinite(p.grad).all() for p in model.parameters())
