@@ -175,18 +175,29 @@ class AttrTensorProduct(nn.Module):
         self._rows = rows
         m_in = {t: sum(mul for _, _, mul in rows[t]) for t in self.types}
         self.fan_in = {ir_o: sum(m_in[t] for t, _, o in groups if o == ir_o) for ir_o in self.out_types}
+        couplers = []
+        for t, i2, ir_o in groups:
+            cg = _cg(t.l, self.irreps_attr[i2].ir.l, ir_o.l)
+            couplers.append((cg, _Coupler(t.l, self.irreps_attr[i2].ir.l, ir_o.l, cg,
+                                          scalar_attr if self.irreps_attr[i2].ir == o3.Irrep("0e") else None)))
+        # per type, the "dot" groups (l ⊗ l → 0e) last: ``forward`` couples them before mixing (3× to 5× fewer
+        # operations than mixing 2l+1 components first); the others are mixed first, then coupled
+        order = sorted(range(len(groups)), key=lambda n: (in_types.index(groups[n][0]), couplers[n][1].kind == "dot"))
         self.groups, self._couplers, self.n_cols = [], [], {t: 0 for t in self.types}
-        for n, (t, i2, ir_o) in enumerate(groups):
-            l2 = self.irreps_attr[i2].ir.l
+        for n, k in enumerate(order):
+            t, i2, ir_o = groups[k]
+            cg, coupler = couplers[k]
             start = self.n_cols[t]
             self.n_cols[t] += self.out_mul[ir_o]
             self.groups.append({"type": t, "attr": i2, "out": ir_o, "cols": slice(start, self.n_cols[t])})
-            cg = _cg(t.l, l2, ir_o.l)
-            self._couplers.append(_Coupler(t.l, l2, ir_o.l, cg,
-                                           scalar_attr if self.irreps_attr[i2].ir == o3.Irrep("0e") else None))
+            self._couplers.append(coupler)
             self.register_buffer(f"cg{n}", cg, persistent=False)  # float64: exact under .double()
         self._groups_of_type = [[n for n, g in enumerate(self.groups) if g["type"] == t] for t in self.types]
         self._col_sizes = [[self.out_mul[self.groups[n]["out"]] for n in ids] for ids in self._groups_of_type]
+        self._mixed_first = [[n for n in ids if self._couplers[n].kind != "dot"] for ids in self._groups_of_type]
+        self._first_sizes = [[self.out_mul[self.groups[n]["out"]] for n in ids] for ids in self._mixed_first]
+        self._dot_first = [[n for n in ids if self._couplers[n].kind == "dot"] for ids in self._groups_of_type]
+        self._n_mixed_first = [sum(self.out_mul[self.groups[n]["out"]] for n in ids) for ids in self._mixed_first]
         self.weights = nn.ParameterList()
         for t in self.types:
             w = torch.empty(m_in[t], self.n_cols[t])
@@ -231,25 +242,31 @@ class AttrTensorProduct(nn.Module):
             out.append(torch.matmul(xb.transpose(-1, -2), wt).transpose(-1, -2).contiguous())
         return tuple(out)
 
-    def couple_types(self, z: Mixed, a: Tensor | None) -> dict:
-        """CG coupling of mixed channels with the attribute a [*, attr dim] (None for a linear layer, see
-        ``scalar_attr``) → {output irrep: [*, total mul, 2l+1]} (bias added)."""
+    def _attrs(self, a: Tensor | None):
         if a is None:
             if any(c.kind not in ("identity", "constant") for c in self._couplers):
                 raise ValueError("this tensor product needs its attribute")
-            attrs = [None] * len(self.irreps_attr)
-        else:
-            attrs = torch.split(a, [ir.dim for _, ir in self.irreps_attr], dim=-1)
-        out: dict = {}
-        for zt, ids, sizes in zip(z, self._groups_of_type, self._col_sizes, strict=True):
-            if zt is None:
+            return [None] * len(self.irreps_attr)
+        return torch.split(a, [ir.dim for _, ir in self.irreps_attr], dim=-1)
+
+    def couple_types(self, z: Mixed, a: Tensor | None, _partial: dict | None = None) -> dict:
+        """CG coupling of mixed channels with the attribute a [*, attr dim] (None for a linear layer, see
+        ``scalar_attr``) → {output irrep: [*, total mul, 2l+1]} (bias added)."""
+        attrs = self._attrs(a)
+        out: dict = {} if _partial is None else _partial
+        group_lists = (self._groups_of_type, self._col_sizes) if _partial is None else (self._mixed_first,
+                                                                                        self._first_sizes)
+        for zt, ids, sizes in zip(z, *group_lists, strict=True):
+            if zt is None or not ids:
                 continue
             pieces = torch.split(zt, sizes, dim=-2) if len(ids) > 1 else (zt,)
             for n, piece in zip(ids, pieces, strict=True):
                 g = self.groups[n]
                 y = self._couplers[n](piece, attrs[g["attr"]], getattr(self, f"cg{n}"))
                 out[g["out"]] = y if g["out"] not in out else out[g["out"]] + y
-        ref = next(zt for zt in z if zt is not None)
+        ref = next((zt for zt in z if zt is not None), None)
+        if ref is None:
+            ref = next(iter(out.values()))
         for ir in self.out_types:
             if ir not in out:  # no path reaches this irrep
                 out[ir] = ref.new_zeros(*ref.shape[:-2], self.out_mul[ir], ir.dim)
@@ -275,7 +292,29 @@ class AttrTensorProduct(nn.Module):
         return z
 
     def forward(self, x, a: Tensor | None) -> Tensor:
-        return self.couple(self.mix_all(x), a)
+        return self.flatten(self.forward_types(x, a))
+
+    def forward_types(self, x, a: Tensor | None) -> dict:
+        """The whole product on the full input (x a tensor or a list of parts), evaluated with the "dot" groups
+        coupled first: Σ_u W_uw (x_u · a) instead of (Σ_u W_uw x_u) · a. → {output irrep: [*, mul, 2l+1]}."""
+        xs = list(x) if isinstance(x, (list, tuple)) else [x]
+        lead = xs[0].shape[:-1]
+        blocks = [torch.split(xk, sizes, dim=-1) if len(sizes) > 1 else (xk,)
+                  for xk, (sizes, _) in zip(xs, self._part_plan, strict=True)]
+        attrs = self._attrs(a)
+        z, out = [], {}
+        for ti, (t, w) in enumerate(zip(self.types, self.weights, strict=True)):
+            xt = [blocks[k][b].reshape(*lead, mul, t.dim) for k, b, mul in self._rows[t]]
+            xt = xt[0] if len(xt) == 1 else torch.cat(xt, dim=-2)  # [*, M_t, 2l+1], rows of w in order
+            n_first = self._n_mixed_first[ti]
+            z.append(torch.matmul(xt.transpose(-1, -2), w[:, :n_first]).transpose(-1, -2).contiguous()
+                     if n_first else None)
+            for n in self._dot_first[ti]:
+                g, c = self.groups[n], self._couplers[n]
+                d = (xt * (attrs[g["attr"]] * c.scale).unsqueeze(-2)).sum(-1)  # [*, M_t]: x_u · a
+                y = torch.matmul(d, w[:, g["cols"]]).unsqueeze(-1)  # [*, C, 1]
+                out[g["out"]] = y if g["out"] not in out else out[g["out"]] + y
+        return self.couple_types(tuple(z), a, _partial=out)
 
     def extra_repr(self) -> str:
         return f"{' | '.join(str(p) for p in self.parts)} ⊗ {self.irreps_attr} → {self.irreps_out}"
@@ -359,7 +398,9 @@ class GatedBlock(nn.Module):
         return self.tp.mix(x, part)
 
     def couple(self, z: Mixed, a: Tensor | None) -> Tensor:
-        out = self.tp.couple_types(z, a)
+        return self._gate(self.tp.couple_types(z, a))
+
+    def _gate(self, out: dict) -> Tensor:
         s = out[o3.Irrep("0e")]  # [*, scalars + gates, 1]
         if not self.gated:
             return self.act(s).flatten(-2)
@@ -369,7 +410,7 @@ class GatedBlock(nn.Module):
         return _flatten([self.act(s)] + [out[ir] * gk for (ir, _), gk in zip(self.gated, gs, strict=True)])
 
     def forward(self, x, a: Tensor | None) -> Tensor:
-        return self.couple(self.tp.mix_all(x), a)
+        return self._gate(self.tp.forward_types(x, a))
 
 
 class ChannelwiseTensorProduct(nn.Module):
