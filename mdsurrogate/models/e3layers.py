@@ -3,8 +3,8 @@
 Features are e3nn irreps arrays: a tensor [*, irreps.dim] whose blocks ``mul x (l, p)`` are laid out channel-major
 ([*, mul, 2l+1] flattened), with the Cartesian basis (x, y, z) for ``1o`` (e3nn's convention), so a position or a
 velocity is a ``1o`` feature as it is. Clebsch–Gordan coefficients are e3nn's ``o3.wigner_3j`` with e3nn's
-"component" normalisation (× √(2l_out+1)); attributes are spherical harmonics Y(r̂) with "component" normalisation
-(each component of unit size on average).
+"component" normalisation (× √(2l_out+1)); attributes are spherical harmonics Y(r̂) ("component" normalisation:
+each component of unit size on average, Y⁰ = 1; SEGNN uses e3nn's "integral" one, Y⁰ = 1/√(4π), as its code).
 
 Two tensor products, both evaluated with a few dense batched operations (no loop over nodes or edges):
 
@@ -14,7 +14,9 @@ Two tensor products, both evaluated with a few dense batched operations (no loop
     Σ_u W_uw CG(x_u, a) = CG(Σ_u W_uw x_u, a), so the layer first mixes channels per input irrep type
     (one matmul per type: ``mix``) and then couples the mixed channels with ``a`` (``couple``). When the input is a
     concatenation of node features gathered on edges, [h_i, h_j, s_ij], ``mix`` runs once per node and the result
-    is gathered, which is what makes SEGNN's messages cheap (the same trick as ``layers.PairLinear``).
+    is gathered, which is what makes SEGNN's messages cheap (the same trick as ``layers.PairLinear``). Called
+    directly (``forward``), it couples the l ⊗ l → 0e groups first instead (a dot product per input channel,
+    then one matmul), which is cheaper when the input is already per edge.
 ``ChannelwiseTensorProduct``  TFN's convolution: per edge, every channel u of every path is coupled with the
     filter Y(r̂_ij) and scaled by its own radial weight R(‖r_ij‖)_{path,u} (e3nn's "uvu" mode, per-edge weights).
 
@@ -134,7 +136,9 @@ class AttrTensorProduct(nn.Module):
     Evaluation: ``mix`` multiplies each input irrep type t by one weight matrix W_t [M_t, C_t], whose columns
     hold one group per (attribute irrep, output irrep) pair that the selection rules allow; ``couple`` couples
     each group with its attribute irrep (one broadcast product for all output blocks of that irrep) and sums
-    the groups per output irrep. Outputs are kept per irrep type, [*, mul, 2l+1], until flattened.
+    the groups per output irrep. Outputs are kept per irrep type, [*, mul, 2l+1], until flattened. ``forward``
+    evaluates the "dot" groups (l ⊗ l → 0e) the other way round: Σ_u W_uw (x_u · a) — same numbers, fewer
+    operations.
 
     Args:
         irreps_in: input irreps, or a list of parts that together form the input (e.g. [h_i, h_j, s_ij]); each
