@@ -14,7 +14,9 @@ from .conftest import FEATURES, make_batch, orthogonal, random_topology
 
 # small widths keep the suite fast; every other hyper-parameter is the model's default
 SMALL = {"egnn": {"hidden": 16, "layers": 2}, "eghn": {"hidden": 16, "n_clusters": 3, "layers": 2},
-         "rf": {"hidden": 16, "layers": 2}, "gnn": {"hidden": 16, "layers": 2}, "gmn": {"hidden": 16, "layers": 2}}
+         "rf": {"hidden": 16, "layers": 2}, "gnn": {"hidden": 16, "layers": 2}, "gmn": {"hidden": 16, "layers": 2},
+         "segnn": {"hidden": 8, "lmax_hidden": 2, "lmax_attr": 2, "layers": 2},
+         "tfn": {"channels": 4, "lmax": 2, "layers": 3}}
 NOT_EQUIVARIANT = {"gnn"}  # a plain MPNN baseline: asserted NOT rotation-equivariant
 TOL = 1e-9
 
