@@ -45,6 +45,7 @@ class TrainConfig:
     seed: int = 1
     eval_every: int = 5  # epochs between val/test evaluations (epoch 0, k, 2k, …)
     patience: int = 0  # evaluations without val improvement before stopping; 0 = never stop early
+    max_minutes: float = 0.0  # wall-clock budget: stop at the first evaluation after it (0 = none)
     velocity_weight: float = 0.0  # weight of the next-velocity MSE in the loss (the papers train positions only)
     grad_clip: float | None = None  # max gradient norm; None = no clipping (papers)
     drop_last: bool = True  # the papers drop the last incomplete training batch

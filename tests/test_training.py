@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 
@@ -56,6 +57,15 @@ def test_early_stopping(tiny_nbody, tmp_path):
                                "train": {"epochs": 200, "batch_size": 20, "eval_every": 1, "patience": 3}})
     s = Trainer(frozen, tmp_path / "es", device="cpu").run()
     assert s["stopped_early"] and s["epochs_run"] == 4 and s["best_epoch"] == 0
+
+
+def test_time_budget_stops_at_an_evaluation(tiny_nbody, tmp_path):
+    # a budget already spent after the first epoch: stop right after the first evaluation (epoch 0), with a summary
+    r = recipe_from_dict({"data": {"path": str(tiny_nbody)}, "model": {"name": "linear"},
+                          "train": {"epochs": 50, "batch_size": 20, "eval_every": 2, "max_minutes": 1e-9}})
+    s = Trainer(r, tmp_path / "tb", device="cpu").run()
+    assert s["stopped_by_time"] and s["stopped_early"] and s["epochs_run"] == 1 and s["best_epoch"] == 0
+    assert (tmp_path / "tb" / "summary.json").exists() and np.isfinite(s["test_mse"])
 
 
 def test_checkpoints_load_safely(tiny_nbody, tmp_path):

@@ -224,6 +224,13 @@ class Trainer:
         return evaluate(self.net, self.dataset, shard(ids, bs, self.dist.rank, self.dist.world), self.featurizer,
                         device=self.device, batch_size=bs, autocast=self.autocast, distributed=self.dist.enabled)
 
+    def _out_of_time(self, elapsed: float, max_minutes: float) -> bool:
+        """Whether the wall-clock budget is spent (rank 0 decides for all ranks under DDP)."""
+        flag = torch.tensor([float(elapsed >= 60.0 * max_minutes)], device=self.device)
+        if self.dist.enabled:
+            torch.distributed.broadcast(flag, src=0)
+        return bool(flag.item())
+
     def run(self) -> dict:
         cfg = self.recipe.train
         st = self.state
@@ -252,6 +259,8 @@ class Trainer:
                         st["stopped_early"] = True
                 rec.update(best_val=st["best_val"], best_test=st["best_test"], best_epoch=st["best_epoch"])
             st["elapsed"] = time.perf_counter() - t_start
+            if is_eval and cfg.max_minutes and self._out_of_time(st["elapsed"], cfg.max_minutes):
+                st["stopped_early"] = st["stopped_by_time"] = True
             rec["time"] = round(st["elapsed"], 3)
             if is_eval:
                 if self.dist.main:
@@ -269,6 +278,7 @@ class Trainer:
             "best_val_mse": st["best_val"],
             "test_mse": st["best_test"],
             "stopped_early": st["stopped_early"],
+            "stopped_by_time": bool(st.get("stopped_by_time", False)),
             "seconds": round(st["elapsed"], 2),
             "device": str(self.device),
             "world_size": self.dist.world,
