@@ -235,6 +235,8 @@ def ingest_md_cmd(
     velocities: str = typer.Option("auto", help="auto (the trajectory's when it has them, else the backward "
                                    "difference), trajectory or difference; stored in Å per frame."),
     split: str = typer.Option("0.6,0.2,0.2", help="Chronological train,val,test fractions of each trajectory."),
+    test_traj: list[Path] = typer.Option(None, help="Trajectory held out whole as test data (repeatable); then "
+                                         "--split may give the other trajectories a test fraction of 0."),
     overwrite: bool = typer.Option(False, help="Replace an existing dataset (only once the new one is complete)."),
     json_out: bool = typer.Option(False, "--json", help="Print a JSON summary as the last line."),
 ):
@@ -245,7 +247,7 @@ def ingest_md_cmd(
     t0 = time.perf_counter()
     with input_errors(), err.status(f"reading {len(traj)} trajectory file(s) with MDAnalysis…"):
         path = ingest_md(out_dir, top, traj, select=select, delta=delta, cutoff=cutoff, velocities=velocities,
-                         ratios=parse_ratios(split), overwrite=overwrite, warn=warn)
+                         ratios=parse_ratios(split), test_trajs=test_traj or [], overwrite=overwrite, warn=warn)
     report_dataset(path, t0, json_out)
 
 
@@ -707,54 +709,30 @@ def info(path: Path = typer.Argument(..., help="A dataset directory, run directo
 @friendly
 def demo(
     out_dir: Path = typer.Option(Path("demo_out"), "--out", help="Where the dataset, runs and rollout go."),
+    system: str = typer.Option("adk", help="adk: the AdK protein trajectories of MDAnalysisTests (EGHN vs Linear, "
+                               "rollout from a DCD to PDB); nbody: simulated charged particles (EGNN vs Linear)."),
     device: str = typer.Option("auto", help="auto, cpu or cuda."),
     json_out: bool = typer.Option(False, "--json", help="Print the results as JSON on the last line."),
 ):
-    """The whole pipeline on an embedded default: simulate N-body, train EGNN and Linear, evaluate, roll out."""
-    from .demo import run_demo
+    """The whole pipeline on an embedded default: ingest, train, evaluate (also rotated), roll out."""
+    from .demo import run_demo, run_demo_adk
 
-    res = run_demo(out_dir, device=device, console=err)
-    table = Table("model", "test MSE", "test MSE (rotated+translated)", "train s", header_style="bold",
-                  title="charged N-body, Δ = 1000 steps")
+    if system not in ("adk", "nbody"):
+        fail(f"--system must be adk or nbody, not {system!r}")
+    if system == "adk":
+        res = run_demo_adk(out_dir, device=device, console=err)
+        title = "AdK Cα (MDAnalysisTests), Δ = 5 frames; test = adk_dims2.dcd, held out"
+    else:
+        res = run_demo(out_dir, device=device, console=err)
+        title = "charged N-body, Δ = 1000 steps"
+    table = Table("model", "test MSE (Å² for AdK)", "test MSE, rotated+reflected+translated", "train s",
+                  header_style="bold", title=title)
     for row in res["models"]:
         table.add_row(row["model"], f"{row['test_mse']:.5f}", f"{row['test_mse_rotated']:.5f}", f"{row['seconds']:.1f}")
     out.print(table)
     out.print(f"rollout: {res['rollout']}  ·  total {res['seconds']:.0f} s")
     if json_out:
         emit_json(res)
-
-
-@app.command()
-@friendly
-def reproduce(
-    table: str = typer.Argument(..., help="egnn-nbody (EGNN Table 2), eghn-mcomplex (EGHN Table 1) or eghn-mocap "
-                                "(EGHN Table 2, Run)."),
-    device: str = typer.Option("auto", help="auto, cpu or cuda[:i]."),
-    runs: int = typer.Option(3, help="Runs per model, with train.seed = 1 … runs."),
-    quick: bool = typer.Option(False, help="Minutes-long smoke version: small datasets, 3 epochs."),
-    out_dir: Path = typer.Option(None, "--out", help="Runs, datasets (quick) and reports go here "
-                                 "(default reproduce/TABLE)."),
-    models: str = typer.Option(None, help="Comma-separated subset of the table's models (default: all)."),
-    set_: list[str] = typer.Option(None, "--set", help="Override an entry of every recipe, e.g. train.epochs=500 "
-                                   "(repeatable)."),
-    config: str = typer.Option(None, help="eghn-mcomplex column M_A_J<j>, e.g. 5_5_J1 (default 3_3_J1)."),
-    jobs: int = typer.Option(1, help="Runs trained at the same time, each in its own process."),
-    json_out: bool = typer.Option(False, "--json", help="Print every figure as JSON on the last line."),
-):
-    """Train (or reuse finished runs of) every model of a paper's table over several seeds and print our test MSE
-    (mean ± std) beside the paper's number; writes OUT/TABLE.md and OUT/TABLE.json. Missing datasets are ingested
-    first; models without a recipe are listed as skipped."""
-    from .reproduce import reproduce as run_reproduce
-
-    res = run_reproduce(table, device=device, runs=runs, quick=quick, out=out_dir, models=models,
-                        overrides=set_ or [], config=config, jobs=jobs,
-                        log=lambda line: err.print(line, highlight=False, markup=False))
-    sys.stdout.write(res.markdown)
-    err.print(f"[green]wrote[/] {res.markdown_file} and {res.json_file}", highlight=False)
-    if json_out:
-        emit_json(res.summary)
-    if res.failed:
-        fail(f"{res.failed} run(s) failed; see the table and the run logs", code=3)
 
 
 def main():  # console-script entry point

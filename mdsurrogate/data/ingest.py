@@ -114,8 +114,8 @@ def ingest_mcomplex(out: str | Path, *, n_complexes: int = 3, avg_size: int = 3,
 
 
 def ingest_md(out: str | Path, top: str | Path, trajs, *, select: str = "backbone", delta: int = 15,
-              cutoff: float = 10.0, velocities: str = "auto", ratios=(0.6, 0.2, 0.2), name: str | None = None,
-              overwrite: bool = False, warn=None) -> Path:
+              cutoff: float = 10.0, velocities: str = "auto", ratios=(0.6, 0.2, 0.2), test_trajs=(),
+              name: str | None = None, overwrite: bool = False, warn=None) -> Path:
     """Any MD trajectory MDAnalysis reads → a dataset of (frame i → frame i + Δ) samples of one atom selection.
 
     Several trajectories of one system become one dataset; each is split chronologically on its own
@@ -124,6 +124,8 @@ def ingest_md(out: str | Path, top: str | Path, trajs, *, select: str = "backbon
     edge features [‖r_ij‖, ‖r_ij‖²]; local graph: bonds with [length0, ‖r_ij‖²]; node features
     [‖v‖ / v_rms, q / max|q|, one-hot element]. Velocities: ``"auto"`` (the trajectory's when it has them, else
     the backward difference), ``"trajectory"`` or ``"difference"``; in Å per frame (sources/md.py).
+    ``test_trajs``: further trajectories held out whole as test data (independent runs of the same system: the
+    strictest test); the ``ratios`` then split the other trajectories (their test fraction may be 0).
     ``warn(message)`` receives non-fatal notes (e.g. guessed bonds).
     """
     from .dataset import EdgeSetData
@@ -139,6 +141,9 @@ def ingest_md(out: str | Path, top: str | Path, trajs, *, select: str = "backbon
         raise md.MDInputError(f"--cutoff must be positive, got {cutoff}")
     if velocities not in ("auto", "trajectory", "difference"):
         raise md.MDInputError(f"--velocities must be auto, trajectory or difference, not {velocities!r}")
+    test_trajs = list(test_trajs)
+    held_out = set(range(len(trajs), len(trajs) + len(test_trajs)))
+    trajs = trajs + test_trajs
     universes = md.open_universe(top, trajs)
     system = None
     pos, vel, samples, codes, spacings, vel_kind = [], [], [], [], [], set()
@@ -164,7 +169,11 @@ def ingest_md(out: str | Path, top: str | Path, trajs, *, select: str = "backbon
         vel_kind.add("trajectory" if use_traj_v else "difference")
         pos.append(x)
         vel.append(md.state_velocities(x, v_traj, dt))
-        starts, code = md.chronological_samples(n, delta, ratios, first=first)
+        if t in held_out:
+            starts = np.arange(first, n - delta)
+            code = np.full(len(starts), 2, np.int8)
+        else:
+            starts, code = md.chronological_samples(n, delta, ratios, first=first)
         samples.append(np.stack([np.full(len(starts), t), starts, starts + delta], axis=1))
         codes.append(code)
     if len(vel_kind) > 1:
@@ -204,9 +213,12 @@ def ingest_md(out: str | Path, top: str | Path, trajs, *, select: str = "backbon
         "md": {"selection": select, "n_atoms": system.n_atoms, "signature": system.signature,
                "elements": list(md.ELEMENTS), "velocities": vel_kind.pop(), "bonds_guessed": system.bonds_guessed,
                "n_bonds": int(len(system.bonds)), "split_ratios": list(ratios), "cutoff": float(cutoff),
+               "test_trajectories": [str(p) for p in test_trajs],
                "element": system.element.tolist(), "charge": [round(float(q), 6) for q in system.charge],
                "files": {"topology": str(top), "trajectories": [str(p) for p in trajs]}},
-        "generator": {"kind": "md", "topology": str(top), "trajectories": [str(p) for p in trajs], "select": select,
+        "generator": {"kind": "md", "topology": str(top),
+                      "trajectories": [str(p) for p in trajs[:len(trajs) - len(test_trajs)]],
+                      "test_trajectories": [str(p) for p in test_trajs], "select": select,
                       "delta": int(delta), "cutoff": float(cutoff), "velocities": velocities},
     }
     n_t = len(pos)

@@ -15,8 +15,9 @@ Conventions (the model sees exactly these, at ingest and at rollout):
                 (0 where the topology has none), featurised as q / max|q| of the selection (a constant of the
                 system, never a batch statistic).
     local edges bonds inside the selection, both directions, with ``length0``: the bond length (Å) at the first
-                frame of the first trajectory. Bonds are guessed from distances (with a warning) when the
-                topology has none.
+                frame of the first trajectory. Two selected atoms joined through at most 3 unselected ones count
+                as bonded (so a Cα selection gets its Cα(i)–Cα(i+1) chain). Bonds are guessed from covalent radii
+                (with a warning) when the topology has none.
 """
 
 from __future__ import annotations
@@ -113,12 +114,10 @@ def partial_charges(ag) -> np.ndarray:
 def selection_bonds(ag, *, guess: bool = True) -> tuple[np.ndarray, bool]:
     """([E, 2] undirected bonds (i < j) in selection-local indices, guessed?). Guesses from distances when the
     topology has no bonds (``guess=False`` returns an empty array instead)."""
-    local = {int(a): k for k, a in enumerate(ag.indices)}
     pairs = []
     has_bonds = hasattr(ag.universe.atoms, "bonds") and len(ag.universe.atoms.bonds) > 0
     if has_bonds:
-        idx = ag.intra_bonds.indices if len(ag.intra_bonds) else np.zeros((0, 2), np.int64)
-        pairs = [(local[int(a)], local[int(b)]) for a, b in idx]
+        pairs = [tuple(p) for p in _bonds_through_unselected(ag)]
     guessed = False
     if not pairs and guess and len(ag) > 1:
         types = np.array([ELEMENTS[e] for e in element_ids(ag)], dtype=object)
@@ -126,6 +125,30 @@ def selection_bonds(ag, *, guess: bool = True) -> tuple[np.ndarray, bool]:
         guessed = True
     arr = np.array(sorted({(min(a, b), max(a, b)) for a, b in pairs if a != b}), dtype=np.int64).reshape(-1, 2)
     return arr, guessed
+
+
+def _bonds_through_unselected(ag, max_hops: int = 3) -> np.ndarray:
+    """[E, 2] selection-local pairs bonded in the topology directly or through a path of at most ``max_hops``
+    unselected atoms: the bonds of an all-atom or backbone selection, and the virtual Cα(i)–Cα(i+1) bonds of a
+    coarse-grained Cα selection (through C(i) and N(i+1))."""
+    from scipy import sparse
+
+    n = len(ag.universe.atoms)
+    b = ag.universe.atoms.bonds.indices
+    adj = sparse.coo_matrix((np.ones(2 * len(b)), (np.r_[b[:, 0], b[:, 1]], np.r_[b[:, 1], b[:, 0]])),
+                            shape=(n, n)).tocsr()
+    sel = np.asarray(ag.indices)
+    unsel = np.setdiff1d(np.arange(n), sel)
+    direct = adj[sel][:, sel]
+    to_u = adj[sel][:, unsel]  # selected → unselected
+    uu = adj[unsel][:, unsel]
+    reach, total = to_u, direct.copy()
+    for _ in range(max_hops):
+        total = total + reach @ to_u.T  # selected → (unselected)^k → selected
+        reach = reach @ uu
+    total = total.tocoo()
+    keep = total.row < total.col
+    return np.stack([total.row[keep], total.col[keep]], axis=1).astype(np.int64)
 
 
 COVALENT_RADIUS = {"H": 0.31, "C": 0.76, "N": 0.71, "O": 0.66, "S": 1.05, "P": 1.07}
