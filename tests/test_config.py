@@ -18,6 +18,23 @@ def test_shipped_recipes_are_valid():
     assert (egnn.model.params["hidden"], egnn.model.params["layers"]) == (64, 4)
 
 
+def test_every_shipped_propagator_recipe_loads():
+    from importlib import resources
+
+    names = sorted(p.stem for p in (resources.files("mdsurrogate") / "recipes").iterdir() if p.name.endswith(".toml"))
+    loaded = 0
+    for name in names:
+        if name.endswith("_potential"):
+            continue  # potential recipes have their own loader (training/potential_recipe.py)
+        load_recipe(packaged_recipe(name))
+        loaded += 1
+    assert loaded > 50
+    eghn, _ = load_recipe(packaged_recipe("adk_eghn"))
+    m, t = eghn.model.params, eghn.train
+    assert (m["hidden"], m["n_clusters"], m["cut_weight"], m["layers"]) == (128, 20, 2.0, 4)
+    assert (t.batch_size, t.lr, t.weight_decay, t.patience) == (8, 5e-5, 1e-4, 50)
+
+
 def test_unknown_keys_name_the_closest():
     with pytest.raises(RecipeError, match="did you mean 'epochs'"):
         recipe_from_dict({"train": {"epoch": 3}})
