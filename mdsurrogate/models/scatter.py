@@ -27,12 +27,17 @@ def scatter_mean(src: Tensor, index: Tensor, dim_size: int, count: Tensor | None
     return total / count.clamp(min=1).view(shape)
 
 
+SEGMENT_MAX_WIDTH = 16
+
+
 class Aggregator:
     """Reduction plan for one edge set, built once per forward and shared by every layer.
 
-    When the receiver index is sorted (our graph builders emit edges sorted by receiver) sums use
-    ``torch.segment_reduce`` over contiguous segments, which on CPU is an order of magnitude faster than
-    ``index_add_``; otherwise they fall back to ``index_add_``. ``mean`` divides by the in-degree (0 for isolated
+    When the receiver index is sorted (our graph builders emit edges sorted by receiver) sums of narrow rows
+    (≤ ``SEGMENT_MAX_WIDTH`` values, e.g. coordinate updates [E, 3]) use ``torch.segment_reduce`` over contiguous
+    segments, whose backward on CPU is several times faster than ``index_add_``'s; wide rows (messages [E, H])
+    use ``index_add_``, which is 2–5× faster there in both directions (torch 2.13 CPU, measured on 2·10³ to
+    5·10⁵ edges). ``mean`` divides by the in-degree (0 for isolated
     nodes, matching the EGNN/EGHN "mean over incoming edges").
 
     Args: index [E] receiver of each edge; dim_size: number of receivers (ΣN, or clusters).
@@ -47,7 +52,7 @@ class Aggregator:
 
     def sum(self, src: Tensor) -> Tensor:
         """[E, …] → [dim_size, …]"""
-        if self.sorted and src.shape[0] > 0:
+        if self.sorted and src.shape[0] > 0 and src[0].numel() <= SEGMENT_MAX_WIDTH:
             return torch.segment_reduce(src, "sum", lengths=self.counts, axis=0)
         return scatter_sum(src, self.index, self.dim_size)
 
