@@ -79,7 +79,8 @@ def test_bonds_from_the_topology_and_guessed(tmp_path):
     assert md["n_atoms"] == 855 and not md["bonds_guessed"]
     assert md["n_bonds"] == 855 - 1  # N–CA, CA–C, C=O per residue and the peptide bonds, the C-terminus OT1/OT2 aside
     notes = []
-    path = ingest_md(tmp_path / "gro", GRO, [XTC], select="backbone", delta=1, ratios=(0.4, 0.3, 0.3), warn=notes.append)
+    path = ingest_md(tmp_path / "gro", GRO, [XTC], select="backbone", delta=1, ratios=(0.4, 0.3, 0.3),
+                     warn=notes.append)
     md = Dataset(path).meta["md"]
     assert md["bonds_guessed"] and "guessed" in notes[0]
     assert 0.9 * 855 < md["n_bonds"] < 1.1 * 855
