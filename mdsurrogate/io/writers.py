@@ -716,7 +716,7 @@ class DCDWriter(_StreamingWriter):
                 )
         # t0 = (ISTART / NSAVC) * dt: take the simplest fraction that matches t0 / dt up to float noise
         ratio = t0 / dt
-        tol = 1e-6 + 1e-9 * abs(ratio)
+        tol = 1e-6 + 1e-6 * abs(ratio)  # the DCD header keeps float32 times anyway
         frac = None
         for max_den in (1, 10, 100, 1000, 100_000):
             candidate = Fraction(ratio).limit_denominator(max_den)
