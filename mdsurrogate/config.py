@@ -125,14 +125,18 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
     return raw
 
 
-def recipe_from_dict(raw: dict) -> Recipe:
-    valid_top = ["data", "model", "train", "name", "description", "base"]
+def check_sections(raw: dict, valid_top: list[str]) -> None:
+    """Unknown top-level keys name the closest valid one; [data], [model] and [train] must be tables."""
     for key in raw:
         if key not in valid_top:
             raise RecipeError(f"unknown recipe section {key!r}{_closest(key, valid_top)}")
     for sec in ("data", "model", "train"):
         if sec in raw and not isinstance(raw[sec], dict):
             raise RecipeError(f"[{sec}] must be a table")
+
+
+def recipe_from_dict(raw: dict) -> Recipe:
+    check_sections(raw, ["data", "model", "train", "name", "description", "base"])
     raw = {k: v for k, v in raw.items() if k != "base"}
     model_raw = dict(raw.get("model", {}))
     name = model_raw.pop("name", "egnn")

@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -63,15 +62,10 @@ def save_figure(fig, out: str | os.PathLike) -> Path:
     out = Path(out)
     fmt = _check_output(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fig.savefig(fh, format=fmt, bbox_inches="tight")
-        os.replace(tmp, out)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    from .io.atomic import atomic_file
+
+    with atomic_file(out) as fh:
+        fig.savefig(fh, format=fmt, bbox_inches="tight")
     return out
 
 

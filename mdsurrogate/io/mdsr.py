@@ -54,7 +54,6 @@ import io
 import json
 import math
 import os
-import tempfile
 import warnings
 import zipfile
 from collections.abc import Iterator
@@ -67,6 +66,7 @@ import torch
 
 from ..data.topology import BatchTopology, EdgeSet
 from ..errors import UserError
+from .atomic import atomic_file
 from .topology import AtomTopology
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "MdsrError", "MdsrFrame", "MdsrRun", "read_mdsr", "write_mdsr",
@@ -209,37 +209,27 @@ def write_mdsr(path: str | os.PathLike, checkpoint: str | os.PathLike, x0: Any, 
 
     header["written_by"] = f"mdsurrogate {__version__}"
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            with zipfile.ZipFile(fh, "w", compression=zipfile.ZIP_DEFLATED) as zf:
-                zf.writestr("header.json", json.dumps(header, indent=1))
-                _put(zf, "state/x0.npy", x0)
-                _put(zf, "state/v0.npy", v0)
-                for i, k in enumerate(node_names):
-                    _put(zf, f"topology/node/{i}.npy", _numpy(topo.node_props[k], k))
-                for i, k in enumerate(edge_names):
-                    es = topo.edge_sets[k]
-                    _put(zf, f"topology/edges/{i}/index.npy", _numpy(es.index, k).astype(np.int64))
-                    for j, p in enumerate(es.props):
-                        _put(zf, f"topology/edges/{i}/props/{j}.npy", _numpy(es.props[p], p))
-                for name in ("names", "elements", "resnames", "chainids"):
-                    _put(zf, f"atoms/{name}.npy", _strings(getattr(atoms, name)))
-                _put(zf, "atoms/resids.npy", atoms.resids.astype(np.int64))
-                if atoms.bonds is not None:
-                    _put(zf, "atoms/bonds.npy", atoms.bonds.astype(np.int64))
-                if atoms.record_types is not None:
-                    _put(zf, "atoms/record_types.npy", _strings(atoms.record_types))
-                for i, k in enumerate(atoms.labels):
-                    _put(zf, f"atoms/labels/{i}.npy", atoms.labels[k].astype(np.int64))
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_file(path) as fh:
+        with zipfile.ZipFile(fh, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+            zf.writestr("header.json", json.dumps(header, indent=1))
+            _put(zf, "state/x0.npy", x0)
+            _put(zf, "state/v0.npy", v0)
+            for i, k in enumerate(node_names):
+                _put(zf, f"topology/node/{i}.npy", _numpy(topo.node_props[k], k))
+            for i, k in enumerate(edge_names):
+                es = topo.edge_sets[k]
+                _put(zf, f"topology/edges/{i}/index.npy", _numpy(es.index, k).astype(np.int64))
+                for j, p in enumerate(es.props):
+                    _put(zf, f"topology/edges/{i}/props/{j}.npy", _numpy(es.props[p], p))
+            for name in ("names", "elements", "resnames", "chainids"):
+                _put(zf, f"atoms/{name}.npy", _strings(getattr(atoms, name)))
+            _put(zf, "atoms/resids.npy", atoms.resids.astype(np.int64))
+            if atoms.bonds is not None:
+                _put(zf, "atoms/bonds.npy", atoms.bonds.astype(np.int64))
+            if atoms.record_types is not None:
+                _put(zf, "atoms/record_types.npy", _strings(atoms.record_types))
+            for i, k in enumerate(atoms.labels):
+                _put(zf, f"atoms/labels/{i}.npy", atoms.labels[k].astype(np.int64))
     return path
 
 

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import os
 import pickle
-import tempfile
 import zipfile
 from pathlib import Path
 
 import torch
 
 from ..errors import CheckpointError
+from ..io.atomic import atomic_file
 
 FORMAT = "mdsurrogate-checkpoint"
 FORMAT_VERSION = 1
@@ -25,19 +25,9 @@ FORMAT_VERSION = 1
 def save_checkpoint(path: str | os.PathLike, payload: dict) -> Path:
     """Write ``payload`` (plus format tags) to ``path`` atomically: temp file in the same directory, then rename."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     data = {"format": FORMAT, "format_version": FORMAT_VERSION, **payload}
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(data, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_file(path) as fh:
+        torch.save(data, fh)
     return path
 
 

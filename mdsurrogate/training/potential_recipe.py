@@ -38,7 +38,7 @@ import inspect
 import os
 from pathlib import Path
 
-from ..config import _closest, apply_overrides, dump_toml, read_recipe_file
+from ..config import _closest, apply_overrides, check_sections, dump_toml, read_recipe_file
 from ..errors import RecipeError, UserError
 
 MODEL_KEYS = ("hidden", "layers", "n_rbf", "cutoff")
@@ -93,13 +93,7 @@ def _check_type(section: str, key: str, value, default):
 def potential_arguments(raw: dict) -> dict:
     """Validate a potential recipe dict and return the keyword arguments of ``train_potential`` it sets
     (plus ``dataset`` from ``[data] path`` when given)."""
-    valid_top = ["data", "model", "train", "name", "description"]
-    for key in raw:
-        if key not in valid_top:
-            raise RecipeError(f"unknown recipe section {key!r}{_closest(key, valid_top)}")
-    for sec in ("data", "model", "train"):
-        if sec in raw and not isinstance(raw[sec], dict):
-            raise RecipeError(f"[{sec}] must be a table")
+    check_sections(raw, ["data", "model", "train", "name", "description"])
     model = dict(raw.get("model", {}))
     name = model.pop("name", None)
     if name != "egnn_potential":
