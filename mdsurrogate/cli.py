@@ -266,21 +266,14 @@ def ingest_adk_cmd(
     json_out: bool = typer.Option(False, "--json", help="Print a JSON summary as the last line."),
 ):
     """Adenylate kinase: the EGHN paper's AdK equilibrium trajectory, or the AdK data shipped with MDAnalysisTests."""
-    from .data.ingest import ingest_md
-    from .data.sources.adk import embedded_adk_files, fetch_adk_equilibrium
+    from .data.ingest import ingest_adk
 
-    if source not in ("equilibrium", "embedded"):
-        fail(f"--source must be equilibrium or embedded, not {source!r}")
     t0 = time.perf_counter()
-    if source == "embedded":
-        top, trajs = embedded_adk_files()
-    else:
-        with err.status("fetching adk_equilibrium with MDAnalysisData…"):
-            top, trajs = fetch_adk_equilibrium(data_home)
-    delta = delta if delta is not None else (15 if source == "equilibrium" else 5)
-    with input_errors(), err.status("reading AdK with MDAnalysis…"):
-        path = ingest_md(out_dir, top, trajs, select=select, delta=delta, cutoff=cutoff, overwrite=overwrite,
-                         name=f"adk_{source}", warn=warn)
+    status = "fetching adk_equilibrium with MDAnalysisData (once) and reading it…" if source == "equilibrium" else \
+        "reading the AdK trajectories of MDAnalysisTests…"
+    with input_errors(), err.status(status):
+        path = ingest_adk(out_dir, source=source, select=select, delta=delta, cutoff=cutoff, data_home=data_home,
+                          overwrite=overwrite, warn=warn)
     report_dataset(path, t0, json_out)
 
 

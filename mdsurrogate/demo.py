@@ -64,7 +64,7 @@ def run_demo(out_dir: str | Path, *, device: str = "auto", console=None, n_train
 def run_demo_adk(out_dir: str | Path, *, device: str = "auto", console=None, steps: int = 20) -> dict:
     """Ingest the embedded AdK data, train EGHN and Linear, evaluate, and roll EGHN out from a DCD (see module)."""
     from . import initial_state
-    from .data.ingest import ingest_md
+    from .data.ingest import ingest_adk
     from .data.sources.adk import embedded_adk_files
     from .io.writers import open_writer
     from .rollout import rollout
@@ -77,8 +77,7 @@ def run_demo_adk(out_dir: str | Path, *, device: str = "auto", console=None, ste
     ds_path = out_dir / "adk"
     say(f"[bold]1/4[/] AdK (MDAnalysisTests): Cα atoms of {Path(dcd).name} (train/val) and {Path(dcd2).name} "
         f"(test) → {ds_path}")
-    ingest_md(ds_path, top, [dcd], test_trajs=[dcd2], select="name CA", delta=5, cutoff=10.0,
-              ratios=(0.8, 0.2, 0.0), name="adk_embedded_ca", overwrite=True)
+    ingest_adk(ds_path, source="embedded", select="name CA", overwrite=True)
     ds = Dataset(ds_path)
     rows = []
     for i, name in enumerate(("adk_quick_eghn", "adk_quick_linear")):

@@ -207,3 +207,19 @@ def test_bad_md_input_gets_one_sentence(tmp_path, adk_model):
            "not the 214 atoms")
     _fails(roll + ["--frame", "0"], "cannot start at frame 0")
     _fails(roll + ["--frame", "500"], "out of range")
+
+
+def test_ingest_adk_without_mdanalysisdata_says_what_to_do(tmp_path, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "MDAnalysisData", None)  # not installed (or offline: same advice)
+    text = _fails(["ingest", "adk", str(tmp_path / "adk")], "mdsurrogate[adk]", "ingest md")
+    assert not (tmp_path / "adk").exists() and len(text) < 600
+
+
+def test_ingest_adk_embedded(tmp_path):
+    res = runner.invoke(app, ["ingest", "adk", str(tmp_path / "e"), "--source", "embedded", "--select", "name CA",
+                              "--json"])
+    assert res.exit_code == 0, res.output
+    info = json.loads(res.stdout.strip().splitlines()[-1])
+    assert info["samples"] == {"train": 72, "val": 14, "test": 96} and info["delta_frames"] == 5

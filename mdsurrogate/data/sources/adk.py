@@ -35,7 +35,7 @@ def fetch_adk_equilibrium(data_home: str | os.PathLike | None = None) -> tuple[s
         from MDAnalysisData import datasets
     except ImportError:
         raise AdKUnavailable(
-            "fetching adk_equilibrium needs the optional package MDAnalysisData (pip install MDAnalysisData) and "
+            "fetching adk_equilibrium needs the optional package MDAnalysisData (pip install 'mdsurrogate[adk]') and "
             "network access; or download it elsewhere and run `mdsurrogate ingest md OUT --top adk4AKE.psf "
             "--traj 1ake_007-nowater-core-dt240ps.dcd`") from None
     try:
