@@ -61,7 +61,7 @@ def run_demo(out_dir: str | Path, *, device: str = "auto", console=None, n_train
             "device": str(dev), "seconds": time.perf_counter() - t0}
 
 
-def run_demo_adk(out_dir: str | Path, *, device: str = "auto", console=None, steps: int = 20) -> dict:
+def run_demo_adk(out_dir: str | Path, *, device: str = "auto", console=None, steps: int = 10) -> dict:
     """Ingest the embedded AdK data, train EGHN and Linear, evaluate, and roll EGHN out from a DCD (see module)."""
     from . import initial_state
     from .data.ingest import ingest_adk
