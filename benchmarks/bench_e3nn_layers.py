@@ -14,11 +14,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
-import time
 
 import torch
 from e3nn import o3
+from timing import median_seconds
 
 from mdsurrogate.data.graph import sizes_to_ptr
 from mdsurrogate.data.neighbors import complete_graph
@@ -34,18 +33,7 @@ from mdsurrogate.models.e3layers import (
 
 
 def timed(fn, repeats, device):
-    for _ in range(3):
-        fn()
-    ts = []
-    for _ in range(repeats):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        t = time.perf_counter()
-        fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        ts.append(time.perf_counter() - t)
-    return round(statistics.median(ts) * 1e3, 3)
+    return round(median_seconds(fn, repeats, device) * 1e3, 3)
 
 
 def main():

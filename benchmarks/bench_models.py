@@ -25,13 +25,12 @@ from __future__ import annotations
 import argparse
 import json
 import resource
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
+from timing import median_seconds
 
 from mdsurrogate.data.featurize import Featurizer
 from mdsurrogate.data.graph import sizes_to_ptr
@@ -109,18 +108,7 @@ def adk_backbone_copies(copies: int, g: torch.Generator) -> torch.Tensor:
 
 
 def timed(fn, repeats, device):
-    for _ in range(max(3, repeats // 5)):
-        fn()
-    ts = []
-    for _ in range(repeats):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        t = time.perf_counter()
-        fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        ts.append(time.perf_counter() - t)
-    return statistics.median(ts)
+    return median_seconds(fn, repeats, device, warmup=max(3, repeats // 5))
 
 
 # EGNN paper, Table 2: forward time of one batch of 100 N-body systems on a GTX 1080 Ti, in ms (protocols.md §7)

@@ -68,3 +68,37 @@ def tiny_nbody(tmp_path_factory) -> Path:
 
     path = tmp_path_factory.mktemp("data") / "nbody"
     return ingest_nbody(path, n_train=60, n_val=20, n_test=20, stream_train=60)
+
+
+# -- helpers shared by the test modules ---------------------------------------------------------------------
+def invoke(*args):
+    """Run the CLI in-process (exceptions propagate, so a traceback fails the test loudly)."""
+    from typer.testing import CliRunner
+
+    from mdsurrogate.cli import app
+
+    return CliRunner().invoke(app, [str(a) for a in args], catch_exceptions=False)
+
+
+def last_json(result):
+    """The JSON object a ``--json`` command prints as its last line of stdout."""
+    import json
+
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def perturbed_model(name, **hparams):
+    """A registered model in float64, eval mode, every parameter perturbed (so that zero-initialised heads do
+    not hide symmetry bugs)."""
+    from mdsurrogate.data.featurize import Featurizer
+    from mdsurrogate.models import registry  # noqa: F401
+    from mdsurrogate.models.base import build_model
+
+    spec = Featurizer(FEATURES).spec
+    torch.manual_seed(0)
+    model = build_model(name, node_dim=spec.node_dim, edge_dim=spec.edge_dim, local_edge_dim=spec.local_edge_dim,
+                        **hparams).double()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.1)
+    return model.eval()

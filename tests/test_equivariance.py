@@ -6,11 +6,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mdsurrogate.data.featurize import Featurizer
 from mdsurrogate.models import registry  # noqa: F401
-from mdsurrogate.models.base import MODELS, build_model
+from mdsurrogate.models.base import MODELS
 
-from .conftest import FEATURES, make_batch, orthogonal, random_topology
+from .conftest import make_batch, orthogonal, perturbed_model, random_topology
 
 # small widths keep the suite fast; every other hyper-parameter is the model's default
 SMALL = {"egnn": {"hidden": 16, "layers": 2}, "eghn": {"hidden": 16, "n_clusters": 3, "layers": 2},
@@ -22,15 +21,7 @@ TOL = 1e-9
 
 
 def build(name):
-    spec = Featurizer(FEATURES).spec
-    torch.manual_seed(0)
-    model = build_model(name, node_dim=spec.node_dim, edge_dim=spec.edge_dim, local_edge_dim=spec.local_edge_dim,
-                        **SMALL.get(name, {})).double()
-    # perturb every parameter so that zero-initialised heads do not hide symmetry bugs
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(torch.randn_like(p) * 0.1)
-    return model.eval()
+    return perturbed_model(name, **SMALL.get(name, {}))
 
 
 def run(model, batch):

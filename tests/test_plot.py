@@ -10,17 +10,15 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from mdsurrogate.cli import app
 from mdsurrogate.data.dataset import Dataset
+
+from .conftest import invoke
 
 mpl_image = pytest.importorskip("matplotlib.image")
 
 runner = CliRunner()
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
-
-def invoke(*args):
-    return runner.invoke(app, [str(a) for a in args], catch_exceptions=False)
 
 
 def assert_png(path, min_side=200):

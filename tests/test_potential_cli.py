@@ -15,11 +15,12 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from mdsurrogate.cli import app
 from mdsurrogate.config import RecipeError
 from mdsurrogate.data.dataset import Dataset
 from mdsurrogate.training.checkpoint import load_checkpoint
 from mdsurrogate.training.potential_recipe import is_potential_recipe, potential_arguments, read_raw_recipe
+
+from .conftest import invoke, last_json
 
 ROOT = Path(__file__).resolve().parents[1]
 runner = CliRunner()
@@ -28,12 +29,6 @@ TINY_MODEL = ["--set", "train.epochs=2", "--set", "model.hidden=8", "--set", "mo
               "model.n_rbf=4", "--set", "train.batch_size=4"]
 
 
-def invoke(*args):
-    return runner.invoke(app, [str(a) for a in args], catch_exceptions=False)
-
-
-def last_json(result):
-    return json.loads(result.stdout.strip().splitlines()[-1])
 
 
 @pytest.fixture(scope="module")

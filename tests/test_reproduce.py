@@ -11,17 +11,12 @@ import pytest
 from typer.testing import CliRunner
 
 from mdsurrogate import reproduce as rp
-from mdsurrogate.cli import app
+
+from .conftest import invoke, last_json
 
 runner = CliRunner()
 
 
-def invoke(*args):
-    return runner.invoke(app, [str(a) for a in args], catch_exceptions=False)
-
-
-def last_json(result):
-    return json.loads(result.stdout.strip().splitlines()[-1])
 
 
 @pytest.fixture(scope="module")

@@ -11,24 +11,15 @@ from typer.testing import CliRunner
 
 from mdsurrogate.cli import app
 from mdsurrogate.config import load_recipe
-from mdsurrogate.data.featurize import Featurizer
-from mdsurrogate.models.base import build_model
 from mdsurrogate.models.scatter import Aggregator
 
-from .conftest import FEATURES, make_batch, orthogonal
+from .conftest import make_batch, orthogonal, perturbed_model
 
 runner = CliRunner()
 
 
 def build(name, **hp):
-    spec = Featurizer(FEATURES).spec
-    torch.manual_seed(0)
-    model = build_model(name, node_dim=spec.node_dim, edge_dim=spec.edge_dim, local_edge_dim=spec.local_edge_dim,
-                        **hp).double()
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(torch.randn_like(p) * 0.1)
-    return model.eval()
+    return perturbed_model(name, **hp)
 
 
 def dense_edge_attr(batch, n):
