@@ -88,18 +88,24 @@ def emit_json(obj: dict) -> None:
 # --------------------------------------------------------------------------------------------------------
 # ingest
 # --------------------------------------------------------------------------------------------------------
+# parameters every ingest command shares (typer reads these defaults as metadata; sharing them is safe)
+NEW_DATASET = typer.Argument(..., help="Dataset directory to create.")
+OVERWRITE = typer.Option(False, help="Replace an existing dataset (only once the new one is complete).")
+JSON_SUMMARY = typer.Option(False, "--json", help="Print a JSON summary as the last line.")
+
+
 @ingest_app.command("nbody")
 @friendly
 def ingest_nbody_cmd(
-    out_dir: Path = typer.Argument(..., help="Dataset directory to create."),
+    out_dir: Path = NEW_DATASET,
     train: int = typer.Option(3000, help="Training simulations (paper: first 3000 of 10 000)."),
     val: int = typer.Option(2000, help="Validation simulations."),
     test: int = typer.Option(2000, help="Test simulations."),
     seed: int = typer.Option(43, help="Seed of the one legacy-NumPy stream (paper: 43)."),
     stream_train: int = typer.Option(10000, help="Train initial conditions drawn before val/test, as the official "
                                      "generator does (keeps val/test identical whatever --train is)."),
-    overwrite: bool = typer.Option(False, help="Replace an existing dataset (only once the new one is complete)."),
-    json_out: bool = typer.Option(False, "--json", help="Print a JSON summary as the last line."),
+    overwrite: bool = OVERWRITE,
+    json_out: bool = JSON_SUMMARY,
 ):
     """Simulate the charged N-body system (EGNN paper, Table 2) and write the dataset (frames 30 → 40)."""
     from .data.ingest import ingest_nbody
@@ -116,7 +122,7 @@ def ingest_nbody_cmd(
 @ingest_app.command("mcomplex")
 @friendly
 def ingest_mcomplex_cmd(
-    out_dir: Path = typer.Argument(..., help="Dataset directory to create."),
+    out_dir: Path = NEW_DATASET,
     complexes: int = typer.Option(3, help="M: complexes per system."),
     size: int = typer.Option(3, help="N/M: average complex size a (sizes drawn from {2 … 2a−2})."),
     systems: int = typer.Option(1, help="J: number of system types (1 = single system, 5 = multiple)."),
@@ -124,8 +130,8 @@ def ingest_mcomplex_cmd(
     val: int = typer.Option(2000, help="Validation systems."),
     test: int = typer.Option(2000, help="Test systems."),
     seed: int = typer.Option(43, help="Seed (system types follow the official generator for the same seed)."),
-    overwrite: bool = typer.Option(False, help="Replace an existing dataset (only once the new one is complete)."),
-    json_out: bool = typer.Option(False, "--json", help="Print a JSON summary as the last line."),
+    overwrite: bool = OVERWRITE,
+    json_out: bool = JSON_SUMMARY,
 ):
     """Simulate the M-complex system (EGHN paper, Table 1) and write the dataset (frames 10 → 25)."""
     from .data.ingest import ingest_mcomplex
@@ -142,7 +148,7 @@ def ingest_mcomplex_cmd(
 @ingest_app.command("mocap")
 @friendly
 def ingest_mocap_cmd(
-    out_dir: Path = typer.Argument(..., help="Dataset directory to create."),
+    out_dir: Path = NEW_DATASET,
     more_amc: list[Path] = typer.Argument(None, metavar="[B.amc …]", show_default=False,
                                           help="Further AMC trials after --amc (so that `--amc dir/*.amc` works)."),
     asf: Path = typer.Option(None, help="The subject's ASF skeleton (with --amc)."),
@@ -163,8 +169,8 @@ def ingest_mocap_cmd(
                                 "[‖v‖, 1] (GMN; full E(3))."),
     cap: bool = typer.Option(True, "--cap/--no-cap", help="Keep at most ⌊3000 | 600 | 600 / trials⌋ starts per "
                              "train | val | test trial, as the EGHN trainer (Run: 400 / 240 / 240 samples)."),
-    overwrite: bool = typer.Option(False, help="Replace an existing dataset (only once the new one is complete)."),
-    json_out: bool = typer.Option(False, "--json", help="Print a JSON summary as the last line."),
+    overwrite: bool = OVERWRITE,
+    json_out: bool = JSON_SUMMARY,
 ):
     """Turn CMU motion capture (ASF + AMC trials, or joint positions in an .npz) into a dataset for the
     GMN/EGHN Walk/Run protocol: static 2-hop skeleton graph, forward-difference velocities, Δ = 30 frames."""
@@ -199,7 +205,7 @@ def ingest_mocap_cmd(
 @ingest_app.command("ase")
 @friendly
 def ingest_ase_cmd(
-    out_dir: Path = typer.Argument(..., help="Dataset directory to create."),
+    out_dir: Path = NEW_DATASET,
     files: list[Path] = typer.Argument(..., help="Files ASE reads (.traj, extended XYZ, OUTCAR, …) whose frames carry "
                                        "energies and forces; periodic cells are kept."),
     cutoff: float = typer.Option(5.0, help="Neighbour cutoff in Å of the potential (cells of any size work)."),
@@ -209,8 +215,8 @@ def ingest_ase_cmd(
     index: str = typer.Option(":", help="Frames to read from each file, ASE slice syntax (':' all, '-1', '::10')."),
     energy_key: str = typer.Option("energy", help="Energy to learn: energy, free_energy, or an atoms.info key."),
     forces_key: str = typer.Option("forces", help="Forces to learn: forces, or an atoms.arrays key."),
-    overwrite: bool = typer.Option(False, help="Replace an existing dataset (only once the new one is complete)."),
-    json_out: bool = typer.Option(False, "--json", help="Print a JSON summary as the last line."),
+    overwrite: bool = OVERWRITE,
+    json_out: bool = JSON_SUMMARY,
 ):
     """Read frames with energies and forces (eV, Å) with ASE and write a dataset for learned potentials."""
     from .data.sources.ase_frames import ingest_ase
@@ -225,7 +231,7 @@ def ingest_ase_cmd(
 @ingest_app.command("md")
 @friendly
 def ingest_md_cmd(
-    out_dir: Path = typer.Argument(..., help="Dataset directory to create."),
+    out_dir: Path = NEW_DATASET,
     top: Path = typer.Option(..., help="Topology MDAnalysis reads (PSF, TPR, PRMTOP, PDB, GRO, …)."),
     traj: list[Path] = typer.Option(..., help="Trajectory (DCD, XTC, TRR, NetCDF, PDB, …); repeat for several runs "
                                     "of the same system (no sample straddles two files)."),
@@ -237,8 +243,8 @@ def ingest_md_cmd(
     split: str = typer.Option("0.6,0.2,0.2", help="Chronological train,val,test fractions of each trajectory."),
     test_traj: list[Path] = typer.Option(None, help="Trajectory held out whole as test data (repeatable); then "
                                          "--split may give the other trajectories a test fraction of 0."),
-    overwrite: bool = typer.Option(False, help="Replace an existing dataset (only once the new one is complete)."),
-    json_out: bool = typer.Option(False, "--json", help="Print a JSON summary as the last line."),
+    overwrite: bool = OVERWRITE,
+    json_out: bool = JSON_SUMMARY,
 ):
     """Any MD trajectory MDAnalysis reads → dataset: one atom selection, bonds as local edges, atoms within the
     cutoff as global edges, chronological split without leakage across its boundaries."""
@@ -254,7 +260,7 @@ def ingest_md_cmd(
 @ingest_app.command("adk")
 @friendly
 def ingest_adk_cmd(
-    out_dir: Path = typer.Argument(..., help="Dataset directory to create."),
+    out_dir: Path = NEW_DATASET,
     source: str = typer.Option("equilibrium", help="equilibrium: MDAnalysisData's adk_equilibrium (downloaded once, "
                                "the EGHN paper's data); embedded: the AdK DIMS trajectories of MDAnalysisTests "
                                "(offline)."),
@@ -262,8 +268,8 @@ def ingest_adk_cmd(
     delta: int = typer.Option(None, help="Δ in frames [default: 15 (3.6 ns) for equilibrium, 5 for embedded]."),
     cutoff: float = typer.Option(10.0, help="Global-graph cutoff in Å (EGHN paper: 10)."),
     data_home: Path = typer.Option(None, help="Where MDAnalysisData keeps its downloads [~/MDAnalysis_data]."),
-    overwrite: bool = typer.Option(False, help="Replace an existing dataset (only once the new one is complete)."),
-    json_out: bool = typer.Option(False, "--json", help="Print a JSON summary as the last line."),
+    overwrite: bool = OVERWRITE,
+    json_out: bool = JSON_SUMMARY,
 ):
     """Adenylate kinase: the EGHN paper's AdK equilibrium trajectory, or the AdK data shipped with MDAnalysisTests."""
     from .data.ingest import ingest_adk
@@ -293,7 +299,7 @@ def warn(message: str) -> None:
 @ingest_app.command("emt")
 @friendly
 def ingest_emt_cmd(
-    out_dir: Path = typer.Argument(..., help="Dataset directory to create."),
+    out_dir: Path = NEW_DATASET,
     system: str = typer.Option("bulk", help="bulk (periodic cubic fcc cell, SIZE³ repeats: 4·SIZE³ atoms) or "
                                "cluster (free cuboctahedron with SIZE shells: 13, 55, 147 … atoms)."),
     element: str = typer.Option("Cu", help="An fcc metal EMT knows: Cu, Ag, Au, Ni, Pd, Pt, Al."),
@@ -311,8 +317,8 @@ def ingest_emt_cmd(
     cutoff: float = typer.Option(5.0, help="Neighbour cutoff in Å of the potential."),
     val_fraction: float = typer.Option(0.1, help="Fraction of frames for validation (seeded random frame split)."),
     test_fraction: float = typer.Option(0.1, help="Fraction of frames for the test split."),
-    overwrite: bool = typer.Option(False, help="Replace an existing dataset (only once the new one is complete)."),
-    json_out: bool = typer.Option(False, "--json", help="Print a JSON summary as the last line."),
+    overwrite: bool = OVERWRITE,
+    json_out: bool = JSON_SUMMARY,
 ):
     """Reference data from ASE's EMT: seeded Langevin MD of an fcc metal (periodic cell or cluster) at several
     temperatures, written as a potential dataset (energies in eV, forces in eV/Å) for `mdsurrogate train`."""
