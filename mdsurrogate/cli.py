@@ -582,11 +582,20 @@ def rollout(
         warn("this model was trained on positions only (train.velocity_weight = 0), so its next-velocity output is "
              "untrained and steps after the first are unreliable; retrain with --set train.velocity_weight=0.1 "
              "(or more) for rollouts")
+    delta_time = float(ck["dataset"]["delta_time"])
     if ext == ".mdsr":
-        delta_time = int(ck["dataset"]["delta_frames"]) * float(ck["dataset"]["frame_dt"])
         return write_mdsr_spec(out_file, model, start.x0, start.v0, start.topo, start.atoms, steps, start.t0,
                                delta_time, device, json_out)
-    res, secs = write_rollout(net, feat, ck, start, steps, out_file, dev)
+    from rich.progress import Progress
+
+    from .rollout import rollout_to_file
+
+    t_start = time.perf_counter()
+    with Progress(console=err, transient=True) as bar:
+        task = bar.add_task("rolling out", total=steps)
+        res = rollout_to_file(net, feat, start, steps, out_file, delta_time=delta_time, device=dev,
+                              on_step=lambda k: bar.update(task, completed=k))
+    secs = time.perf_counter() - t_start
     if res.stopped:
         warn(f"{res.stopped}; the {res.steps_done} steps before it are in {out_file}")
     table = Table("step", "time", "position MSE vs reference", header_style="bold")
@@ -601,34 +610,6 @@ def rollout(
                    "errors": [None if np.isnan(e) else e for e in res.errors.tolist()]})
     if res.stopped:
         raise typer.Exit(3)
-
-
-def write_rollout(net, feat, ck: dict, start, steps: int, out_file: Path, device):
-    """Roll ``net`` out from ``start`` (initial_state.InitialState) with a progress bar, streaming every frame to
-    ``out_file``; returns (RolloutResult, seconds)."""
-    from rich.progress import Progress
-
-    from .io.writers import open_writer
-    from .rollout import rollout as run_rollout
-
-    delta_time = int(ck["dataset"]["delta_frames"]) * float(ck["dataset"]["frame_dt"])
-    ext = out_file.suffix.lower()
-    atoms = start.atoms
-    writer_opts = {"conect": atoms.bonds is not None} if ext == ".pdb" else {}
-    if net.produces_clusters and ext == ".pdb":
-        writer_opts["bfactors"] = "cluster"
-    t_start = time.perf_counter()
-    with open_writer(out_file, atoms, **writer_opts) as writer, Progress(console=err, transient=True) as bar:
-        task = bar.add_task("rolling out", total=steps)
-
-        def on_frame(k, x, v, t, cl):
-            extra = {"cluster": cl} if cl is not None and ext != ".dcd" else {}
-            writer.write(x, time_ps=t, velocities=v if ext == ".xyz" else None, **extra)
-            bar.update(task, completed=k)
-
-        res = run_rollout(net, feat, start.x0, start.v0, start.topo, steps, delta_time=delta_time, t0=start.t0,
-                          reference=start.reference, on_frame=on_frame, device=device)
-    return res, time.perf_counter() - t_start
 
 
 def write_mdsr_spec(out_file: Path, model: Path, x0, v0, topo, atoms, steps: int, t0: float, dt: float, device: str,

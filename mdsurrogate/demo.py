@@ -43,20 +43,14 @@ def run_demo(out_dir: str | Path, *, device: str = "auto", console=None, n_train
         say(f"[bold]{2 + i}/4[/] training {name}")
         rows.append(_train_and_evaluate(name, ds, out_dir, dev, overrides))
     say("[bold]4/4[/] rolling EGNN out for 4 steps from frame 0 of test sample 0")
-    from .io.topology import AtomTopology
-    from .io.writers import open_writer
-    from .rollout import rollout
+    from . import initial_state
+    from .rollout import rollout_to_file
 
     ck = load_checkpoint(out_dir / "runs" / "nbody_demo")
     net, feat = model_from_checkpoint(ck, device=dev)
-    traj = int(ds.samples[ds.split_indices("test")[0], 0])
-    x0, v0 = ds.states([traj], [0])
+    start = initial_state.from_dataset(ds, ck, split="test", sample=0, frame=0)
     pdb = out_dir / "rollout_egnn.pdb"
-    delta = ds.delta_frames
-    with open_writer(pdb, AtomTopology.generic(x0.shape[0])) as w:
-        res = rollout(net, feat, x0, v0, ds.topology([traj]), 4, delta_time=delta * ds.frame_dt, device=dev,
-                      reference=lambda k: ds.frame(traj, k * delta)[0],
-                      on_frame=lambda k, x, v, t, c: w.write(x, time_ps=t))
+    res = rollout_to_file(net, feat, start, 4, pdb, delta_time=float(ck["dataset"]["delta_time"]), device=dev)
     return {"system": "nbody", "models": rows, "rollout": str(pdb), "rollout_mse_per_step": res.errors[1:].tolist(),
             "device": str(dev), "seconds": time.perf_counter() - t0}
 
@@ -66,8 +60,7 @@ def run_demo_adk(out_dir: str | Path, *, device: str = "auto", console=None, ste
     from . import initial_state
     from .data.ingest import ingest_adk
     from .data.sources.adk import embedded_adk_files
-    from .io.writers import open_writer
-    from .rollout import rollout
+    from .rollout import rollout_to_file
 
     say = console.print if console is not None else (lambda *a, **k: None)
     out_dir = Path(out_dir)
@@ -88,10 +81,7 @@ def run_demo_adk(out_dir: str | Path, *, device: str = "auto", console=None, ste
     net, feat = model_from_checkpoint(ck, device=dev)
     start = initial_state.from_trajectory(dcd2, ck, top=top, frame=-1)
     pdb = out_dir / "rollout_eghn.pdb"
-    delta_time = ds.delta_frames * ds.frame_dt
-    with open_writer(pdb, start.atoms, bfactors="cluster") as w:
-        res = rollout(net, feat, start.x0, start.v0, start.topo, steps, delta_time=delta_time, t0=start.t0,
-                      device=dev, on_frame=lambda k, x, v, t, c: w.write(x, time_ps=t, cluster=c))
+    res = rollout_to_file(net, feat, start, steps, pdb, delta_time=float(ck["dataset"]["delta_time"]), device=dev)
     return {"system": "adk", "models": rows, "rollout": str(pdb), "rollout_frames": res.steps_done + 1,
             "rollout_stopped": res.stopped, "device": str(dev), "seconds": time.perf_counter() - t0}
 

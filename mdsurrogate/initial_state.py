@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -118,9 +118,9 @@ def from_trajectory(traj: str | os.PathLike, checkpoint: dict, *, top: str | os.
             notes.append(f"this trajectory saves frames every {user_dt:g} ps, the model's data every {model_dt:g} ps: "
                          "the velocity was rescaled, but a difference over a shorter interval is noisier")
     system = md.MDSystem.from_atomgroup(ag, sel)
-    system.element = np.asarray(info.get("element", system.element), np.int64)
-    if "charge" in info:
-        system.charge = np.asarray(info["charge"], np.float32)
+    # the node properties the model was trained with (a topology without charges, e.g. a PDB, still gets them)
+    system = replace(system, element=np.asarray(info.get("element", system.element), np.int64),
+                     charge=np.asarray(info.get("charge", system.charge), np.float32))
     topo = system.topology(x0)
     step_frames = delta * model_dt / user_dt
     k_frames = round(step_frames) if math.isclose(step_frames, round(step_frames), rel_tol=1e-3) else None

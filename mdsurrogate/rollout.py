@@ -127,3 +127,28 @@ def rollout(model, featurizer: Featurizer, x0: torch.Tensor, v0: torch.Tensor, t
         emit(steps, x, v, pred if "clusters" in pred.extras else None)
     clusters = np.stack(cls) if cls else None
     return RolloutResult(np.stack(xs), np.stack(vs), np.asarray(times), np.asarray(errs), clusters, stopped)
+
+
+def rollout_to_file(model, featurizer: Featurizer, start, steps: int, path, *, delta_time: float, device="cpu",
+                    on_step: Callable[[int], None] | None = None, guard: StabilityGuard | None = None) -> RolloutResult:
+    """Roll ``model`` out from ``start`` (initial_state.InitialState) and stream every frame to ``path``
+    (.pdb multi-MODEL with CONECT for the atoms' bonds and B-factor = cluster for hierarchical models, extended
+    .xyz with velocities, or .dcd); ``on_step(k)`` after frame k is written (e.g. a progress bar)."""
+    from .io.writers import open_writer
+
+    ext = str(path).lower().rsplit(".", 1)[-1]
+    opts = {}
+    if ext == "pdb":
+        opts["conect"] = start.atoms.bonds is not None
+        if model.produces_clusters:
+            opts["bfactors"] = "cluster"
+    with open_writer(path, start.atoms, **opts) as writer:
+
+        def on_frame(k, x, v, t, clusters):
+            extra = {"cluster": clusters} if clusters is not None and ext != "dcd" else {}
+            writer.write(x, time_ps=t, velocities=v if ext == "xyz" else None, **extra)
+            if on_step is not None:
+                on_step(k)
+
+        return rollout(model, featurizer, start.x0, start.v0, start.topo, steps, delta_time=delta_time,
+                       t0=start.t0, reference=start.reference, on_frame=on_frame, guard=guard, device=device)

@@ -145,16 +145,13 @@ def ingest_md(out: str | Path, top: str | Path, trajs, *, select: str = "backbon
     held_out = set(range(len(trajs), len(trajs) + len(test_trajs)))
     trajs = trajs + test_trajs
     universes = md.open_universe(top, trajs)
-    system = None
+    system = md.MDSystem.from_atomgroup(md.select_atoms(universes[0], select), select)  # one topology for all
+    if system.bonds_guessed:
+        warn(f"the topology has no bonds for {select!r}: {len(system.bonds)} bonds were guessed from "
+             "covalent radii at the first frame")
     pos, vel, samples, codes, spacings, vel_kind = [], [], [], [], [], set()
     for t, (u, path) in enumerate(zip(universes, trajs, strict=True)):
         ag = md.select_atoms(u, select)
-        sysk = md.MDSystem.from_atomgroup(ag, select) if system is None else None
-        if system is None:
-            system = sysk
-            if system.bonds_guessed:
-                warn(f"the topology has no bonds for {select!r}: {len(system.bonds)} bonds were guessed from "
-                     "covalent radii at the first frame")
         use_traj_v = velocities == "trajectory" or (velocities == "auto" and md.has_velocities(u))
         if velocities == "trajectory" and not md.has_velocities(u):
             raise md.MDInputError(f"{path} has no velocities; use --velocities difference")
