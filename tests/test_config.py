@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from mdsurrogate.apps.demo import packaged_recipe
 from mdsurrogate.config import RecipeError, apply_overrides, load_recipe, recipe_from_dict
-from mdsurrogate.demo import packaged_recipe
 
 
 def test_shipped_recipes_are_valid():

@@ -10,7 +10,7 @@ import shlex
 import pytest
 from typer.testing import CliRunner
 
-from mdsurrogate import reproduce as rp
+from mdsurrogate.apps import reproduce as rp
 
 from .conftest import invoke, last_json
 

@@ -35,11 +35,11 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .config import dump_toml, load_recipe
-from .errors import UserError
+from ..config import dump_toml, load_recipe
+from ..errors import UserError
 
-RECIPES = Path(__file__).resolve().parent / "recipes"
-PACKAGE_ROOT = Path(__file__).resolve().parents[1]
+RECIPES = Path(__file__).resolve().parents[1] / "recipes"
+PACKAGE_ROOT = Path(__file__).resolve().parents[2]
 OOM = "OOM"  # the paper reports an out-of-memory failure instead of a number
 
 # EGHN Table 1: (M, N/M, J) column → test MSE (the paper prints ×10⁻²; converted here)
@@ -209,8 +209,8 @@ def select_models(table: PaperTable, models: str | list[str] | None) -> list[str
     wanted = [m.strip() for m in (models.split(",") if isinstance(models, str) else models) if m.strip()]
     if not wanted:
         raise UserError("--models is empty; give model names separated by commas")
-    from .models import registry  # noqa: F401
-    from .models.base import MODELS
+    from ..models import registry  # noqa: F401
+    from ..models.base import MODELS
 
     known = set(table.models) | set(MODELS)
     unknown = [m for m in wanted if m not in known]
@@ -297,7 +297,7 @@ def ensure_datasets(table: PaperTable, config: str, specs: list[RunSpec], quick:
     """Ingest every dataset a pending run needs and that does not exist yet. Returns the commands run."""
     import typer
 
-    from .cli import app
+    from ..cli import app
 
     done = []
     for path in dict.fromkeys(s.data_path for s in specs if s.state != "finished"):
@@ -323,7 +323,7 @@ def read_summary(spec: RunSpec) -> dict:
 
 
 def run_inprocess(spec: RunSpec, device: str, log) -> None:
-    from .training.loop import Trainer
+    from ..training.loop import Trainer
 
     rec, _ = load_recipe(spec.recipe, spec.overrides)
     command = "mdsurrogate " + shlex.join(spec.train_argv(device))
@@ -482,7 +482,7 @@ def reproduce(table: str, *, device: str = "auto", runs: int = 3, quick: bool = 
         jobs: runs trained at the same time, each in its own process (1: in this process).
         log: callable receiving progress lines (default: silent).
     """
-    from .training.loop import resolve_device
+    from ..training.loop import resolve_device
 
     log = log or (lambda line: None)
     spec_table = get_table(table)

@@ -15,12 +15,12 @@ import time
 from importlib import resources
 from pathlib import Path
 
-from .config import load_recipe
-from .data.dataset import Dataset
-from .data.ingest import ingest_nbody
-from .training.checkpoint import load_checkpoint, model_from_checkpoint
-from .training.loop import Trainer, resolve_device
-from .training.metrics import evaluate
+from ..config import load_recipe
+from ..data.dataset import Dataset
+from ..data.ingest import ingest_nbody
+from ..training.checkpoint import load_checkpoint, model_from_checkpoint
+from ..training.loop import Trainer, resolve_device
+from ..training.metrics import evaluate
 
 
 def packaged_recipe(name: str) -> Path:
@@ -43,8 +43,8 @@ def run_demo(out_dir: str | Path, *, device: str = "auto", console=None, n_train
         say(f"[bold]{2 + i}/4[/] training {name}")
         rows.append(_train_and_evaluate(name, ds, out_dir, dev, overrides))
     say("[bold]4/4[/] rolling EGNN out for 4 steps from frame 0 of test sample 0")
-    from . import initial_state
-    from .rollout import rollout_to_file
+    from .. import initial_state
+    from ..rollout import rollout_to_file
 
     ck = load_checkpoint(out_dir / "runs" / "nbody_demo")
     net, feat = model_from_checkpoint(ck, device=dev)
@@ -57,10 +57,10 @@ def run_demo(out_dir: str | Path, *, device: str = "auto", console=None, n_train
 
 def run_demo_adk(out_dir: str | Path, *, device: str = "auto", console=None, steps: int = 10) -> dict:
     """Ingest the embedded AdK data, train EGHN and Linear, evaluate, and roll EGHN out from a DCD (see module)."""
-    from . import initial_state
-    from .data.ingest import ingest_adk
-    from .data.sources.adk import embedded_adk_files
-    from .rollout import rollout_to_file
+    from .. import initial_state
+    from ..data.ingest import ingest_adk
+    from ..data.sources.adk import embedded_adk_files
+    from ..rollout import rollout_to_file
 
     say = console.print if console is not None else (lambda *a, **k: None)
     out_dir = Path(out_dir)

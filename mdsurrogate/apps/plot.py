@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import UserError
+from ..errors import UserError
 
 PLOT_EXTRA_HINT = "plotting needs matplotlib, which is not installed: pip install 'mdsurrogate[plot]'"
 
@@ -62,7 +62,7 @@ def save_figure(fig, out: str | os.PathLike) -> Path:
     out = Path(out)
     fmt = _check_output(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    from .io.atomic import atomic_file
+    from ..io.atomic import atomic_file
 
     with atomic_file(out) as fh:
         fig.savefig(fh, format=fmt, bbox_inches="tight")
@@ -126,9 +126,9 @@ def skeleton_figure(checkpoint: str | os.PathLike, *, dataset: str | os.PathLike
     """
     import torch
 
-    from .data.dataset import Dataset
-    from .training.checkpoint import load_checkpoint, model_from_checkpoint
-    from .training.loop import resolve_device
+    from ..data.dataset import Dataset
+    from ..training.checkpoint import load_checkpoint, model_from_checkpoint
+    from ..training.loop import resolve_device
 
     if samples < 1:
         raise UserError("--samples must be ≥ 1")
