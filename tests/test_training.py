@@ -14,7 +14,7 @@ import torch
 
 from mdsurrogate.config import recipe_from_dict
 from mdsurrogate.errors import CheckpointError, UserError
-from mdsurrogate.training.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
+from mdsurrogate.training.checkpoint import Checkpoint, load_checkpoint, model_from_checkpoint
 from mdsurrogate.training.loop import Trainer
 
 SMALL = {"name": "egnn", "hidden": 16, "layers": 2}
@@ -89,7 +89,8 @@ def test_checkpoints_load_safely(tiny_nbody, tmp_path):
     junk.write_bytes(b"not a checkpoint")
     with pytest.raises(CheckpointError, match="not a loadable"):
         load_checkpoint(junk)
-    save_checkpoint(tmp_path / "other.pt", {"kind": "potential"})
+    Checkpoint(kind="potential", model_name="egnn_potential", hparams={}, state_dict={}, features={}).save(
+        tmp_path / "other.pt")
     with pytest.raises(CheckpointError, match="potential"):
         load_checkpoint(tmp_path / "other.pt", kind="propagator")
 

@@ -85,7 +85,7 @@ def build_potential(name: str, **hparams) -> Potential:
     return POTENTIALS[name](**hparams)
 
 
-def potential_from_checkpoint(data: dict, device="cpu", dtype: torch.dtype | None = None) -> Potential:
+def potential_from_checkpoint(data: dict, device="cpu", dtype: torch.dtype | None = None) -> Potential:  # noqa: E501
     """Rebuild a potential (eval mode) from a checkpoint dict loaded with ``load_checkpoint(kind="potential")``."""
     from ..errors import CheckpointError
 
