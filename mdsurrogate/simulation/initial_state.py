@@ -15,7 +15,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 import torch
 
-from .errors import UserError
+from ..errors import UserError
 
 
 class StartError(UserError, ValueError):
@@ -39,22 +39,28 @@ class InitialState:
 
 def _frame_index(frame: int, n_frames: int) -> int:
     if not -n_frames <= frame < n_frames:
-        raise StartError(f"--frame {frame} is out of range: the trajectory has {n_frames} frames")
+        raise StartError(f"frame {frame} is out of range: the trajectory has {n_frames} frames")
     return frame % n_frames
 
 
-def from_dataset(ds, checkpoint: dict, *, split: str = "test", sample: int = 0, frame: int | None = None):
-    """The input frame of sample ``sample`` of ``split`` (or another stored frame of its trajectory)."""
-    from .io.topology import AtomTopology
+def _info(model):
+    """The DatasetInfo of a Surrogate, a Checkpoint or a DatasetInfo."""
+    return getattr(model, "dataset", model)
+
+
+def from_dataset(ds, model, *, split: str = "test", sample: int = 0, frame: int | None = None):
+    """The input frame of sample ``sample`` of ``split`` (or another stored frame of its trajectory) for ``model``
+    (a Surrogate, Checkpoint or DatasetInfo: its Δ in frames gives the reference frames)."""
+    from ..io.topology import AtomTopology
 
     ids = ds.split_indices(split)
     if not 0 <= sample < len(ids):
-        raise StartError(f"--sample {sample} is out of range: split {split!r} has {len(ids)} samples")
+        raise StartError(f"sample {sample} is out of range: split {split!r} has {len(ids)} samples")
     traj, f0, _ = (int(a) for a in ds.samples[ids[sample]])
     if frame is not None:
         f0 = _frame_index(frame, int(ds.traj_frames[traj]))
     x0, v0 = ds.states([traj], [f0])
-    delta = int(checkpoint["dataset"]["delta_frames"])
+    delta = int(_info(model).delta_frames)
 
     def reference(k: int):
         f = f0 + k * delta
@@ -75,20 +81,22 @@ def static_bonds(ds, traj: int):
     return np.unique(np.sort(edges, axis=1), axis=0)
 
 
-def from_trajectory(traj: str | os.PathLike, checkpoint: dict, *, top: str | os.PathLike | None = None,
+def from_trajectory(traj: str | os.PathLike, model, *, top: str | os.PathLike | None = None,
                     frame: int = -1, select: str | None = None) -> InitialState:
-    """Frame ``frame`` of an MD trajectory (topology ``top``; a PDB/GRO can be both), for a model trained on an MD
-    dataset (``mdsurrogate ingest md``): the same selection of the same atoms, velocities as in training."""
-    from .data.sources import md
+    """Frame ``frame`` of an MD trajectory (topology ``top``; a PDB/GRO can be both), for ``model`` (a Surrogate,
+    Checkpoint or DatasetInfo) trained on an MD dataset (``mdsurrogate ingest md``): the same selection of the same
+    atoms, velocities as in training."""
+    from ..data.sources import md
 
-    info = checkpoint.get("dataset", {}).get("md")
+    dinfo = _info(model)
+    info = dinfo.md
     if not info:
-        src = checkpoint.get("dataset", {}).get("source") or "a non-MD"
+        src = dinfo.source or "a non-MD"
         raise StartError(f"this model was trained on {src} data, not on an MD trajectory; roll it out from a "
-                         "dataset directory instead (mdsurrogate rollout DATASET --model …)")
+                         "dataset directory instead")
     sel = info["selection"]
     if select is not None and select != sel:
-        raise StartError(f"the model was trained on the selection {sel!r}; --select {select!r} differs")
+        raise StartError(f"the model was trained on the selection {sel!r}; the selection {select!r} differs")
     (u,) = md.open_universe(top if top is not None else traj, [traj] if top is not None else [])
     ag = md.select_atoms(u, sel)
     if len(ag) != info["n_atoms"] or md.atom_signature(ag) != info["signature"]:
@@ -96,8 +104,8 @@ def from_trajectory(traj: str | os.PathLike, checkpoint: dict, *, top: str | os.
                          "atoms (names and residues, in order) the model was trained on")
     n_frames = len(u.trajectory)
     f0 = _frame_index(frame, n_frames)
-    model_dt = float(checkpoint["dataset"]["frame_dt"])
-    delta = int(checkpoint["dataset"]["delta_frames"])
+    model_dt = float(dinfo.frame_dt)
+    delta = int(dinfo.delta_frames)
     notes = []
     u.trajectory[f0]
     x0 = ag.positions.astype(np.float32).copy()
@@ -110,7 +118,7 @@ def from_trajectory(traj: str | os.PathLike, checkpoint: dict, *, top: str | os.
     else:
         if f0 == 0:
             raise StartError("the velocity is the difference to the previous frame, so a rollout cannot start at "
-                             "frame 0; choose a later --frame")
+                             "frame 0; choose a later frame")
         u.trajectory[f0 - 1]
         v0 = (x0 - ag.positions.astype(np.float32)) * (model_dt / user_dt)
         u.trajectory[f0]
