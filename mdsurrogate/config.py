@@ -161,8 +161,11 @@ def validate_model(model: ModelConfig) -> None:
 
     if model.name not in MODELS:
         raise RecipeError(f"unknown model {model.name!r}{_closest(model.name, list(MODELS))}")
+    from .models.stochastic import STOCHASTIC_KEYS
+
     sig = inspect.signature(MODELS[model.name].__init__)
     valid = [p for p in sig.parameters if p not in ("self", "node_dim", "edge_dim", "local_edge_dim")]
+    valid += list(STOCHASTIC_KEYS)
     for key in model.params:
         if key not in valid:
             raise RecipeError(f"unknown key model.{key} for model {model.name!r}{_closest(key, valid)}")

@@ -18,6 +18,8 @@ from torch import Tensor
 
 from ..data.topology import BatchTopology
 from ..models.base import Prediction
+from ..models.stochastic import unwrap
+from .constraints import project_bond_lengths
 from .guard import StabilityGuard
 
 
@@ -63,16 +65,32 @@ class Chain:
         self.k = 0
         self.x = x0.to(device=surrogate.device, dtype=surrogate.dtype)
         self.v = v0.to(device=surrogate.device, dtype=surrogate.dtype)
-        self._guard_start = guard.start(self.x, self.topo) if guard is not None else None
+        reference = surrogate.bond_reference(self.topo, self.x)
+        self.bonds = reference if surrogate.projects else None
+        self._guard_start = guard.start(self.x, self.topo, reference) if guard is not None else None
 
     def predict(self) -> Prediction:
         """The model's prediction from the current state (no step taken)."""
         return self.surrogate.predict(self.x, self.v, self.topo)
 
-    def advance(self) -> Step:
-        """One Δ: predict, check the new state, and move to it unless the guard refuses it."""
-        pred = self.predict()
+    def next_state(self, pred: Prediction) -> tuple[Tensor, Tensor]:
+        """The state one Δ later: the prediction's mean, or a draw for a stochastic propagator (from this chain's
+        random stream), projected onto the bond lengths when asked; the velocity follows the positions when the
+        dataset defines it as the displacement over one step."""
+        sur = self.surrogate
         x_new, v_new = pred.x, pred.v
+        if sur.stochastic:
+            x_new = unwrap(sur.model).sample(pred, self.topo.batch, self.topo.num_graphs, self.generator)
+        if self.bonds is not None:
+            x_new, _ = project_bond_lengths(x_new, *self.bonds)
+        if sur.velocity_from_positions:
+            v_new = (x_new - self.x) / float(sur.dataset.delta_frames)
+        return x_new, v_new
+
+    def advance(self) -> Step:
+        """One Δ: predict, draw the next state, check it, and move to it unless the guard refuses it."""
+        pred = self.predict()
+        x_new, v_new = self.next_state(pred)
         if self.guard is not None:
             reason = self.guard.check(self._guard_start, self.x, x_new, v_new, self.topo)
             if reason:

@@ -34,6 +34,9 @@ class Surrogate:
 
     Attributes:
         model: the propagator (eval mode) on ``device`` in ``dtype``.
+        sample: a stochastic propagator draws its next state (False: it steps to its mean).
+        project: project every new state onto the reference bond lengths of the local edges
+            (``constraints.project_bond_lengths``); None: yes for stochastic propagators that sample.
         featurizer: builds its ``GraphBatch`` from a state and a static topology.
         dataset: :class:`~mdsurrogate.training.checkpoint.DatasetInfo` (units, frame_dt, Δ, MD selection …).
         checkpoint: the :class:`Checkpoint` it was loaded from (None when built from a bare model).
@@ -46,6 +49,8 @@ class Surrogate:
     checkpoint: Checkpoint | None = None
     device: torch.device = torch.device("cpu")
     dtype: torch.dtype = torch.float32
+    sample: bool = True
+    project: bool | None = None
 
     # -- construction ---------------------------------------------------------------------------------------
     @classmethod
@@ -105,6 +110,41 @@ class Surrogate:
         if self.checkpoint is None or self.checkpoint.model_name == "linear":
             return True
         return float(self.checkpoint.recipe.get("train", {}).get("velocity_weight", 0.0)) > 0
+
+    @property
+    def stochastic(self) -> bool:
+        """True when the propagator samples its next state (and ``sample`` is on)."""
+        from ..models.stochastic import is_stochastic
+
+        return self.sample and is_stochastic(self.model)
+
+    @property
+    def projects(self) -> bool:
+        return self.stochastic if self.project is None else bool(self.project)
+
+    @property
+    def velocity_from_positions(self) -> bool:
+        """True when the dataset's velocity is the displacement over one model step per frame ("lag"), so the
+        next velocity follows from the next positions: v' = (x' − x) / Δ_frames."""
+        return bool(self.md) and self.md.get("velocities") == "lag"
+
+    def bond_reference(self, topo: BatchTopology, x0: Tensor) -> tuple[Tensor, Tensor] | None:
+        """Bonds [2, E] (each once, i < j) of the local edge set and their reference lengths [E]: the training
+        data's mean lengths when the checkpoint records them for this topology, else those of ``x0``."""
+        local = topo.edge_sets.get("local")
+        if local is None or local.index.shape[1] == 0:
+            return None
+        i, j = local.index
+        keep = i < j
+        bonds = torch.stack([i[keep], j[keep]])
+        order = torch.argsort(bonds[0] * (int(topo.ptr[-1]) + 1) + bonds[1])
+        bonds = bonds[:, order]
+        ref = (self.checkpoint.extra.get("bond_lengths") if self.checkpoint else None)
+        if ref is not None and topo.num_graphs >= 1 and len(ref) > 0 and bonds.shape[1] % len(ref) == 0:
+            lengths = torch.as_tensor(ref, dtype=self.dtype).repeat(bonds.shape[1] // len(ref))
+        else:
+            lengths = (x0[bonds[0]] - x0[bonds[1]]).norm(dim=-1)
+        return bonds.to(self.device), lengths.to(device=self.device, dtype=self.dtype)
 
     def guard(self) -> StabilityGuard:
         """The stability guard with the limits the checkpoint stores (defaults without)."""
