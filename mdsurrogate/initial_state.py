@@ -45,7 +45,7 @@ def _frame_index(frame: int, n_frames: int) -> int:
 
 def from_dataset(ds, checkpoint: dict, *, split: str = "test", sample: int = 0, frame: int | None = None):
     """The input frame of sample ``sample`` of ``split`` (or another stored frame of its trajectory)."""
-    from .io.topology import AtomTopology
+    from .data.atoms import AtomTopology
 
     ids = ds.split_indices(split)
     if not 0 <= sample < len(ids):

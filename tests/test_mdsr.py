@@ -17,11 +17,11 @@ import pytest
 import torch
 
 from mdsurrogate.config import recipe_from_dict
+from mdsurrogate.data.atoms import AtomTopology
 from mdsurrogate.data.dataset import Dataset
 from mdsurrogate.data.graph import sizes_to_ptr
 from mdsurrogate.data.topology import BatchTopology, EdgeSet
 from mdsurrogate.io.mdsr import MdsrError, read_mdsr, write_mdsr
-from mdsurrogate.io.topology import AtomTopology
 from mdsurrogate.rollout import rollout
 from mdsurrogate.training.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
 from mdsurrogate.training.loop import Trainer

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mdsurrogate.io.topology import AtomTopology, guess_element
+from mdsurrogate.data.atoms import AtomTopology, guess_element
 from mdsurrogate.io.writers import (
     AKMA_PS,
     DCDWriter,

@@ -58,7 +58,7 @@ def eval_cmd(
 def write_clusters(net, feat, ds, ids, path: Path, device) -> Path:
     import torch
 
-    from ..io.topology import AtomTopology
+    from ..data.atoms import AtomTopology
     from ..io.writers import open_writer
 
     x0, v0, _, _, topo = ds.gather(ids)

@@ -60,8 +60,8 @@ try:
 except ImportError as exc:  # pragma: no cover - MDAnalysis is an optional dependency of the core
     raise ImportError("mdsurrogate.integrations.mdanalysis needs MDAnalysis: pip install MDAnalysis") from exc
 
+from ..data.atoms import AtomTopology
 from ..io.mdsr import DEFAULT_STRIDE, MdsrRun, read_mdsr
-from ..io.topology import AtomTopology
 
 __all__ = ["MDSRParser", "MDSRReader", "topology_from_atoms"]
 

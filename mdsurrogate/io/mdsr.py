@@ -64,10 +64,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..data.atoms import AtomTopology
 from ..data.topology import BatchTopology, EdgeSet
 from ..errors import UserError
 from .atomic import atomic_file
-from .topology import AtomTopology
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "MdsrError", "MdsrFrame", "MdsrRun", "read_mdsr", "write_mdsr",
            "write_rollout_spec"]

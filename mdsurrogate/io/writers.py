@@ -2,7 +2,7 @@
 
 Rollouts stream frames: open a writer, append frames one at a time, close it::
 
-    from mdsurrogate.io.topology import AtomTopology
+    from mdsurrogate.data.atoms import AtomTopology
     from mdsurrogate.io.writers import open_writer
 
     top = AtomTopology.generic(n_particles, element="Ar")
@@ -63,7 +63,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from .topology import AtomTopology
+from ..data.atoms import AtomTopology
 
 __all__ = [
     "AKMA_PS",
@@ -820,7 +820,7 @@ def open_writer(
     path:
         Target file. Frames stream to :func:`partial_path` (``OUT.partial.EXT``) until :meth:`close`.
     topology:
-        An :class:`~mdsurrogate.io.topology.AtomTopology`, or an int ``n`` for ``n`` generic particles.
+        An :class:`~mdsurrogate.data.atoms.AtomTopology`, or an int ``n`` for ``n`` generic particles.
     format:
         ``"pdb"``, ``"xyz"`` (extended XYZ; ``"extxyz"`` too) or ``"dcd"``; default from the extension.
     bfactors, occupancies:
