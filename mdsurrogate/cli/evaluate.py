@@ -68,7 +68,7 @@ def write_clusters(net, feat, ds, ids, path: Path, device) -> Path:
         fail(f"model {net.name!r} has no cluster assignment to write (use a hierarchical model such as eghn)")
     cl = pred.extras["clusters"].cpu().numpy()
     top = AtomTopology.generic(x0.shape[0])
-    opts = {"bfactors": "cluster"} if path.suffix.lower() == ".pdb" else {}
-    with open_writer(path, top, **opts) as w:
-        w.write(x0.numpy(), cluster=cl)
+    # the PDB writer maps the "cluster" array onto its B-factor column; formats with free columns store it by name
+    with open_writer(path, top, bfactors="cluster", overwrite=True) as w:
+        w.write(x0.numpy(), **({"cluster": cl} if w.per_atom_columns else {}))
     return path
