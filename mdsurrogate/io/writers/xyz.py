@@ -101,6 +101,8 @@ class ExtXYZWriter(StreamingWriter):
         if self._masses is None:
             self._masses = self.topology.masses_or_standard()
         momenta = self._masses[:, None] * (velocities.astype(np.float64) / ase_velocity_unit())
+        if velocities.dtype == np.float32:  # as precise as the velocities, and shorter to write
+            momenta = momenta.astype(np.float32)
         return [("vel:R:3", _float_strings(velocities)), ("masses:R:1", _float_strings(self._masses[:, None])),
                 ("momenta:R:3", _float_strings(momenta))]
 
