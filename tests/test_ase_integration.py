@@ -22,7 +22,8 @@ from ase.cluster import Octahedron
 from ase.md import MDLogger
 
 from mdsurrogate.data.dataset import Dataset, DatasetError
-from mdsurrogate.data.sources.ase_frames import ingest_ase, simulate_emt_frames
+from mdsurrogate.data.ingest import ingest_ase
+from mdsurrogate.data.sources.ase_frames import simulate_emt_frames
 from mdsurrogate.errors import CheckpointError, UserError
 from mdsurrogate.integrations.ase import (
     PropagatorPlaceholderCalculator,
@@ -221,6 +222,7 @@ def test_mixed_periodic_and_free_batch_equals_single_graphs(model):
 def test_core_imports_without_ase():
     code = ("import sys; sys.modules['ase'] = None\n"
             "import mdsurrogate.models.potential, mdsurrogate.training.potential, mdsurrogate.data.sources.ase_frames\n"
+            "import mdsurrogate.data.ingest.ase\n"
             "from mdsurrogate.models.potential import element_names\n"
             "assert element_names([79]) == 'Z=79'")
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)

@@ -17,10 +17,10 @@ import pytest
 import torch
 
 from mdsurrogate.config import recipe_from_dict
+from mdsurrogate.data.atoms import AtomTopology
 from mdsurrogate.data.dataset import Dataset
 from mdsurrogate.data.graph import sizes_to_ptr
 from mdsurrogate.data.topology import BatchTopology, EdgeSet
-from mdsurrogate.io.topology import AtomTopology
 from mdsurrogate.simulation.initial_state import InitialState
 from mdsurrogate.simulation.mdsr import MdsrError, read_mdsr, write_mdsr
 from mdsurrogate.simulation.rollout import rollout

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from mdsurrogate.data.atoms import AtomTopology
 from mdsurrogate.data.featurize import Featurizer
 from mdsurrogate.data.graph import sizes_to_ptr
 from mdsurrogate.data.topology import BatchTopology
-from mdsurrogate.io.topology import AtomTopology
 from mdsurrogate.io.writers import open_writer
 from mdsurrogate.models.base import Prediction
 from mdsurrogate.models.baselines import LinearDynamics

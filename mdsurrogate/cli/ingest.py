@@ -90,7 +90,7 @@ def ingest_mocap_cmd(
 ):
     """Turn CMU motion capture (ASF + AMC trials, or joint positions in an .npz) into a dataset for the
     GMN/EGHN Walk/Run protocol: static 2-hop skeleton graph, forward-difference velocities, Δ = 30 frames."""
-    from ..data.sources.mocap import EGHN_MAX_SAMPLES, ingest_mocap_amc, ingest_mocap_positions, load_split
+    from ..data.ingest.mocap import EGHN_MAX_SAMPLES, ingest_mocap_amc, ingest_mocap_positions, load_split
 
     amc_files = list(amc or []) + list(more_amc or [])
     if positions is not None and (asf is not None or amc_files):
@@ -135,7 +135,7 @@ def ingest_ase_cmd(
     json_out: bool = JSON_OUT,
 ):
     """Read frames with energies and forces (eV, Å) with ASE and write a dataset for learned potentials."""
-    from ..data.sources.ase_frames import ingest_ase
+    from ..data.ingest import ingest_ase
 
     t0 = time.perf_counter()
     with input_errors(), err.status(f"reading {len(files)} file(s) with ASE…"):
@@ -235,7 +235,7 @@ def ingest_emt_cmd(
 ):
     """Reference data from ASE's EMT: seeded Langevin MD of an fcc metal (periodic cell or cluster) at several
     temperatures, written as a potential dataset (energies in eV, forces in eV/Å) for `mdsurrogate train`."""
-    from ..data.sources.ase_frames import ingest_emt
+    from ..data.ingest import ingest_emt
 
     try:
         temps = [float(t) for t in temperatures.split(",") if t.strip()]

@@ -63,24 +63,6 @@ MODELS: Registry = Registry()
 register = MODELS.register  # make a propagator available to recipes under ``cls.name``
 
 
-def build_model(name: str, *, node_dim: int, edge_dim: int, local_edge_dim: int, **hparams) -> Propagator:
-    """Instantiate a registered model; raises ``KeyError`` naming the known models for an unknown name.
-
-    The keys of ``models.stochastic.STOCHASTIC_KEYS`` (``noise = "node" | "cluster" | "none"``, …) wrap any model
-    in a :class:`~mdsurrogate.models.stochastic.StochasticPropagator`."""
-    from . import registry  # noqa: F401  (imports every model module so that they register)
-    from .stochastic import STOCHASTIC_KEYS, StochasticPropagator
-
-    if name not in MODELS:
-        raise KeyError(f"unknown model {name!r}; known models: {', '.join(sorted(MODELS))}")
-    noise = {k: hparams.pop(k) for k in STOCHASTIC_KEYS if k in hparams}
-    dims = {"node_dim": node_dim, "edge_dim": edge_dim, "local_edge_dim": local_edge_dim}
-    model = MODELS[name](**dims, **hparams)
-    if noise.get("noise", "none") != "none":
-        model = StochasticPropagator(model, **dims, **noise)
-    return model
-
-
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 

@@ -18,15 +18,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from ..data.geometry import radius_of_gyration  # noqa: F401  (re-exported)
 from ..data.topology import BatchTopology
-from ..models.scatter import scatter_mean
-
-
-def radius_of_gyration(x: Tensor, topo: BatchTopology) -> Tensor:
-    """[B] radius of gyration of each graph (unweighted), in the length unit of ``x``."""
-    b, nb = topo.batch, topo.num_graphs
-    centre = scatter_mean(x, b, nb)
-    return scatter_mean(((x - centre[b]) ** 2).sum(-1, keepdim=True), b, nb).squeeze(-1).sqrt()
 
 
 def local_edge_lengths(x: Tensor, topo: BatchTopology) -> Tensor | None:

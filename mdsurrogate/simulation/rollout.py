@@ -189,23 +189,24 @@ def rollout(surrogate, start, steps: int, *, on_frame: FrameCallback | None = No
 
 
 def rollout_to_file(surrogate, start, steps: int, path, *, on_step: Callable[[int], None] | None = None,
-                    guard="default", seed: int | None = None, overwrite: bool = True) -> RolloutResult:
-    """Roll out from ``start`` (an InitialState with ``atoms``) and stream every frame to ``path``; the writer
-    class chosen by the path decides what it stores (velocities, bonds as CONECT, clusters as B-factors or a
-    per-atom column, times). ``on_step(k)`` runs after frame k is written (e.g. a progress bar)."""
+                    guard="default", seed: int | None = None, overwrite: bool = False) -> RolloutResult:
+    """Roll out from ``start`` (an InitialState with ``atoms``) and stream every frame to ``path``.
+
+    The writer class the path names decides what it stores (asked, never guessed from the extension):
+    velocities (converted from the dataset's length per frame to length per time unit, Å/ps for MD), bonds as
+    CONECT records, the hard clusters of hierarchical models as B-factors or a per-atom column, times.
+    ``on_step(k)`` runs after frame k is written (e.g. a progress bar). An existing file is replaced only with
+    ``overwrite``; a stopped rollout keeps the frames before the stop in a complete file.
+    """
     from ..io.writers import open_writer
 
-    ext = str(path).lower().rsplit(".", 1)[-1]
-    opts = {}
-    if ext in ("pdb", "ent"):
-        opts["conect"] = start.atoms.bonds is not None
-        if surrogate.produces_clusters:
-            opts["bfactors"] = "cluster"
-    with open_writer(path, start.atoms, **opts) as writer:
+    frame_dt = float(surrogate.dataset.frame_dt) or 1.0
+    with open_writer(path, start.atoms, overwrite=overwrite, conect=start.atoms.bonds is not None,
+                     bfactors="cluster" if surrogate.produces_clusters else None) as writer:
 
         def on_frame(k, x, v, t, clusters):
-            extra = {"cluster": clusters} if clusters is not None and ext not in ("dcd",) else {}
-            writer.write(x, time_ps=t, velocities=v if ext in ("xyz", "extxyz") else None, **extra)
+            extra = {"cluster": clusters} if clusters is not None and writer.per_atom_columns else {}
+            writer.write(x, time_ps=t, velocities=v / frame_dt if writer.velocities else None, **extra)
             if on_step is not None:
                 on_step(k)
 

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from ..data.dataset import Dataset
+from ..data.geometry import radius_of_gyration
 from ..models.scatter import scatter_mean
 
 
@@ -36,8 +37,6 @@ def _bonds_once(local_index: torch.Tensor, n_nodes: int) -> torch.Tensor:
 def data_limits(ds: Dataset, *, margin: float = 3.0, rg_margin: float = 0.2, bond_floor: float = 0.01,
                 max_samples: int = 2000, batch_size: int = 64) -> tuple[dict, dict]:
     """(guard limits, checkpoint extras) from the training split of ``ds``; see the module docstring."""
-    from ..simulation.guard import radius_of_gyration
-
     ids = ds.split_indices("train")
     if len(ids) == 0:
         return {}, {}

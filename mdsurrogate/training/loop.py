@@ -22,7 +22,8 @@ from ..config import Recipe, dump_toml
 from ..data.dataset import Dataset
 from ..data.featurize import Featurizer
 from ..errors import UserError
-from ..models.base import build_model, count_parameters
+from ..models.base import count_parameters
+from ..models.registry import build_model
 from .checkpoint import load_checkpoint, save_checkpoint
 from .metrics import batches, evaluate, shard
 
