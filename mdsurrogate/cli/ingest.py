@@ -20,18 +20,25 @@ def ingest_nbody_cmd(
     seed: int = typer.Option(43, help="Seed of the one legacy-NumPy stream (paper: 43)."),
     stream_train: int = typer.Option(10000, help="Train initial conditions drawn before val/test, as the official "
                                      "generator does (keeps val/test identical whatever --train is)."),
+    horizon: int = typer.Option(20, help="Model steps (Δ = 10 frames) the validation and test systems are continued "
+                                "after the input frame: references for rollouts; the samples stay the paper's."),
+    train_horizon: int = typer.Option(1, help="The same for the training systems (≥ the recipe's "
+                                      "train.rollout_steps to train on rollouts)."),
     overwrite: bool = OVERWRITE,
     json_out: bool = JSON_OUT,
 ):
     """Simulate the charged N-body system (EGNN paper, Table 2) and write the dataset (frames 30 → 40)."""
     from ..data.ingest import ingest_nbody
 
-    if min(train, val, test) < 0:
-        fail("--train, --val and --test must be ≥ 0")
+    if min(train, val, test) < 0 or train + val + test == 0:
+        fail("--train, --val and --test must be ≥ 0 and not all 0")
+    if horizon < 1 or train_horizon < 1:
+        fail("--horizon and --train-horizon must be ≥ 1")
     t0 = time.perf_counter()
     with input_errors(), err.status(f"simulating {train + val + test} N-body systems…"):
         path = ingest_nbody(out_dir, n_train=train, n_val=val, n_test=test, seed=seed,
-                            stream_train=max(stream_train, train), overwrite=overwrite)
+                            stream_train=max(stream_train, train), horizon=horizon, train_horizon=train_horizon,
+                            overwrite=overwrite)
     report_dataset(path, t0, json_out)
 
 
