@@ -9,10 +9,6 @@ import typer
 
 from .app import JSON_OUT, OVERWRITE, app, command_line, emit_json, err, fail, friendly, warn
 
-# options whose value a resumed run takes from its record (None = not given on the command line)
-_RECORDED = ("frame_ps", "temperature", "friction", "timestep_fs", "hydrogen_mass", "constraints", "forcefield",
-             "solvent", "cutoff_nm", "equilibration_ps", "minimize_iterations", "seed", "threads", "checkpoint_ps")
-
 
 @app.command("simulate")
 @friendly

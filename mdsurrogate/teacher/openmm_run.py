@@ -25,7 +25,7 @@ Default protocol (chosen for throughput on 2 CPU cores without giving up physica
     integrator   LangevinMiddleIntegrator (LFMiddle: accurate configurational sampling at large steps),
                  friction 1/ps, 300 K
     time step    4 fs with bonds to hydrogen constrained and hydrogen mass repartitioning to 1.5 amu (the
-                 smallest mass OpenMM's own setup tool uses for 4 fs with this integrator); masses only change
+                 smallest mass OpenMM's developers found stable at 4 fs with this integrator); masses only change
                  the dynamics' time scales, not the configurational (Boltzmann) ensemble
     frames       every 1 ps; 20 ps of equilibration after minimisation, discarded
 Measured for ACE-ALA-NME (22 atoms; see the README for the commands): the Reference platform runs this
@@ -383,6 +383,8 @@ def simulate(input: str | os.PathLike, out: str | os.PathLike, settings: Simulat
                                      "start again (old files are replaced only when the new run completes)")
     elif out.exists() and any(out.iterdir()) and not overwrite:
         raise SimulateInputError(f"{out} exists and is not empty: choose a new directory or pass --overwrite")
+    if settings.platform.lower() != "auto":
+        platform_candidates(settings.platform, 0, settings.threads)  # an unavailable platform: say so first
     t_setup = time.perf_counter()
     prepared = load_input(input, forcefield=settings.forcefield, coordinates=coordinates)
     if prepared.prmtop is not None and settings.forcefield != DEFAULT_FORCEFIELD:
@@ -697,7 +699,16 @@ def _finish(run: _Run, warn) -> dict:
         os.replace(work / name, out / name)
     os.replace(work / RECORD, out / RECORD)
     shutil.rmtree(work, ignore_errors=True)
+    mode = 0o666 & ~_umask()  # temporary files are created private; the outputs get the usual permissions
+    for name in [*FILES.values(), RECORD]:
+        os.chmod(out / name, mode)
     return rec
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def load_record(out: str | os.PathLike) -> dict:
