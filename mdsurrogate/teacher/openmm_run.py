@@ -29,7 +29,7 @@ Default protocol (chosen for throughput on 2 CPU cores without giving up physica
                  the dynamics' time scales, not the configurational (Boltzmann) ensemble
     frames       every 1 ps; 20 ps of equilibration after minimisation, discarded
 Measured for ACE-ALA-NME (22 atoms; see the README for the commands): the Reference platform runs this
-~2.5x faster than the CPU platform (per-step overhead dominates so small a system), the CPU platform wins from
+2.5-4x faster than the CPU platform (per-step overhead dominates so small a system), the CPU platform wins from
 ~60 atoms on, so ``platform="auto"`` takes CUDA when OpenMM has it, else Reference up to
 :data:`AUTO_REFERENCE_MAX_ATOMS` atoms, else CPU.
 
