@@ -21,14 +21,15 @@ def bench(system_name: str, platform: str, steps: int, threads: int, cutoff: flo
     import openmm as mm
     import openmm.unit as unit
 
-    from mdsurrogate.teacher.openmm_run import SimulationSettings, _integrator, platform_candidates
+    from mdsurrogate.teacher.openmm_run import make_integrator
+    from mdsurrogate.teacher.settings import SimulationSettings, platform_candidates
     from mdsurrogate.teacher.systems import build_system, load_input
 
     prepared = load_input(system_name)
     system = build_system(prepared, cutoff_nm=cutoff)
     settings = SimulationSettings(threads=threads)
     name, props = platform_candidates(platform, prepared.n_atoms, threads)[0]
-    integ = _integrator(settings)
+    integ = make_integrator(settings)
     ctx = mm.Context(system, integ, mm.Platform.getPlatformByName(name), props)
     ctx.setPositions(prepared.positions * unit.nanometer)
     mm.LocalEnergyMinimizer.minimize(ctx, 10.0, 50)
@@ -54,7 +55,7 @@ def bench(system_name: str, platform: str, steps: int, threads: int, cutoff: flo
 
 
 def main() -> None:
-    from mdsurrogate.teacher.openmm_run import available_platforms
+    from mdsurrogate.teacher.settings import available_platforms
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--system", action="append", help="ala2, adk, or a structure file (repeatable)")

@@ -15,7 +15,8 @@ from tests.conftest import invoke
 pytest.importorskip("openmm")
 
 from mdsurrogate.teacher import SimulationSettings, resume, simulate  # noqa: E402
-from mdsurrogate.teacher.openmm_run import PROGRESS, WORK_DIR, available_platforms  # noqa: E402
+from mdsurrogate.teacher.outputs import PROGRESS, WORK_DIR  # noqa: E402
+from mdsurrogate.teacher.settings import available_platforms  # noqa: E402
 
 SHORT = {"ns": 0.012, "equilibration_ps": 1.0, "minimize_iterations": 200, "seed": 5}
 

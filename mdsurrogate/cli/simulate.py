@@ -118,13 +118,13 @@ def simulate_cmd(
 
 
 def _resume(resume_run, input, out_dir: Path, ns, platform, given: dict, bar, command):
-    from ..teacher.openmm_run import PROGRESS, RECORD, WORK_DIR, _read_json
+    from ..teacher.outputs import PROGRESS, RECORD, WORK_DIR, read_record_file
 
     path = out_dir / WORK_DIR / PROGRESS
     path = path if path.exists() else out_dir / RECORD
     if not path.exists():
         fail(f"nothing to resume in {out_dir}: it holds neither an interrupted nor a finished run")
-    record = _read_json(path)
+    record = read_record_file(path)
     if str(input) != record["input"]["spec"]:
         fail(f"{out_dir} holds a run of {record['input']['spec']}, not {input}")
     recorded = record["settings"]

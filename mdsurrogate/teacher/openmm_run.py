@@ -31,7 +31,7 @@ Default protocol (chosen for throughput on 2 CPU cores without giving up physica
 Measured for ACE-ALA-NME (22 atoms; see the README for the commands): the Reference platform runs this
 2.5-4x faster than the CPU platform (per-step overhead dominates so small a system), the CPU platform wins from
 ~60 atoms on, so ``platform="auto"`` takes CUDA when OpenMM has it, else Reference up to
-:data:`AUTO_REFERENCE_MAX_ATOMS` atoms, else CPU.
+``settings.AUTO_REFERENCE_MAX_ATOMS`` atoms, else CPU.
 
 Reproducibility: the same seed, platform and thread count give a bitwise identical trajectory on the
 Reference platform and on the CPU platform with one thread (the default, ``threads=1``); the CPU platform
@@ -43,38 +43,43 @@ deterministic platform (tested).
 
 from __future__ import annotations
 
-import json
 import math
 import os
-import platform as _platform
 import shutil
-import struct
-import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from ..io.atomic import atomic_file
+from .outputs import (
+    FILES,
+    PROGRESS,
+    RECORD,
+    RECORD_FORMAT,
+    RECORD_VERSION,
+    WORK_DIR,
+    DCDTopology,
+    read_record_file,
+    software_versions,
+    truncate_dcd,
+    umask,
+    write_json,
+    write_topology_pdb,
+)
+from .settings import SimulationSettings, available_platforms, platform_candidates
 from .systems import (
     DEFAULT_FORCEFIELD,
     FORCEFIELDS,
     PreparedInput,
     SimulateInputError,
     build_system,
+    import_openmm,
     load_input,
 )
 
-WORK_DIR = ".simulate.partial"
-PROGRESS = "progress.json"
-FILES = {"topology": "topology.pdb", "trajectory": "trajectory.dcd", "system": "system.xml",
-         "checkpoint": "checkpoint.chk"}
-RECORD = "simulate.json"
-RECORD_FORMAT = "mdsurrogate-simulate"
-RECORD_VERSION = 1
-AUTO_REFERENCE_MAX_ATOMS = 60
 MOLAR_GAS_CONSTANT = 0.00831446261815324  # kJ / (mol K)
 
 Progress = Callable[[str, float, float, "float | None"], None]
@@ -85,138 +90,9 @@ class SimulationError(SimulateInputError):
     """The simulation itself failed (blew up, platform failure); the message says what to change."""
 
 
-@dataclass
-class SimulationSettings:
-    """Everything that defines a run (recorded in simulate.json). Units: ns, ps, fs, K, 1/ps, amu, nm.
-
-    Attributes:
-        ns: production length; frame_ps: spacing of saved frames (a multiple of the time step).
-        temperature: K; friction: Langevin collision rate in 1/ps; timestep_fs: integration step.
-        hydrogen_mass: amu per hydrogen (repartitioned from its heavy atom); None or ≤ 1.008: off.
-        constraints: none | hbonds | allbonds | hangles.
-        forcefield: a key of systems.FORCEFIELDS (a prmtop input brings its own); solvent: implicit | vacuum.
-        cutoff_nm: non-bonded cutoff (None: every pair, exact for small molecules).
-        equilibration_ps: MD after minimisation, discarded; minimize_iterations: L-BFGS limit (0: converge).
-        seed: initial velocities and Langevin noise (any integer ≥ 0).
-        platform: auto | Reference | CPU | CUDA | OpenCL; threads: CPU platform threads (1: reproducible).
-        checkpoint_ps: production time between checkpoints.
-    """
-
-    ns: float = 2.0
-    frame_ps: float = 1.0
-    temperature: float = 300.0
-    friction: float = 1.0
-    timestep_fs: float = 4.0
-    hydrogen_mass: float | None = 1.5
-    constraints: str = "hbonds"
-    forcefield: str = DEFAULT_FORCEFIELD
-    solvent: str = "implicit"
-    cutoff_nm: float | None = None
-    equilibration_ps: float = 20.0
-    minimize_iterations: int = 1000
-    seed: int = 0
-    platform: str = "auto"
-    threads: int = 1
-    checkpoint_ps: float = 100.0
-
-    @classmethod
-    def from_dict(cls, data: dict) -> SimulationSettings:
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in names})
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    # derived quantities ---------------------------------------------------------------------------------
-    @property
-    def timestep_ps(self) -> float:
-        return self.timestep_fs / 1000.0
-
-    def steps_per_frame(self) -> int:
-        return int(round(self.frame_ps / self.timestep_ps))
-
-    def n_frames(self) -> int:
-        return int(round(self.ns * 1000.0 / self.frame_ps))
-
-    def equilibration_steps(self) -> int:
-        return int(round(self.equilibration_ps / self.timestep_ps))
-
-    def checkpoint_frames(self) -> int:
-        return max(1, int(round(self.checkpoint_ps / self.frame_ps)))
-
-    def validate(self) -> None:
-        """SimulateInputError naming the option for anything that cannot run."""
-        def bad(msg):
-            raise SimulateInputError(msg)
-
-        for name in ("ns", "frame_ps", "temperature", "friction", "timestep_fs", "checkpoint_ps"):
-            value = getattr(self, name)
-            if not (isinstance(value, int | float) and math.isfinite(value) and value > 0):
-                bad(f"--{name.replace('_', '-')} must be a positive number, got {value}")
-        if self.timestep_fs > 10:
-            bad(f"--timestep-fs {self.timestep_fs} is far beyond what Langevin MD of atoms can take (≤ 5 fs)")
-        spf = self.frame_ps / self.timestep_ps
-        if abs(spf - round(spf)) > 1e-6 * max(1.0, spf) or round(spf) < 1:
-            bad(f"--frame-ps {self.frame_ps} must be a whole number of time steps of {self.timestep_fs} fs")
-        nf = self.ns * 1000.0 / self.frame_ps
-        if abs(nf - round(nf)) > 1e-6 * max(1.0, nf) or round(nf) < 1:
-            bad(f"--ns {self.ns} must be a whole number (≥ 1) of frames of {self.frame_ps} ps")
-        if self.equilibration_ps < 0:
-            bad(f"--equilibration-ps must be ≥ 0, got {self.equilibration_ps}")
-        if self.minimize_iterations < 0:
-            bad(f"--minimize-iterations must be ≥ 0, got {self.minimize_iterations}")
-        if not 0 <= self.seed < 2**31 - 2:
-            bad(f"--seed must be an integer in [0, {2**31 - 3}], got {self.seed}")
-        if self.threads < 1:
-            bad(f"--threads must be ≥ 1, got {self.threads}")
-        if self.forcefield not in FORCEFIELDS:
-            bad(f"unknown force field {self.forcefield!r}: choose one of {', '.join(FORCEFIELDS)}")
-        if self.solvent not in ("implicit", "vacuum"):
-            bad(f"--solvent must be implicit or vacuum, not {self.solvent!r}")
-        if self.cutoff_nm is not None and not self.cutoff_nm > 0:
-            bad(f"--cutoff must be positive, got {self.cutoff_nm}")
-
-
-# ------------------------------------------------------------------------------------------------ platform
-def _openmm():
-    from .systems import _openmm as load
-
-    return load()
-
-
-def available_platforms() -> list[str]:
-    mm = _openmm()
-    return [mm.Platform.getPlatform(i).getName() for i in range(mm.Platform.getNumPlatforms())]
-
-
-def platform_candidates(name: str, n_atoms: int, threads: int = 1) -> list[tuple[str, dict]]:
-    """[(platform, properties)] to try in order for ``name`` (auto | Reference | CPU | CUDA | OpenCL).
-
-    auto: CUDA, then OpenCL, when OpenMM has them; then Reference for systems of at most
-    AUTO_REFERENCE_MAX_ATOMS atoms, else CPU. An explicit name that OpenMM lacks is a SimulateInputError."""
-    have = {p.lower(): p for p in available_platforms()}
-
-    def props(p):
-        return {"CUDA": {"Precision": "mixed", "DeterministicForces": "true"}, "OpenCL": {"Precision": "mixed"},
-                "CPU": {"Threads": str(threads)}}.get(p, {})
-
-    if name.lower() == "auto":
-        out = [(have[p], props(have[p])) for p in ("cuda", "opencl") if p in have]
-        small = n_atoms <= AUTO_REFERENCE_MAX_ATOMS or "cpu" not in have
-        out.append(("Reference", {}) if small else ("CPU", props("CPU")))
-        return out
-    if name.lower() not in have:
-        hint = (" (no GPU platform here: OpenMM needs an NVIDIA GPU and its CUDA plugin, "
-                "pip install 'openmm[cuda12]')" if name.lower() in ("cuda", "opencl") else "")
-        raise SimulateInputError(f"--platform {name} is not available: OpenMM here has "
-                                 f"{', '.join(have.values())}{hint}")
-    p = have[name.lower()]
-    return [(p, props(p))]
-
-
 def _context(system, integrator_factory, candidates, warn):
     """(Context, integrator, platform name, properties): the first candidate that starts."""
-    mm = _openmm()
+    mm = import_openmm()
     last = None
     for k, (name, props) in enumerate(candidates):
         integrator = integrator_factory()
@@ -230,8 +106,8 @@ def _context(system, integrator_factory, candidates, warn):
     raise SimulateInputError(f"OpenMM platform {candidates[-1][0]} could not start: {last}")
 
 
-def _integrator(settings: SimulationSettings):
-    mm = _openmm()
+def make_integrator(settings: SimulationSettings):
+    mm = import_openmm()
     unit = mm.unit
     integ = mm.LangevinMiddleIntegrator(settings.temperature * unit.kelvin, settings.friction / unit.picosecond,
                                         settings.timestep_ps * unit.picosecond)
@@ -242,102 +118,6 @@ def _integrator(settings: SimulationSettings):
 def _openmm_seed(seed: int) -> int:
     """OpenMM takes seed 0 as "choose one at random": our seed s is OpenMM's s + 1."""
     return int(seed) + 1
-
-
-# --------------------------------------------------------------------------------------------------- files
-def _write_json(path: Path, obj: dict) -> None:
-    with atomic_file(path, "w") as fh:
-        json.dump(obj, fh, indent=1, default=float)
-        fh.write("\n")
-
-
-def _read_json(path: Path) -> dict:
-    try:
-        with open(path) as fh:
-            data = json.load(fh)
-    except (OSError, ValueError) as exc:
-        raise SimulateInputError(f"cannot read {path}: {exc}") from None
-    if data.get("format") != RECORD_FORMAT:
-        raise SimulateInputError(f"{path} is not a simulate record")
-    return data
-
-
-def write_topology_pdb(path: Path, topology, positions_nm: np.ndarray) -> None:
-    """PDB of ``topology`` at ``positions_nm`` with every bond as CONECT (OpenMM's own writer lists only the
-    bonds of non-standard residues, so MDAnalysis would see a partial bond graph)."""
-    from ..io.topology import AtomTopology
-    from ..io.writers import PDBWriter
-
-    atoms = list(topology.atoms())
-    standard = {"ALA", "ARG", "ASN", "ASP", "CYS", "GLN", "GLU", "GLY", "HIS", "ILE", "LEU", "LYS", "MET", "PHE",
-                "PRO", "SER", "THR", "TRP", "TYR", "VAL", "HID", "HIE", "HIP", "CYX", "ASH", "GLH", "LYN",
-                "DA", "DC", "DG", "DT", "A", "C", "G", "U"}
-    chain_ids = [a.residue.chain.id or "A" for a in atoms]
-    top = AtomTopology(
-        names=[a.name for a in atoms],
-        elements=[a.element.symbol if a.element is not None else "X" for a in atoms],
-        resnames=[a.residue.name for a in atoms],
-        resids=[int(a.residue.id) if str(a.residue.id).lstrip("-").isdigit() else a.residue.index + 1
-                for a in atoms],
-        chainids=chain_ids,
-        bonds=np.array([(b[0].index, b[1].index) for b in topology.bonds()], np.int64).reshape(-1, 2),
-        record_types=["ATOM" if a.residue.name in standard else "HETATM" for a in atoms],
-    )
-    writer = PDBWriter(path, top, conect=True)
-    try:
-        writer.write(np.asarray(positions_nm) * 10.0, time_ps=0.0)
-    except BaseException:
-        writer.abort()
-        raise
-    writer.close()
-
-
-def truncate_dcd(path: Path, n_frames: int) -> None:
-    """Cut a CHARMM DCD back to its first ``n_frames`` frames (header frame count and last step patched)."""
-    with open(path, "r+b") as fh:
-        head = fh.read(92)
-        if len(head) < 92 or struct.unpack("<i", head[:4])[0] != 84 or head[4:8] != b"CORD":
-            raise SimulateInputError(f"{path} is not a DCD file")
-        n_set, istart, nsavc = struct.unpack("<iii", head[8:20])
-        has_box = struct.unpack("<i", head[48:52])[0] != 0
-        title_len = struct.unpack("<i", fh.read(4))[0]
-        fh.seek(92 + 4 + title_len + 4 + 4)
-        n_atoms = struct.unpack("<i", fh.read(4))[0]
-        header_end = 92 + 8 + title_len + 12
-        frame = (56 if has_box else 0) + 3 * (4 * n_atoms + 8)
-        size = os.fstat(fh.fileno()).st_size
-        have = (size - header_end) // frame
-        if have < n_frames:
-            raise SimulateInputError(f"{path} has {have} frames, fewer than the checkpoint's {n_frames}")
-        fh.truncate(header_end + n_frames * frame)
-        fh.seek(8)
-        fh.write(struct.pack("<i", n_frames))
-        fh.seek(20)
-        fh.write(struct.pack("<i", istart + max(n_frames - 1, 0) * nsavc))
-        fh.flush()
-        os.fsync(fh.fileno())
-
-
-def software_versions() -> dict:
-    import numpy
-
-    from .. import __version__
-
-    out = {"mdsurrogate": __version__, "python": sys.version.split()[0], "numpy": numpy.__version__,
-           "os": _platform.platform()}
-    try:
-        import openmm
-
-        out["openmm"] = openmm.__version__
-    except ImportError:  # pragma: no cover
-        pass
-    try:
-        from importlib.metadata import version
-
-        out["pdbfixer"] = version("pdbfixer")
-    except Exception:  # noqa: BLE001 - optional information
-        pass
-    return out
 
 
 # ----------------------------------------------------------------------------------------------- the run
@@ -396,11 +176,11 @@ def simulate(input: str | os.PathLike, out: str | os.PathLike, settings: Simulat
     if work.exists():
         shutil.rmtree(work)
     work.mkdir(parents=True)
-    mm = _openmm()
+    mm = import_openmm()
     with atomic_file(work / FILES["system"], "w") as fh:
         fh.write(mm.XmlSerializer.serialize(system))
     candidates = platform_candidates(settings.platform, prepared.n_atoms, settings.threads)
-    ctx, integ, plat, props = _context(system, lambda: _integrator(settings), candidates, warn)
+    ctx, integ, plat, props = _context(system, lambda: make_integrator(settings), candidates, warn)
     record = _new_record(input, coordinates, prepared, system, settings, plat, props, command)
     run = _Run(work, out, settings, record, ctx, integ, _degrees_of_freedom(system), settings.equilibration_steps())
     _prepare(run, prepared, progress)
@@ -420,9 +200,9 @@ def resume(out: str | os.PathLike, *, ns: float | None = None, progress: Progres
     out = Path(out)
     work = out / WORK_DIR
     if (work / PROGRESS).exists():
-        record = _read_json(work / PROGRESS)
+        record = read_record_file(work / PROGRESS)
     elif (out / RECORD).exists():
-        record = _read_json(out / RECORD)
+        record = read_record_file(out / RECORD)
         done = len(record["energies"]["time_ps"])
         target = ns if ns is not None else record["settings"]["ns"]
         if round(target * 1000.0 / record["settings"]["frame_ps"]) <= done:
@@ -445,7 +225,7 @@ def resume(out: str | os.PathLike, *, ns: float | None = None, progress: Progres
     record["settings"] = settings.to_dict()
     if command:
         record.setdefault("resumed_by", []).append(command)
-    mm = _openmm()
+    mm = import_openmm()
     for name in FILES.values():
         if not (work / name).exists():
             raise SimulateInputError(f"cannot resume: {work / name} is missing")
@@ -455,7 +235,7 @@ def resume(out: str | os.PathLike, *, ns: float | None = None, progress: Progres
     if plat not in available_platforms():
         raise SimulateInputError(f"the run was made on the OpenMM platform {plat}, which is not available here; a "
                                  "checkpoint only resumes on the platform that wrote it")
-    ctx, integ, plat, props = _context(system, lambda: _integrator(settings), [(plat, props)], warn)
+    ctx, integ, plat, props = _context(system, lambda: make_integrator(settings), [(plat, props)], warn)
     try:
         with open(work / FILES["checkpoint"], "rb") as fh:
             ctx.loadCheckpoint(fh.read())
@@ -476,7 +256,7 @@ def resume(out: str | os.PathLike, *, ns: float | None = None, progress: Progres
 
 
 def _degrees_of_freedom(system) -> int:
-    mm = _openmm()
+    mm = import_openmm()
     n = sum(1 for i in range(system.getNumParticles()) if system.getParticleMass(i).value_in_unit(mm.unit.dalton) > 0)
     dof = 3 * n - system.getNumConstraints()
     if any(isinstance(system.getForce(i), mm.CMMotionRemover) for i in range(system.getNumForces())):
@@ -485,7 +265,7 @@ def _degrees_of_freedom(system) -> int:
 
 
 def _new_record(input, coordinates, prepared: PreparedInput, system, settings, plat, props, command) -> dict:
-    mm = _openmm()
+    mm = import_openmm()
     residues = [r.name for r in prepared.topology.residues()]
     masses = np.array([system.getParticleMass(i).value_in_unit(mm.unit.dalton)
                        for i in range(system.getNumParticles())])
@@ -523,7 +303,7 @@ def _new_record(input, coordinates, prepared: PreparedInput, system, settings, p
 
 
 def _energies(run: _Run, state) -> tuple[float, float, float]:
-    mm = _openmm()
+    mm = import_openmm()
     pot = state.getPotentialEnergy().value_in_unit(mm.unit.kilojoule_per_mole)
     kin = state.getKineticEnergy().value_in_unit(mm.unit.kilojoule_per_mole)
     temp = 2.0 * kin / (run.dof * MOLAR_GAS_CONSTANT) if run.dof > 0 else float("nan")
@@ -532,7 +312,7 @@ def _energies(run: _Run, state) -> tuple[float, float, float]:
 
 def _prepare(run: _Run, prepared: PreparedInput, progress: Progress) -> None:
     """Minimise, draw velocities, equilibrate; write the topology of the production start structure."""
-    mm = _openmm()
+    mm = import_openmm()
     unit = mm.unit
     ctx, s = run.context, run.settings
     ctx.setPositions(prepared.positions * unit.nanometer)
@@ -584,8 +364,8 @@ def _ns_per_day(ps: float, wall_s: float) -> float | None:
 
 
 def _open_trajectory(run: _Run, append: bool) -> None:
-    app = _openmm().app
-    topology = _DCDTopology(run.record["system"]["n_atoms"])
+    app = import_openmm().app
+    topology = DCDTopology(run.record["system"]["n_atoms"])
     spf = run.settings.steps_per_frame()
     run.dcd_fh = open(run.work / FILES["trajectory"], "r+b" if append else "wb")  # closed in _produce
     run.dcd = app.DCDFile(run.dcd_fh, topology, run.settings.timestep_ps, firstStep=spf, interval=spf,
@@ -594,33 +374,17 @@ def _open_trajectory(run: _Run, append: bool) -> None:
         run.dcd_fh.seek(0, os.SEEK_END)
 
 
-class _DCDTopology:
-    """What openmm.app.DCDFile asks of a topology: the atom count, and no periodic box."""
-
-    def __init__(self, n_atoms: int):
-        self.n_atoms = n_atoms
-
-    def getNumAtoms(self):  # noqa: N802 - OpenMM's method name
-        return self.n_atoms
-
-    def getUnitCellDimensions(self):  # noqa: N802
-        return None
-
-    def getPeriodicBoxVectors(self):  # noqa: N802
-        return None
-
-
 def _commit(run: _Run) -> None:
     """Trajectory on disk first, then the record, then the checkpoint (the record never lags the checkpoint)."""
     run.dcd_fh.flush()
     os.fsync(run.dcd_fh.fileno())
-    _write_json(run.work / PROGRESS, run.record)
+    write_json(run.work / PROGRESS, run.record)
     with atomic_file(run.work / FILES["checkpoint"]) as fh:
         fh.write(run.context.createCheckpoint())
 
 
 def _produce(run: _Run, progress: Progress, warn) -> dict:
-    mm = _openmm()
+    mm = import_openmm()
     unit = mm.unit
     s, rec = run.settings, run.record
     e = rec["energies"]
@@ -693,27 +457,15 @@ def _finish(run: _Run, warn) -> dict:
         rec["ramachandran"] = None  # no backbone φ/ψ in this system
     rec["complete"] = True
     rec["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-    _write_json(work / RECORD, rec)
+    write_json(work / RECORD, rec)
     (out / RECORD).unlink(missing_ok=True)  # an old record must never describe new files
     for name in FILES.values():
         os.replace(work / name, out / name)
     os.replace(work / RECORD, out / RECORD)
     shutil.rmtree(work, ignore_errors=True)
-    mode = 0o666 & ~_umask()  # temporary files are created private; the outputs get the usual permissions
+    mode = 0o666 & ~umask()  # temporary files are created private; the outputs get the usual permissions
     for name in [*FILES.values(), RECORD]:
         os.chmod(out / name, mode)
     return rec
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def load_record(out: str | os.PathLike) -> dict:
-    """The simulate.json of a finished run directory."""
-    path = Path(out) / RECORD
-    if not path.exists():
-        raise SimulateInputError(f"{out} holds no finished simulation ({RECORD} is missing)")
-    return _read_json(path)

@@ -101,7 +101,8 @@ class PreparedInput:
         return int(self.positions.shape[0])
 
 
-def _openmm():
+def import_openmm():
+    """The openmm module (with openmm.app), or a SimulateInputError saying how to install it."""
     try:
         import openmm
         import openmm.app
@@ -122,7 +123,7 @@ def _forcefield_spec(name: str) -> ForceFieldSpec:
 
 def openmm_forcefield(name: str, solvent: str):
     """openmm.app.ForceField for ``name`` with (``solvent="implicit"``) or without its GB model."""
-    mm = _openmm()
+    mm = import_openmm()
     spec = _forcefield_spec(name)
     if solvent not in SOLVENTS:
         raise SimulateInputError(f"solvent must be one of {', '.join(SOLVENTS)}, not {solvent!r}")
@@ -144,7 +145,7 @@ def _ala2_cached() -> PreparedInput:
 
     from ..io.topology import guess_element
 
-    mm = _openmm()
+    mm = import_openmm()
     try:
         import MDAnalysis
         from MDAnalysisTests.datafiles import PRMpbc, TRJpbc_bz2
@@ -230,7 +231,7 @@ def _first_line(exc: BaseException) -> str:
 
 
 def _load_pdb(path: Path, forcefield: str) -> PreparedInput:
-    mm = _openmm()
+    mm = import_openmm()
     try:
         from pdbfixer import PDBFixer
         from pdbfixer.pdbfixer import dnaResidues, proteinResidues, rnaResidues, substitutions
@@ -323,7 +324,7 @@ def _check_bonds(topology, pos: np.ndarray, label: str) -> None:
 
 
 def _load_amber(path: Path, coordinates) -> PreparedInput:
-    mm = _openmm()
+    mm = import_openmm()
     try:
         prmtop = mm.app.AmberPrmtopFile(str(path))
     except Exception as exc:  # noqa: BLE001
@@ -369,7 +370,7 @@ def build_system(prepared: PreparedInput, *, forcefield: str = DEFAULT_FORCEFIEL
             (hydrogen mass repartitioning: the configurational ensemble is unchanged); None or ≤ 1.008 = off.
         cutoff_nm: non-bonded cutoff in nm (reaction field beyond it); None = every pair (exact).
     """
-    mm = _openmm()
+    mm = import_openmm()
     app, unit = mm.app, mm.unit
     if constraints not in CONSTRAINTS:
         raise SimulateInputError(f"constraints must be one of {', '.join(CONSTRAINTS)}, not {constraints!r}")
