@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import invoke
+from .conftest import invoke, last_json
 
 pytest.importorskip("openmm")
 
@@ -41,7 +41,7 @@ def cli_run(tmp_path_factory):
     r = invoke("simulate", "ala2", out, "--ns", "0.02", "--equilibration-ps", "1", "--seed", "3",
                "--ingest", ds, "--json")
     assert r.exit_code == 0, r.output
-    return out, ds, json.loads(r.stdout.strip().splitlines()[-1])
+    return out, ds, last_json(r)
 
 
 def test_outputs_read_back_by_mdanalysis(cli_run):
@@ -238,7 +238,7 @@ def test_plot_ramachandran(cli_run, tmp_path):
     r = invoke("plot", "ramachandran", out, "--out", fig, "--json")
     assert r.exit_code == 0, r.output
     assert fig.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    res = json.loads(r.stdout.strip().splitlines()[-1])
+    res = last_json(r)
     rec = json.loads((out / "simulate.json").read_text())
     assert res["populations"] == rec["ramachandran"]["populations"] and res["frames"] == 20
     assert_clean_error(invoke("plot", "ramachandran", tmp_path, "--out", fig), "not a `mdsurrogate simulate`")
