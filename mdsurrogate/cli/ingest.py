@@ -162,7 +162,10 @@ def ingest_md_cmd(
     delta: int = typer.Option(15, help="Δ in saved frames between input and target (EGHN AdK: 15 = 3.6 ns)."),
     cutoff: float = typer.Option(10.0, help="Global-graph cutoff in Å (rebuilt for every state)."),
     velocities: str = typer.Option("auto", help="auto (the trajectory's when it has them, else the backward "
-                                   "difference), trajectory or difference; stored in Å per frame."),
+                                   "difference), trajectory, difference, or lag (the displacement over Δ frames: a "
+                                   "rollout's next velocity then follows from its positions); in Å per frame."),
+    align: bool = typer.Option(False, "--align/--no-align", help="Superpose every frame on the first one (removes "
+                               "the rigid-body diffusion of a small molecule; the model learns internal motion)."),
     split: str = typer.Option("0.6,0.2,0.2", help="Chronological train,val,test fractions of each trajectory."),
     test_traj: list[Path] = typer.Option(None, help="Trajectory held out whole as test data (repeatable); then "
                                          "--split may give the other trajectories a test fraction of 0."),
@@ -176,7 +179,8 @@ def ingest_md_cmd(
     t0 = time.perf_counter()
     with input_errors(), err.status(f"reading {len(traj)} trajectory file(s) with MDAnalysis…"):
         path = ingest_md(out_dir, top, traj, select=select, delta=delta, cutoff=cutoff, velocities=velocities,
-                         ratios=parse_ratios(split), test_trajs=test_traj or [], overwrite=overwrite, warn=warn)
+                         ratios=parse_ratios(split), test_trajs=test_traj or [], align=align, overwrite=overwrite,
+                         warn=warn)
     report_dataset(path, t0, json_out)
 
 

@@ -150,7 +150,10 @@ class StochasticPropagator(Propagator):
         var = sigma.square().unsqueeze(-1)  # [ΣN, 1]
         if self.noise == "node":
             return 0.5 * (r.square() / var + var.log() + math.log(2 * math.pi)).mean()
-        S, tau = pred.extras["cluster_scores"].to(r.dtype), pred.extras["cluster_noise_scale"]
+        # the K×K algebra in float64: M mixes 1/σ² and 1/τ² terms whose ratio float32 cannot always hold
+        out_dtype = r.dtype
+        r, var = r.double(), var.double()
+        S, tau = pred.extras["cluster_scores"].double(), pred.extras["cluster_noise_scale"].double()
         K = S.shape[1]
         Sd = S / var  # D⁻¹S  [ΣN, K]
         # M_g = C⁻¹ + Sᵀ D⁻¹ S  (per graph, [B, K, K])
@@ -165,7 +168,7 @@ class StochasticPropagator(Propagator):
         logdet = 3 * (var.log().sum() + tau.square().log().sum()
                       + 2 * torch.diagonal(L, dim1=-2, dim2=-1).log().sum())
         n = r.numel()
-        return 0.5 * (quad + logdet) / n + 0.5 * math.log(2 * math.pi)
+        return (0.5 * (quad + logdet) / n + 0.5 * math.log(2 * math.pi)).to(out_dtype)
 
 
 def is_stochastic(model: nn.Module) -> bool:

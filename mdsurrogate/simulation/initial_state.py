@@ -106,7 +106,8 @@ def from_trajectory(traj: str | os.PathLike, model, *, top: str | os.PathLike | 
     model_dt = float(dinfo.frame_dt)
     delta = int(dinfo.delta_frames)
     try:
-        st = md.frame_state(u, ag, frame, velocities=info["velocities"], frame_dt=model_dt, lag=delta)
+        st = md.frame_state(u, ag, frame, velocities=info["velocities"], frame_dt=model_dt, lag=delta,
+                            align=bool(info.get("align", False)))
     except md.MDInputError as exc:
         raise StartError(str(exc)) from None
     f0, x0, v0, t0, user_dt = st.frame, st.positions, st.velocities, st.time, st.spacing

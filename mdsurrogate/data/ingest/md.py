@@ -83,8 +83,10 @@ def _read_system(universe, select: str, warn: Callable[[str], None]) -> md.MDSys
     return system
 
 
-def _read_trajectory(universe, path, select: str, velocities: str, delta: int) -> _Trajectory:
-    """Every frame of one file: positions, the dataset's velocities and the frame spacing."""
+def _read_trajectory(universe, path, select: str, velocities: str, delta: int,
+                     reference: np.ndarray | None = None) -> _Trajectory:
+    """Every frame of one file: positions (superposed on ``reference`` [N, 3] when given), the dataset's
+    velocities and the frame spacing."""
     ag = md.select_atoms(universe, select)
     has_v = md.has_velocities(universe)
     if velocities == "trajectory" and not has_v:
@@ -94,12 +96,19 @@ def _read_trajectory(universe, path, select: str, velocities: str, delta: int) -
     else:
         kind = "trajectory" if velocities == "trajectory" or (velocities == "auto" and has_v) else "difference"
     x, v_traj, times = md.read_frames(universe, ag, velocities=kind == "trajectory")
+    if reference is not None:
+        if kind == "trajectory":
+            raise md.MDInputError("align=True removes rigid-body motion from positions; the trajectory's own "
+                                  "velocities would keep it: use velocities='lag' or 'difference'")
+        from ..align import align_frames
+
+        x = align_frames(x, reference)
     first = {"trajectory": 0, "difference": 1, "lag": delta}[kind]
     if len(x) < delta + 1 + first:
         raise md.MDInputError(f"{path} has {len(x)} frames, too few for delta = {delta} frames "
                               f"(need at least {delta + 1 + first})")
     spacing = md.frame_spacing(universe, times)
-    v = md.state_velocities(x, v_traj, spacing, lag=delta if kind == "lag" else None)
+    v = md.state_velocities(x, v_traj, spacing, lag=delta if kind == "lag" else None, align=reference is not None)
     return _Trajectory(str(path), x, v, spacing, kind, first)
 
 
@@ -145,7 +154,7 @@ def _feature_scales(runs: Sequence[_Trajectory], samples: np.ndarray, codes: np.
 
 
 def _meta(*, name, top, trajs, test_trajs, select, delta, cutoff, velocities, ratios, system: md.MDSystem,
-          kind: str, frame_dt: float, scales: dict) -> dict:
+          kind: str, frame_dt: float, scales: dict, align: bool = False) -> dict:
     return {
         "name": name or f"md_{Path(top).stem}",
         "source": "md",
@@ -164,7 +173,8 @@ def _meta(*, name, top, trajs, test_trajs, select, delta, cutoff, velocities, ra
             "classes": {"element": len(md.ELEMENTS)},
         },
         "md": {"selection": select, "n_atoms": system.n_atoms, "signature": system.signature,
-               "elements": list(md.ELEMENTS), "velocities": kind, "bonds_guessed": system.bonds_guessed,
+               "elements": list(md.ELEMENTS), "velocities": kind, "align": bool(align),
+               "bonds_guessed": system.bonds_guessed,
                "n_bonds": int(len(system.bonds)), "split_ratios": list(ratios), "cutoff": float(cutoff),
                "test_trajectories": [str(p) for p in test_trajs],
                "element": system.element.tolist(), "charge": [round(float(q), 6) for q in system.charge],
@@ -178,7 +188,7 @@ def _meta(*, name, top, trajs, test_trajs, select, delta, cutoff, velocities, ra
 
 def ingest_md(out: str | Path, top: str | Path, trajs, *, select: str = "backbone", delta: int = 15,
               cutoff: float = 10.0, velocities: str = "auto", ratios=(0.6, 0.2, 0.2), test_trajs=(),
-              name: str | None = None, overwrite: bool = False, warn=None) -> Path:
+              name: str | None = None, align: bool = False, overwrite: bool = False, warn=None) -> Path:
     """Any MD trajectory MDAnalysis reads → a dataset of (frame i → frame i + Δ) samples of one atom selection.
 
     Several trajectories of one system become one dataset; each is split chronologically on its own
@@ -186,7 +196,10 @@ def ingest_md(out: str | Path, top: str | Path, trajs, *, select: str = "backbon
     :func:`chronological_samples`). Global graph: atoms within ``cutoff`` Å, rebuilt for every state;
     edge features [‖r_ij‖, ‖r_ij‖²]; local graph: bonds with [length0, ‖r_ij‖²]; node features
     [‖v‖ / v_rms, q / max|q|, one-hot element]. Velocities: ``"auto"`` (the trajectory's when it has them, else
-    the backward difference), ``"trajectory"`` or ``"difference"``; in Å per frame (sources/md.py).
+    the backward difference), ``"trajectory"``, ``"difference"`` or ``"lag"`` (the displacement over Δ frames, per
+    frame); in Å per frame (sources/md.py). ``align``: every frame superposed on the first frame of the first
+    trajectory (rigid-body translation and rotation removed; velocities from superposed pairs), for molecules
+    that diffuse and tumble (a small peptide in implicit solvent).
     ``test_trajs``: further trajectories held out whole as test data (independent runs of the same system: the
     strictest test); the ``ratios`` then split the other trajectories (their test fraction may be 0).
     ``warn(message)`` receives non-fatal notes (e.g. guessed bonds).
@@ -198,13 +211,18 @@ def ingest_md(out: str | Path, top: str | Path, trajs, *, select: str = "backbon
     files = trajs + test_trajs
     universes = md.open_universe(top, files)
     system = _read_system(universes[0], select, warn)
-    runs = [_read_trajectory(u, path, select, velocities, delta) for u, path in zip(universes, files, strict=True)]
+    reference = None
+    if align:  # the first frame of the first trajectory: every frame of every file is superposed on it
+        universes[0].trajectory[0]
+        reference = md.select_atoms(universes[0], select).positions.astype(np.float64)
+    runs = [_read_trajectory(u, path, select, velocities, delta, reference)
+            for u, path in zip(universes, files, strict=True)]
     _check_consistent(runs)
     samples, codes = _trajectory_samples(runs, delta, ratios, held_out)
     frame_dt = float(np.median([r.spacing for r in runs]))
     meta = _meta(name=name, top=top, trajs=files, test_trajs=test_trajs, select=select, delta=delta, cutoff=cutoff,
                  velocities=velocities, ratios=ratios, system=system, kind=runs[0].kind, frame_dt=frame_dt,
-                 scales=_feature_scales(runs, samples, codes, system))
+                 scales=_feature_scales(runs, samples, codes, system), align=align)
     local = system.topology(runs[0].positions[0]).edge_sets["local"]
     e_idx, length0 = local.index.numpy().T, local.props["length0"].numpy()
     n_t = len(runs)

@@ -265,7 +265,7 @@ VELOCITY_KINDS = ("trajectory", "difference", "lag")  # how a dataset defines a 
 
 
 def velocity(kind: str, x: np.ndarray, x_prev: np.ndarray | None, v_traj: np.ndarray | None, *, frame_dt: float,
-             spacing: float, lag: int = 1) -> np.ndarray:
+             spacing: float, lag: int = 1, align: bool = False) -> np.ndarray:
     """The velocity of a state as an MD dataset defines it, in Å per dataset frame (float32).
 
     ``kind = "trajectory"``: ``v_traj`` (Å/ps, the trajectory's own velocities) × ``frame_dt``;
@@ -275,10 +275,16 @@ def velocity(kind: str, x: np.ndarray, x_prev: np.ndarray | None, v_traj: np.nda
     ``kind = "lag"``: the displacement over one model step, (``x − x_prev``) / ``lag`` × ``frame_dt / spacing``
     with ``x_prev`` the frame ``lag`` frames (one Δ) earlier: the state (x_t, v_t) then holds x_{t−Δ}, and a
     rollout's next velocity follows from its next positions. Shapes: ``[..., N, 3]`` (any leading axes).
+    ``align``: superpose ``x_prev`` on ``x`` first (:mod:`mdsurrogate.data.align`), so the velocity holds no
+    rigid-body translation or rotation (datasets made with ``align``).
     """
     if kind == "trajectory":
         return (v_traj * frame_dt).astype(np.float32)
     if kind in ("difference", "lag"):
+        if align:
+            from ..align import superpose
+
+            x_prev = superpose(x_prev, x)
         dx = x - x_prev
         scale = (frame_dt / spacing) / (lag if kind == "lag" else 1)
         return (dx if scale == 1 else dx * scale).astype(np.float32, copy=False)
@@ -286,7 +292,7 @@ def velocity(kind: str, x: np.ndarray, x_prev: np.ndarray | None, v_traj: np.nda
 
 
 def state_velocities(pos: np.ndarray, vel_traj: np.ndarray | None, frame_dt: float, *,
-                     lag: int | None = None) -> np.ndarray:
+                     lag: int | None = None, align: bool = False) -> np.ndarray:
     """[F, N, 3] velocities of every frame of one trajectory (frames ``frame_dt`` ps apart) in Å per frame:
     :func:`velocity` with the trajectory's ``vel_traj`` (Å/ps) when given, else with ``lag`` the displacement over
     ``lag`` frames per frame (the first ``lag`` frames, which have none, get 0; samples never start there), else
@@ -295,7 +301,8 @@ def state_velocities(pos: np.ndarray, vel_traj: np.ndarray | None, frame_dt: flo
         return velocity("trajectory", pos, None, vel_traj, frame_dt=frame_dt, spacing=frame_dt)
     if lag is not None:
         v = np.zeros_like(pos)
-        v[lag:] = velocity("lag", pos[lag:], pos[:-lag], None, frame_dt=frame_dt, spacing=frame_dt, lag=lag)
+        v[lag:] = velocity("lag", pos[lag:], pos[:-lag], None, frame_dt=frame_dt, spacing=frame_dt, lag=lag,
+                           align=align)
         return v
     v = np.empty_like(pos)
     v[1:] = velocity("difference", pos[1:], pos[:-1], None, frame_dt=frame_dt, spacing=frame_dt)
@@ -321,7 +328,8 @@ class FrameState:
     spacing: float
 
 
-def frame_state(universe, atoms, frame: int, *, velocities: str, frame_dt: float, lag: int = 1) -> FrameState:
+def frame_state(universe, atoms, frame: int, *, velocities: str, frame_dt: float, lag: int = 1,
+                align: bool = False) -> FrameState:
     """The state of ``atoms`` at frame ``frame`` of ``universe``'s trajectory, with the velocity a dataset of frame
     spacing ``frame_dt`` ps defines (``velocities``: ``"trajectory"`` or ``"difference"``, the dataset's
     ``meta["md"]["velocities"]``): exactly what ingest stores for that frame, here for any Universe.
@@ -332,6 +340,8 @@ def frame_state(universe, atoms, frame: int, *, velocities: str, frame_dt: float
         velocities, frame_dt: how the dataset defines velocities, and its frame spacing in ps.
         lag: for ``velocities="lag"``, Δ in dataset frames (the displacement is taken over Δ·frame_dt ps, which
             must be a whole number of this trajectory's frames).
+        align: the dataset removed rigid-body motion (``ingest md --align``): the earlier frame is superposed on
+            this one before the difference.
 
     Raises :class:`MDInputError` when ``frame`` is out of range, when ``velocities="trajectory"`` and the
     trajectory has none, or when ``velocities="difference"`` and ``frame`` is the first (it has no previous one).
@@ -374,5 +384,5 @@ def frame_state(universe, atoms, frame: int, *, velocities: str, frame_dt: float
     x = atoms.positions.astype(np.float32)
     if velocities == "trajectory":
         v_traj = atoms.velocities.astype(np.float32)
-    v = velocity(velocities, x, x_prev, v_traj, frame_dt=frame_dt, spacing=spacing, lag=back)
+    v = velocity(velocities, x, x_prev, v_traj, frame_dt=frame_dt, spacing=spacing, lag=back, align=align)
     return FrameState(f, float(ts.time), x, np.ascontiguousarray(v, dtype=np.float32), spacing)
