@@ -19,7 +19,8 @@ from ..config import load_recipe
 from ..data.dataset import Dataset
 from ..data.ingest import ingest_nbody
 from ..training.checkpoint import load_checkpoint, model_from_checkpoint
-from ..training.loop import Trainer, resolve_device
+from ..device import resolve_device
+from ..training.trainer import Trainer
 from ..training.metrics import evaluate
 
 

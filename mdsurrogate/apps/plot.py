@@ -128,7 +128,7 @@ def skeleton_figure(checkpoint: str | os.PathLike, *, dataset: str | os.PathLike
 
     from ..data.dataset import Dataset
     from ..training.checkpoint import load_checkpoint, model_from_checkpoint
-    from ..training.loop import resolve_device
+    from ..device import resolve_device
 
     if samples < 1:
         raise UserError("--samples must be ≥ 1")

@@ -35,7 +35,7 @@ def rollout(
 
     from .. import initial_state
     from ..training.checkpoint import load_checkpoint, model_from_checkpoint
-    from ..training.loop import resolve_device
+    from ..device import resolve_device
 
     if steps < 1:
         fail("--steps must be ≥ 1")
