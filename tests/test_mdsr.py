@@ -24,7 +24,7 @@ from mdsurrogate.io.mdsr import MdsrError, read_mdsr, write_mdsr
 from mdsurrogate.io.topology import AtomTopology
 from mdsurrogate.rollout import rollout
 from mdsurrogate.training.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
-from mdsurrogate.training.loop import Trainer
+from mdsurrogate.training.trainer import Trainer
 
 mda = pytest.importorskip("MDAnalysis")
 import mdsurrogate.mda  # noqa: E402,F401 - registers the MDSR format

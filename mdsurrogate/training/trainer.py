@@ -69,10 +69,6 @@ def init_distributed(device: torch.device) -> DistInfo:
     return DistInfo(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
 
 
-def _plain_float(v):
-    return float(v) if isinstance(v, (int, float, np.floating)) and not isinstance(v, bool) else v
-
-
 class Trainer:
     """Runs one recipe into one run directory.
 
@@ -103,6 +99,9 @@ class Trainer:
         if not path:
             raise ParameterError("no dataset given: set [data] path in the recipe or pass {data_path}",
                                  data_path="data_path")
+        if resume and not (self.run_dir / "last.pt").exists():
+            raise ParameterError("{resume}: {run_dir} has no last.pt to continue from", resume="resume=True",
+                                 run_dir=str(self.run_dir))
         if self.dist.main and not resume and (self.run_dir / "last.pt").exists():
             raise ParameterError("{run_dir} already holds a run; pass {resume} to continue it or choose another "
                                  "run directory", run_dir=str(self.run_dir), resume="resume=True")
@@ -172,7 +171,7 @@ class Trainer:
         resolved["data"] = {**resolved["data"], "path": self.data_path}
         ck = Checkpoint(kind=self.task.kind, model_name=self.recipe.model.name, hparams=self.task.hparams(),
                         state_dict={k: v.detach().cpu() for k, v in weights.state_dict().items()},
-                        recipe=resolved, train_state={k: _plain_float(v) for k, v in self.state.items()},
+                        recipe=resolved, train_state=dict(self.state),
                         metrics=dict(self.state["best"]), n_parameters=count_parameters(self.model),
                         **self.task.checkpoint_fields())
         if last:
@@ -188,9 +187,6 @@ class Trainer:
 
     def _resume(self):
         last = self.run_dir / "last.pt"
-        if not last.exists():
-            raise ParameterError("{resume}: {run_dir} has no last.pt to continue from", resume="resume=True",
-                                 run_dir=str(self.run_dir))
         ck = Checkpoint.load(last, kind=self.task.kind)
         if ck.model_name != self.recipe.model.name:
             raise ParameterError("{resume}: " + f"{last} was trained with model {ck.model_name!r}, the recipe asks "
@@ -358,7 +354,7 @@ class Trainer:
             st["best"]["test"] = self._evaluate(self.test_ids) if len(self.test_ids) else {}
             raw.load_state_dict(current)
             best.metrics = dict(st["best"])
-            best.train_state = {k: _plain_float(v) for k, v in st.items()}
+            best.train_state = dict(st)
             self._save("best.pt", best)
         summary = {
             "run_dir": str(self.run_dir),
