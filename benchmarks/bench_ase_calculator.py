@@ -55,9 +55,9 @@ def parse_args(argv=None):
 
 def random_checkpoint(path: Path, recipe: str) -> Path:
     """A potential checkpoint with random weights and the recipe's model hyper-parameters (Cu only)."""
+    from mdsurrogate.config import load_recipe
     from mdsurrogate.models.potential import EGNNPotential
     from mdsurrogate.training.checkpoint import save_checkpoint
-    from mdsurrogate.config import load_recipe
 
     rec, _ = load_recipe(recipe)
     if rec.task != "potential":

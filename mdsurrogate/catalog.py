@@ -98,8 +98,8 @@ def _mcomplex_derive(raw: dict, name: str, fields: dict) -> dict:
     base = str(raw.get("name", ""))
     label = str(raw.get("description", fields["model"])).split(" on M-complex")[0]
     out = merge(raw, {"name": name, "data": {"path": f"data/mcomplex_{m}_{a}_J{j}"},
-                      "description": f"{label} on M-complex (M, N/M, J) = ({m}, {a}, {j}); EGHN paper Table 1 "
-                                     f"configuration of the base recipe {base}."})
+                      "description": f"{label} on M-complex (M, N/M, J) = ({m}, {a}, {j}), EGHN paper Table 1; "
+                                     f"base recipe {base}."})
     if "n_clusters" in out.get("model", {}):
         out["model"]["n_clusters"] = m
     return out
@@ -139,7 +139,7 @@ def _file_names() -> list[str]:
 
 
 def recipe_names() -> list[str]:
-    """Every shipped recipe: the files and the listed configurations of the derived families, sorted."""
+    """Every shipped recipe: the files and the listed configurations of the derived families, in natural order."""
     files = _file_names()
     derived = []
     for fam in FAMILIES:
@@ -147,7 +147,12 @@ def recipe_names() -> list[str]:
             m = re.fullmatch(fam.base.replace("{model}", "(?P<model>[a-z0-9_]+)"), stem)
             if m:
                 derived += [fam.name(m.group("model"), **c) for c in fam.listed]
-    return sorted(set(files) | set(derived))
+    return sorted(set(files) | set(derived), key=_natural)
+
+
+def _natural(name: str) -> list:
+    """Sort key with numbers compared as numbers (mcomplex_5_5 before mcomplex_10_10)."""
+    return [(0, int(p), "") if p.isdigit() else (1, 0, p) for p in re.split(r"(\d+)", name)]
 
 
 def is_recipe_name(name: str) -> bool:

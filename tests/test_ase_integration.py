@@ -21,6 +21,7 @@ from ase.calculators.emt import EMT
 from ase.cluster import Octahedron
 from ase.md import MDLogger
 
+from mdsurrogate.config import recipe_from_dict
 from mdsurrogate.data.dataset import Dataset, DatasetError
 from mdsurrogate.data.sources.ase_frames import ingest_ase, simulate_emt_frames
 from mdsurrogate.errors import CheckpointError, UserError
@@ -32,7 +33,6 @@ from mdsurrogate.integrations.ase import (
 from mdsurrogate.models.baselines import LinearDynamics
 from mdsurrogate.models.potential import EGNNPotential, UnknownElementError, cutoff_envelope
 from mdsurrogate.training.checkpoint import save_checkpoint
-from mdsurrogate.config import recipe_from_dict
 from mdsurrogate.training.trainer import Trainer
 
 from .conftest import orthogonal

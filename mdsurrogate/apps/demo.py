@@ -18,10 +18,10 @@ from pathlib import Path
 from ..config import load_recipe
 from ..data.dataset import Dataset
 from ..data.ingest import ingest_nbody
-from ..training.checkpoint import load_checkpoint, model_from_checkpoint
 from ..device import resolve_device
-from ..training.trainer import Trainer
+from ..training.checkpoint import load_checkpoint, model_from_checkpoint
 from ..training.metrics import evaluate
+from ..training.trainer import Trainer
 
 
 def packaged_recipe(name: str) -> Path:

@@ -127,8 +127,8 @@ def skeleton_figure(checkpoint: str | os.PathLike, *, dataset: str | os.PathLike
     import torch
 
     from ..data.dataset import Dataset
-    from ..training.checkpoint import load_checkpoint, model_from_checkpoint
     from ..device import resolve_device
+    from ..training.checkpoint import load_checkpoint, model_from_checkpoint
 
     if samples < 1:
         raise UserError("--samples must be ≥ 1")

@@ -27,8 +27,8 @@ def eval_cmd(
 ):
     """Position MSE as the papers define it (Σ batch MSE × graphs / Σ graphs) on a split."""
     from ..data.dataset import Dataset
-    from ..training.checkpoint import load_checkpoint, model_from_checkpoint
     from ..device import resolve_device
+    from ..training.checkpoint import load_checkpoint, model_from_checkpoint
     from ..training.metrics import evaluate
 
     dev = resolve_device(device)

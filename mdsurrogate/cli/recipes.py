@@ -31,10 +31,16 @@ def list_recipes(ctx: typer.Context, json_out: bool = JSON_OUT):
         return
     table = Table("recipe", "model", "description", box=None, show_edge=False, pad_edge=False)
     for r in rows:
-        table.add_row(r["name"], r["model"], r["description"])
+        table.add_row(r["name"], r["model"], first_sentence(r["description"]))
     out.print(table)
     out.print(f"{len(rows)} recipes. Train one: mdsurrogate train NAME --data DATASET --out RUN; "
               "see one: mdsurrogate recipes show NAME", highlight=False)
+
+
+def first_sentence(text: str) -> str:
+    """Up to the first full stop followed by a space (the whole text when there is none)."""
+    head, dot, _ = text.partition(". ")
+    return head + "." if dot else text
 
 
 @recipes_app.command("show")

@@ -34,8 +34,8 @@ def rollout(
     import numpy as np
 
     from .. import initial_state
-    from ..training.checkpoint import load_checkpoint, model_from_checkpoint
     from ..device import resolve_device
+    from ..training.checkpoint import load_checkpoint, model_from_checkpoint
 
     if steps < 1:
         fail("--steps must be ≥ 1")

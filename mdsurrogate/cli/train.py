@@ -63,18 +63,18 @@ class TrainProgress:
 def train(
     recipe: str = typer.Argument(..., help="A shipped recipe's name (list them: mdsurrogate recipes) or a recipe "
                                  "TOML file."),
-    data: str = typer.Option(None, help="Dataset directory (overrides [data] path)."),
+    data: str = typer.Option(None, help="Dataset directory (overrides the recipe's data.path)."),
     out_dir: Path = typer.Option(None, "--out", help="Run directory (default runs/<recipe>-<time>)."),
     set_: list[str] = typer.Option(None, "--set", help="Override a recipe entry: section.key=value (repeatable)."),
     device: str = DEVICE,
     resume: bool = typer.Option(False, help="Continue the run in --out from its last checkpoint."),
-    tensorboard: bool = typer.Option(False, help="Also log to TensorBoard (RUN/tensorboard; needs the optional "
-                                     "extra: pip install 'mdsurrogate[tensorboard]')."),
+    tensorboard: bool = typer.Option(False, help="Also log to TensorBoard, in RUN/tensorboard (needs the optional "
+                                     "tensorboard package: pip install tensorboard)."),
     quiet: bool = typer.Option(False, help="No progress bar."),
     json_out: bool = JSON_OUT,
 ):
-    """Train the recipe's model: a propagator (state at t → t + Δ) or, when [model] name is a potential
-    (egnn_potential), a learned potential on energies and forces. Writes best.pt, last.pt, metrics.jsonl,
+    """Train the recipe's model: a propagator (state at t → t + Δ) or, when the recipe's model.name is a
+    potential (egnn_potential), a learned potential on energies and forces. Writes best.pt, last.pt, metrics.jsonl,
     metrics.csv, recipe.toml and summary.json to the run directory.
 
     Several processes or GPUs (DDP): `torchrun --nproc-per-node 4 -m mdsurrogate train RECIPE --out RUN`.
