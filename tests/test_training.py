@@ -185,6 +185,12 @@ def test_errors_name_parameters_and_the_cli_maps_them_to_flags(tiny_nbody, tmp_p
         Trainer(no_data, tmp_path / "x", device="cpu")
     res = invoke("train", "nbody_demo", "--data", tiny_nbody, "--out", tmp_path / "none", "--resume", "--quiet")
     assert res.exit_code == 2 and "--resume: " in res.output and "resume=True" not in res.output
+    assert "has no last.pt to continue from" in " ".join(res.output.split())
+    Trainer(recipe(tiny_nbody, epochs=1), tmp_path / "done", device="cpu").run()
+    res = invoke("train", ROOT / "recipes" / "nbody_demo.toml", "--data", tiny_nbody, "--out", tmp_path / "done",
+                 "--set", "train.batch_size=20")
+    assert res.exit_code == 2 and "already holds a run; pass --resume to continue it or choose another --out" in \
+        " ".join(res.output.split())
     res = invoke("train", ROOT / "recipes" / "nbody_demo.toml", "--set", 'data.path=""', "--out", tmp_path / "y")
     assert res.exit_code == 2 and "pass --data" in res.output
 

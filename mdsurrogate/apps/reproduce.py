@@ -304,8 +304,8 @@ def run_state(spec: RunSpec) -> str:
     except tomllib.TOMLDecodeError:
         same = False
     if not same:
-        raise ParameterError(f"{spec.run_dir} holds a run of another recipe; remove it or choose another {{out}}",
-                             out="out")
+        raise ParameterError("{run_dir} holds a run of another recipe; remove it or choose another {out}",
+                             run_dir=str(spec.run_dir), out="out")
     if (spec.run_dir / "summary.json").exists():
         return "finished"
     return "unfinished" if (spec.run_dir / "last.pt").exists() else "new"

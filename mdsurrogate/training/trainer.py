@@ -100,11 +100,11 @@ class Trainer:
             raise ParameterError("no dataset given: set [data] path in the recipe or pass {data_path}",
                                  data_path="data_path")
         if resume and not (self.run_dir / "last.pt").exists():
-            raise ParameterError("{resume}: {run_dir} has no last.pt to continue from", resume="resume=True",
-                                 run_dir=str(self.run_dir))
+            raise ParameterError("{resume}: {path} has no last.pt to continue from", resume="resume=True",
+                                 path=str(self.run_dir))
         if self.dist.main and not resume and (self.run_dir / "last.pt").exists():
-            raise ParameterError("{run_dir} already holds a run; pass {resume} to continue it or choose another "
-                                 "run directory", run_dir=str(self.run_dir), resume="resume=True")
+            raise ParameterError("{path} already holds a run; pass {resume} to continue it or choose another "
+                                 "{run_dir}", path=str(self.run_dir), resume="resume=True", run_dir="run_dir")
         self.task = task or make_task(recipe, str(path))
         self.data_path = str(path)
         self.task.configure(self.device, self.dtype, amp=cfg.amp)
@@ -189,15 +189,17 @@ class Trainer:
         last = self.run_dir / "last.pt"
         ck = Checkpoint.load(last, kind=self.task.kind)
         if ck.model_name != self.recipe.model.name:
-            raise ParameterError("{resume}: " + f"{last} was trained with model {ck.model_name!r}, the recipe asks "
-                                 f"for {self.recipe.model.name!r}", resume="resume=True")
+            raise ParameterError("{resume}: {last} was trained with model {got}, the recipe asks for {want}",
+                                 resume="resume=True", last=str(last), got=repr(ck.model_name),
+                                 want=repr(self.recipe.model.name))
         try:
             self.model.load_state_dict(ck.state_dict)
         except RuntimeError as exc:
-            raise ParameterError("{resume}: " + f"the weights in {last} do not fit the recipe's model (were its "
-                                 f"settings changed?): {str(exc).splitlines()[0]}", resume="resume=True") from None
+            raise ParameterError("{resume}: the weights in {last} do not fit the recipe's model (were its settings "
+                                 "changed?): {why}", resume="resume=True", last=str(last),
+                                 why=str(exc).splitlines()[0]) from None
         if ck.optimizer is None:
-            raise ParameterError("{resume}: " + f"{last} holds no optimiser state", resume="resume=True")
+            raise ParameterError("{resume}: {last} holds no optimiser state", resume="resume=True", last=str(last))
         self.optimizer.load_state_dict(ck.optimizer)
         self.schedule.load_state_dict((ck.extra or {}).get("schedule", {}))
         if self.ema is not None:
