@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 
 from mdsurrogate.config import RecipeError, load_recipe, recipe_from_dict
 from mdsurrogate.data.dataset import Dataset
-from mdsurrogate.training.checkpoint import load_checkpoint
+from mdsurrogate.training.checkpoint import Checkpoint
 
 from .conftest import invoke, last_json
 
@@ -115,8 +115,8 @@ def test_train_potential_recipe_end_to_end(recipe, data, emt_data, tmp_path):
         assert (run / f).is_file(), f
     assert 'name = "egnn_potential"' in (run / "recipe.toml").read_text()
     assert "hidden = 8" in (run / "recipe.toml").read_text()  # the --set overrides are in the resolved recipe
-    ck = load_checkpoint(run, kind="potential")
-    assert ck["model"]["hparams"]["hidden"] == 8 and ck["model"]["hparams"]["layers"] == 1
+    ck = Checkpoint.load(run, kind="potential")
+    assert ck.hparams["hidden"] == 8 and ck.hparams["layers"] == 1 and ck.metrics["test"] == summary["test"]
     # the calculator reproduces the reported held-out force MAE
     ds = Dataset(root / data)
     forces = np.load(root / data / "forces.npy")
