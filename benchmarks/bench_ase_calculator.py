@@ -145,7 +145,7 @@ def main(argv=None) -> int:
     result = {
         "benchmark": "ase_calculator_calls_per_second",
         "checkpoint": str(args.checkpoint) if args.checkpoint else f"random weights, model of {args.recipe}",
-        "model": {k: v for k, v in calc.checkpoint["model"]["hparams"].items() if k != "elements"},
+        "model": {k: v for k, v in calc.checkpoint.hparams.items() if k != "elements"},
         "device": str(calc.device), "device_name": device_name or platform.machine(), "dtype": args.dtype,
         "torch_threads": torch.get_num_threads(), "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
         "cpu_count": os.cpu_count(), "torch": torch.__version__, "python": platform.python_version(),

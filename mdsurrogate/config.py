@@ -270,10 +270,14 @@ def validate_model(model: ModelConfig, task: str | None = None) -> None:
 
     task = task or model_task(model.name)
     cls = POTENTIALS[model.name] if task == "potential" else MODELS[model.name]
-    sig = inspect.signature(cls.__init__)
     skip = ("self",) + DERIVED_MODEL_ARGS[task]
-    valid = {k: p for k, p in sig.parameters.items()
+    valid = {k: p for k, p in inspect.signature(cls.__init__).parameters.items()
              if k not in skip and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}
+    if task == "propagator":  # any propagator may be wrapped in a stochastic one (models.stochastic)
+        from .models.stochastic import STOCHASTIC_KEYS, StochasticPropagator
+
+        wrapper = inspect.signature(StochasticPropagator.__init__).parameters
+        valid |= {k: wrapper[k] for k in STOCHASTIC_KEYS}
     for key, value in model.params.items():
         if key not in valid:
             if key in DERIVED_MODEL_ARGS[task]:

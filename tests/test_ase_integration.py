@@ -23,7 +23,8 @@ from ase.md import MDLogger
 
 from mdsurrogate.config import recipe_from_dict
 from mdsurrogate.data.dataset import Dataset, DatasetError
-from mdsurrogate.data.sources.ase_frames import ingest_ase, simulate_emt_frames
+from mdsurrogate.data.ingest import ingest_ase
+from mdsurrogate.data.sources.ase_frames import simulate_emt_frames
 from mdsurrogate.errors import CheckpointError, UserError
 from mdsurrogate.integrations.ase import (
     PropagatorPlaceholderCalculator,
@@ -222,6 +223,7 @@ def test_mixed_periodic_and_free_batch_equals_single_graphs(model):
 def test_core_imports_without_ase():
     code = ("import sys; sys.modules['ase'] = None\n"
             "import mdsurrogate.models.potential, mdsurrogate.training.trainer, mdsurrogate.data.sources.ase_frames\n"
+            "import mdsurrogate.data.ingest.ase\n"
             "from mdsurrogate.models.potential import element_names\n"
             "assert element_names([79]) == 'Z=79'")
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
@@ -280,7 +282,7 @@ def trained(emt_dataset, tmp_path_factory):
     run = tmp_path_factory.mktemp("run")
     recipe = recipe_from_dict({"model": {"name": "egnn_potential", "hidden": 32, "layers": 2, "n_rbf": 12},
                                "train": {"epochs": 60, "lr": 3e-3, "batch_size": 4, "seed": 0, "max_minutes": 0.5}})
-    summary = Trainer(recipe, run, device="cpu", data_path=str(emt_dataset[0]), resume=False).run()
+    summary = Trainer(recipe, run, device="cpu", data_path=str(emt_dataset[0])).run()
     return run, summary
 
 

@@ -19,8 +19,8 @@ from ..config import load_recipe
 from ..data.dataset import Dataset
 from ..data.ingest import ingest_nbody
 from ..device import resolve_device
-from ..training.checkpoint import load_checkpoint, model_from_checkpoint
-from ..training.metrics import evaluate
+from ..simulation.evaluation import evaluate_split
+from ..simulation.surrogate import Surrogate
 from ..training.trainer import Trainer
 
 
@@ -44,24 +44,23 @@ def run_demo(out_dir: str | Path, *, device: str = "auto", console=None, n_train
         say(f"[bold]{2 + i}/4[/] training {name}")
         rows.append(_train_and_evaluate(name, ds, out_dir, dev, overrides))
     say("[bold]4/4[/] rolling EGNN out for 4 steps from frame 0 of test sample 0")
-    from .. import initial_state
-    from ..rollout import rollout_to_file
+    from ..simulation import initial_state
+    from ..simulation.rollout import rollout_to_file
 
-    ck = load_checkpoint(out_dir / "runs" / "nbody_demo")
-    net, feat = model_from_checkpoint(ck, device=dev)
-    start = initial_state.from_dataset(ds, ck, split="test", sample=0, frame=0)
+    sur = Surrogate.load(out_dir / "runs" / "nbody_demo", device=dev)
+    start = initial_state.from_dataset(ds, sur, split="test", sample=0, frame=0)
     pdb = out_dir / "rollout_egnn.pdb"
-    res = rollout_to_file(net, feat, start, 4, pdb, delta_time=float(ck["dataset"]["delta_time"]), device=dev)
+    res = rollout_to_file(sur, start, 4, pdb, overwrite=True)
     return {"system": "nbody", "models": rows, "rollout": str(pdb), "rollout_mse_per_step": res.errors[1:].tolist(),
             "device": str(dev), "seconds": time.perf_counter() - t0}
 
 
 def run_demo_adk(out_dir: str | Path, *, device: str = "auto", console=None, steps: int = 10) -> dict:
     """Ingest the embedded AdK data, train EGHN and Linear, evaluate, and roll EGHN out from a DCD (see module)."""
-    from .. import initial_state
     from ..data.ingest import ingest_adk
     from ..data.sources.adk import embedded_adk_files
-    from ..rollout import rollout_to_file
+    from ..simulation import initial_state
+    from ..simulation.rollout import rollout_to_file
 
     say = console.print if console is not None else (lambda *a, **k: None)
     out_dir = Path(out_dir)
@@ -78,11 +77,10 @@ def run_demo_adk(out_dir: str | Path, *, device: str = "auto", console=None, ste
         say(f"[bold]{2 + i}/4[/] training {name}")
         rows.append(_train_and_evaluate(name, ds, out_dir, dev))
     say(f"[bold]4/4[/] rolling EGHN out for {steps} steps from the last frame of {Path(dcd2).name}")
-    ck = load_checkpoint(out_dir / "runs" / "adk_quick_eghn")
-    net, feat = model_from_checkpoint(ck, device=dev)
-    start = initial_state.from_trajectory(dcd2, ck, top=top, frame=-1)
+    sur = Surrogate.load(out_dir / "runs" / "adk_quick_eghn", device=dev)
+    start = initial_state.from_trajectory(dcd2, sur, top=top, frame=-1)
     pdb = out_dir / "rollout_eghn.pdb"
-    res = rollout_to_file(net, feat, start, steps, pdb, delta_time=float(ck["dataset"]["delta_time"]), device=dev)
+    res = rollout_to_file(sur, start, steps, pdb, overwrite=True)
     return {"system": "adk", "models": rows, "rollout": str(pdb), "rollout_frames": res.steps_done + 1,
             "rollout_stopped": res.stopped, "device": str(dev), "seconds": time.perf_counter() - t0}
 
@@ -96,7 +94,6 @@ def _train_and_evaluate(recipe_name: str, ds: Dataset, out_dir: Path, dev, overr
     if run_dir.exists():
         shutil.rmtree(run_dir)
     summary = Trainer(recipe, run_dir, device=str(dev), callback=None).run()
-    net, feat = model_from_checkpoint(load_checkpoint(run_dir), device=dev)
-    moved = evaluate(net, ds, ds.split_indices("test"), feat, device=dev, rotate=True, translate=True, seed=7)
+    moved = evaluate_split(Surrogate.load(run_dir, device=dev), ds, "test", rotate=True, translate=True, seed=7)
     return {"model": recipe.model.name, "recipe": recipe_name, "test_mse": summary["test_mse"],
             "test_mse_rotated": moved["mse"], "seconds": summary["seconds"], "run_dir": str(run_dir)}

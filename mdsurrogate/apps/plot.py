@@ -127,15 +127,14 @@ def skeleton_figure(checkpoint: str | os.PathLike, *, dataset: str | os.PathLike
     import torch
 
     from ..data.dataset import Dataset
-    from ..device import resolve_device
-    from ..training.checkpoint import load_checkpoint, model_from_checkpoint
+    from ..simulation.evaluation import check_features
+    from ..simulation.surrogate import Surrogate
 
     if samples < 1:
-        raise UserError("--samples must be ≥ 1")
-    ck = load_checkpoint(checkpoint, kind="propagator")
-    ds = Dataset(dataset or ck["dataset"]["path"])
-    if ds.features.to_dict() != ck["features"]:
-        raise UserError(f"dataset {ds.path} has other features than the model was trained with")
+        raise UserError(f"samples must be ≥ 1, not {samples}")
+    sur = Surrogate.load(checkpoint, device=device)
+    ds = Dataset(dataset or sur.dataset.path)
+    check_features(sur, ds)
     split_ids = ds.split_indices(split)
     if len(split_ids) == 0:
         raise UserError(f"split {split!r} of dataset {ds.path} has no samples")
@@ -143,11 +142,8 @@ def skeleton_figure(checkpoint: str | os.PathLike, *, dataset: str | os.PathLike
     trajs = ds.samples[ids, 0]
     bones = [bones_of(ds, int(t)) for t in trajs]  # checks for local edges before any model work
 
-    dev = resolve_device(device)
-    net, feat = model_from_checkpoint(ck, device=dev)
     x0, v0, x1, _, topo = ds.gather(ids)
-    with torch.no_grad():
-        pred = net(feat(x0.to(dev), v0.to(dev), topo.to(dev)))
+    pred = sur.predict(x0, v0, topo.to(sur.device))
     ptr = topo.ptr.tolist()
     xs = [t.detach().to("cpu", torch.float64).numpy() for t in (x0, x1, pred.x)]
 
@@ -188,7 +184,7 @@ def skeleton_figure(checkpoint: str | os.PathLike, *, dataset: str | os.PathLike
             if c == 2:
                 title = (title + "\n" if title else "") + f"MSE {mse:.4g}"
             ax.set_title(title, fontsize=8)
-    fig.suptitle(f"{ck['model']['name']} on {ds.meta.get('name') or ds.path.name}: {split} split, "
+    fig.suptitle(f"{sur.name} on {ds.meta.get('name') or ds.path.name}: {split} split, "
                  f"Δ = {ds.delta_frames} frames", fontsize=10)
     return fig, {"samples": [int(s) for s in ids], "mse": mses, "axes": len(fig.axes)}
 

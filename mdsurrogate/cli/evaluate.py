@@ -27,24 +27,18 @@ def eval_cmd(
 ):
     """Position MSE as the papers define it (Σ batch MSE × graphs / Σ graphs) on a split."""
     from ..data.dataset import Dataset
-    from ..device import resolve_device
-    from ..training.checkpoint import load_checkpoint, model_from_checkpoint
-    from ..training.metrics import evaluate
+    from ..simulation.evaluation import evaluate_split, write_clusters
+    from ..simulation.surrogate import Surrogate
 
-    dev = resolve_device(device)
-    ck = load_checkpoint(model, kind="propagator")
-    net, feat = model_from_checkpoint(ck, device=dev)
-    ds = Dataset(data or ck["dataset"]["path"])
-    if ds.features.to_dict() != feat.spec.to_dict():
-        fail(f"dataset {ds.path} has other features than the model was trained with")
-    ids = ds.split_indices(split)
-    res = evaluate(net, ds, ids, feat, device=dev, batch_size=batch_size, rotate=rotate, translate=translate,
-                   seed=seed)
-    res = {"model": ck["model"]["name"], "split": split, "rotate": rotate, "translate": translate, **res}
+    if batch_size < 1:
+        fail("--batch-size must be ≥ 1")
+    sur = Surrogate.load(model, device=device)
+    ds = Dataset(data or sur.dataset.path)
+    if clusters is not None and not sur.produces_clusters:
+        fail(f"model {sur.name!r} has no cluster assignment to write (use a hierarchical model such as eghn)")
+    res = evaluate_split(sur, ds, split, batch_size=batch_size, rotate=rotate, translate=translate, seed=seed)
     if clusters is not None:
-        if not net.produces_clusters:
-            fail(f"model {net.name!r} has no cluster assignment to write (use a hierarchical model such as eghn)")
-        res["clusters_file"] = str(write_clusters(net, feat, ds, ids[:1], clusters, dev))
+        res["clusters_file"] = str(write_clusters(sur, ds, 0, clusters, split=split))
     table = Table(show_header=True, header_style="bold")
     for k in ("model", "split", "graphs", "mse", "mse_v"):
         table.add_column(k)
@@ -53,22 +47,3 @@ def eval_cmd(
     err.print(table)
     if json_out:
         emit_json(res)
-
-
-def write_clusters(net, feat, ds, ids, path: Path, device) -> Path:
-    import torch
-
-    from ..io.topology import AtomTopology
-    from ..io.writers import open_writer
-
-    x0, v0, _, _, topo = ds.gather(ids)
-    with torch.no_grad():
-        pred = net(feat(x0.to(device), v0.to(device), topo.to(device)))
-    if not net.produces_clusters:
-        fail(f"model {net.name!r} has no cluster assignment to write (use a hierarchical model such as eghn)")
-    cl = pred.extras["clusters"].cpu().numpy()
-    top = AtomTopology.generic(x0.shape[0])
-    opts = {"bfactors": "cluster"} if path.suffix.lower() == ".pdb" else {}
-    with open_writer(path, top, **opts) as w:
-        w.write(x0.numpy(), cluster=cl)
-    return path

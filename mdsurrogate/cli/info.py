@@ -16,13 +16,16 @@ from .app import DEVICE, JSON_OUT, app, emit_json, err, fail, friendly, out
 def info(path: Path = typer.Argument(..., help="A dataset directory, run directory or checkpoint.")):
     """Describe a dataset or a checkpoint (JSON)."""
     from ..data.dataset import Dataset
-    from ..training.checkpoint import load_checkpoint
+    from ..training.checkpoint import Checkpoint
 
     if path.is_dir() and (path / "meta.json").exists():
         emit_json(Dataset(path).describe())
         return
-    ck = load_checkpoint(path)
-    emit_json({k: ck[k] for k in ("kind", "model", "features", "dataset", "train_state", "n_parameters") if k in ck})
+    ck = Checkpoint.load(path)
+    d = ck.to_payload()
+    emit_json({"kind": ck.kind, "model": {"name": ck.model_name, "hparams": ck.hparams},
+               **{k: d[k] for k in ("features", "dataset", "train_state", "n_parameters", "guard", "versions")
+                  if k in d}})
 
 
 @app.command()

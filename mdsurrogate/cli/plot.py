@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from .app import DEVICE, JSON_OUT, emit_json, err, friendly, plot_app
+from .app import DEVICE, JSON_OUT, emit_json, err, fail, friendly, plot_app
 
 
 @plot_app.command("skeleton")
@@ -23,6 +23,8 @@ def plot_skeleton_cmd(
     """Input, true next and predicted next state of a few samples as 3-D stick figures (bones = local edges)."""
     from ..apps.plot import plot_skeletons
 
+    if samples < 1:
+        fail("--samples must be ≥ 1")
     res = plot_skeletons(model, out_file, dataset=data, split=split, samples=samples, device=device)
     err.print(f"[green]wrote[/] {out_file}: samples {res['samples']}, position MSE "
               + ", ".join(f"{m:.4g}" for m in res["mse"]), highlight=False)

@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from .app import DEVICE, JSON_OUT, app, emit_json, err, fail, friendly, warn
+from .app import DEVICE, JSON_OUT, OVERWRITE, app, emit_json, err, fail, friendly, warn
 
 
 @app.command()
@@ -18,14 +18,19 @@ def rollout(
                                   "directory (the initial state is a sample's input frame)."),
     model: Path = typer.Option(..., help="Run directory or checkpoint."),
     steps: int = typer.Option(10, help="Number of model steps (each advances Δ)."),
-    out_file: Path = typer.Option(..., "--out", help="Output trajectory: .pdb (multi-MODEL), .xyz (extended) or .dcd; "
-                                  "or .mdsr: a small file from which MDAnalysis computes the frames on demand."),
+    out_file: Path = typer.Option(..., "--out", help="Output trajectory: .pdb/.ent (multi-MODEL), .xyz/.extxyz "
+                                  "(extended, with velocities), .dcd, or any format MDAnalysis writes (.xtc, .trr, "
+                                  ".ncdf/.nc …); or .mdsr: a small file from which MDAnalysis computes the frames on "
+                                  "demand."),
     top: Path = typer.Option(None, help="Topology of the trajectory (PSF, TPR, PRMTOP, PDB, GRO, …)."),
     select: str = typer.Option(None, help="Atom selection; must be the model's (default: the model's)."),
     frame: int = typer.Option(None, help="Frame to start from; negative counts from the end [trajectory: -1, "
                               "dataset: the sample's input frame]."),
     sample: int = typer.Option(0, help="Dataset source: index of the starting sample in --split."),
     split: str = typer.Option("test", help="Dataset source: split the sample is taken from."),
+    seed: int = typer.Option(None, help="Seed of a stochastic propagator's noise (same seed → same trajectory) "
+                             "[default: 0]."),
+    overwrite: bool = OVERWRITE,
     device: str = DEVICE,
     json_out: bool = JSON_OUT,
 ):
@@ -33,48 +38,71 @@ def rollout(
     per-step error where the source has later frames to compare with."""
     import numpy as np
 
-    from .. import initial_state
-    from ..device import resolve_device
-    from ..training.checkpoint import load_checkpoint, model_from_checkpoint
+    from ..simulation import initial_state
+    from ..simulation.surrogate import Surrogate
 
     if steps < 1:
         fail("--steps must be ≥ 1")
     ext = out_file.suffix.lower()
-    if ext not in (".pdb", ".xyz", ".dcd", ".mdsr"):
-        fail(f"cannot write {out_file.name}: the extension must be .pdb, .xyz, .dcd or .mdsr")
+    if ext != ".mdsr":
+        from ..io.writers import supported_extensions, writer_class
+
+        try:
+            writer_class(out_file)
+        except ValueError:
+            fail(f"cannot write {out_file.name}: the extension must be .mdsr or one of "
+                 f"{', '.join('.' + e for e in supported_extensions())}")
     if not source.exists():
         fail(f"{source} does not exist")
-    dev = resolve_device(device)
-    ck = load_checkpoint(model, kind="propagator")
-    net, feat = model_from_checkpoint(ck, device=dev)
+    if out_file.exists() and not overwrite:
+        fail(f"{out_file} exists; choose another --out or pass --overwrite to replace it")
+    sur = Surrogate.load(model, device=device)
     if source.is_dir():
         from ..data.dataset import Dataset
 
         if top is not None or select is not None:
             fail("--top and --select apply to trajectories; a dataset source has its own atoms")
-        start = initial_state.from_dataset(Dataset(source), ck, split=split, sample=sample, frame=frame)
+        start = initial_state.from_dataset(Dataset(source), sur, split=split, sample=sample, frame=frame)
     else:
         with err.status(f"reading {source.name} with MDAnalysis…"):
-            start = initial_state.from_trajectory(source, ck, top=top, frame=-1 if frame is None else frame,
+            start = initial_state.from_trajectory(source, sur, top=top, frame=-1 if frame is None else frame,
                                                   select=select)
     for note in start.warnings:
         warn(note)
-    if steps > 1 and untrained_velocity(ck):
+    if steps > 1 and not sur.velocity_trained:
         warn("this model was trained on positions only (train.velocity_weight = 0), so its next-velocity output is "
              "untrained and steps after the first are unreliable; retrain with --set train.velocity_weight=0.1 "
              "(or more) for rollouts")
-    delta_time = float(ck["dataset"]["delta_time"])
-    if ext == ".mdsr":
-        return write_mdsr_spec(out_file, model, start.x0, start.v0, start.topo, start.atoms, steps, start.t0,
-                               delta_time, device, json_out)
+    out_file.parent.mkdir(parents=True, exist_ok=True)
     from rich.progress import Progress
 
-    from ..rollout import rollout_to_file
-
     t_start = time.perf_counter()
+    if ext == ".mdsr":
+        from ..simulation.mdsr import read_mdsr, write_rollout_spec
+
+        with Progress(console=err, transient=True) as bar:
+            task = bar.add_task("checking the chain", total=steps)
+            path = write_rollout_spec(out_file, model, start.x0, start.v0, start.topo, start.atoms, steps,
+                                      t0_ps=start.t0, dt_ps=sur.delta_time, device=device, seed=seed,
+                                      on_step=lambda k: bar.update(task, completed=k))
+        header = read_mdsr(path, load_model=False).header
+        frames, stopped = header["n_frames"], header.get("stopped")
+        if stopped:
+            warn(f"{stopped}; {path} holds the {frames} frames before it")
+        err.print(f"[green]wrote[/] {path} ({frames} frames, computed on demand when read; open it with "
+                  f"`import mdsurrogate.mda` and `MDAnalysis.Universe({str(path)!r})`)", highlight=False)
+        if json_out:
+            emit_json({"out": str(path), "steps": frames - 1, "frames": frames, "stopped": stopped, "t0": start.t0,
+                       "dt": sur.delta_time, "seconds": time.perf_counter() - t_start})
+        if stopped:
+            raise typer.Exit(3)
+        return
+
+    from ..simulation.rollout import rollout_to_file
+
     with Progress(console=err, transient=True) as bar:
         task = bar.add_task("rolling out", total=steps)
-        res = rollout_to_file(net, feat, start, steps, out_file, delta_time=delta_time, device=dev,
+        res = rollout_to_file(sur, start, steps, out_file, seed=seed, overwrite=overwrite,
                               on_step=lambda k: bar.update(task, completed=k))
     secs = time.perf_counter() - t_start
     if res.stopped:
@@ -91,21 +119,3 @@ def rollout(
                    "errors": [None if np.isnan(e) else e for e in res.errors.tolist()]})
     if res.stopped:
         raise typer.Exit(3)
-
-
-def write_mdsr_spec(out_file: Path, model: Path, x0, v0, topo, atoms, steps: int, t0: float, dt: float, device: str,
-                    json_out: bool) -> None:
-    """`rollout --out run.mdsr`: write the rollout's specification instead of its frames (mdsurrogate/io/mdsr.py)."""
-    from ..io.mdsr import write_rollout_spec
-
-    path = write_rollout_spec(out_file, model, x0, v0, topo, atoms, steps, t0_ps=t0, dt_ps=dt, device=device)
-    err.print(f"[green]wrote[/] {path} ({steps + 1} frames, computed on demand when read; open it with "
-              f"`import mdsurrogate.mda` and `MDAnalysis.Universe({str(path)!r})`)", highlight=False)
-    if json_out:
-        emit_json({"out": str(path), "steps": steps, "frames": steps + 1, "t0": t0, "dt": dt})
-
-
-def untrained_velocity(ck: dict) -> bool:
-    """True when a trainable propagator's velocity output got no training signal (velocity_weight = 0)."""
-    weight = ck.get("recipe", {}).get("train", {}).get("velocity_weight", 0.0)
-    return weight == 0 and ck["model"]["name"] != "linear"

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import math
 import os
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -37,14 +36,13 @@ except ImportError as exc:  # pragma: no cover - ASE is a declared dependency
     raise ImportError("mdsurrogate.integrations.ase needs ASE: pip install ase") from exc
 
 from ..data.topology import BatchTopology
+from ..device import resolve_dtype
 from ..errors import CheckpointError, UserError
-from ..models.potential import potential_from_checkpoint
-from ..rollout import StabilityGuard, radius_of_gyration
-from ..training.checkpoint import load_checkpoint, model_from_checkpoint, resolve_checkpoint
+from ..simulation.guard import StabilityGuard
+from ..simulation.surrogate import Surrogate
+from ..training.checkpoint import Checkpoint, resolve_checkpoint
 
 __all__ = ["PropagatorPlaceholderCalculator", "SurrogateCalculator", "SurrogateDynamics"]
-
-DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 _HINTS = {
     "potential": "SurrogateCalculator needs a learned potential (a run of `mdsurrogate train` with a potential "
@@ -55,25 +53,13 @@ _HINTS = {
 }
 
 
-def _dtype(dtype) -> torch.dtype:
-    if isinstance(dtype, torch.dtype):
-        if dtype not in DTYPES.values():
-            raise ValueError(f"dtype must be float32 or float64, not {dtype}")
-        return dtype
-    try:
-        return DTYPES[str(dtype)]
-    except KeyError:
-        raise ValueError(f"dtype must be 'float32' or 'float64', not {dtype!r}") from None
-
-
-def _load(checkpoint: str | os.PathLike, kind: str) -> tuple[dict, Path]:
+def _load(checkpoint: str | os.PathLike, kind: str) -> Checkpoint:
     """Load a checkpoint safely and check its kind, with a hint naming the right class."""
     path = resolve_checkpoint(checkpoint)
-    data = load_checkpoint(path)
-    found = data.get("kind", "propagator")
-    if found != kind:
-        raise CheckpointError(f"{path} holds a {found} checkpoint, not a {kind}: {_HINTS[kind]}")
-    return data, path
+    ck = Checkpoint.load(path)
+    if ck.kind != kind:
+        raise CheckpointError(f"{path} holds a {ck.kind} checkpoint, not a {kind}: {_HINTS[kind]}")
+    return ck
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -113,9 +99,10 @@ class SurrogateCalculator(Calculator):
                  **kwargs):
         super().__init__(**kwargs)
         self.device = torch.device(device)
-        self.dtype = _dtype(dtype)
-        self.checkpoint, self.checkpoint_path = _load(checkpoint, "potential")
-        self.model = potential_from_checkpoint(self.checkpoint, device=self.device, dtype=self.dtype)
+        self.dtype = resolve_dtype(dtype)
+        self.checkpoint = _load(checkpoint, "potential")
+        self.checkpoint_path = self.checkpoint.path
+        self.model = self.checkpoint.build_model(device=self.device, dtype=self.dtype)
         self.elements: list[int] = list(self.model.elements)
         self.cutoff: float = float(self.model.cutoff)
         self.calculations = 0
@@ -232,8 +219,10 @@ class SurrogateDynamics(MolecularDynamics):
             ``mass`` from the masses, ``Z`` from the atomic numbers and any other name from ``atoms.arrays``.
         topology: a full ``BatchTopology`` (``ptr = [0, N]``), needed when the model uses static edge sets
             (local bonds/complexes, a static global graph); by default one is built from ``atoms``.
-        guard: a ``StabilityGuard`` (default) checked after every step: a ``RuntimeError`` stops the run on
-            non-finite or exploding coordinates, with the atoms left at the last good state. None disables it.
+        guard: "default" (the checkpoint's stability guard, with the limits derived from its training data), a
+            ``StabilityGuard``, or None (no checks); checked after every step: a ``RuntimeError`` naming the
+            quantity and the limit stops the run, with the atoms left at the last good state.
+        seed: seed of a stochastic propagator's random stream (the same seed gives the same trajectory).
 
     The time step ``dt`` is the checkpoint's Δ (``dataset.delta_time``) in ASE time units, so ``get_time()``
     and ``MDLogger`` times are physical. Propagators see open boundaries: positions are never wrapped into a
@@ -249,20 +238,18 @@ class SurrogateDynamics(MolecularDynamics):
     def __init__(self, atoms, checkpoint: str | os.PathLike, *, trajectory=None, logfile=None, loginterval: int = 1,
                  append_trajectory: bool = False, device: str | torch.device = "cpu", dtype="float32",
                  units: dict | None = None, node_props: dict | None = None, topology: BatchTopology | None = None,
-                 guard: StabilityGuard | None = StabilityGuard(), **kwargs):
-        self.checkpoint, self.checkpoint_path = _load(checkpoint, "propagator")
-        self.device = torch.device(device)
-        self.dtype = _dtype(dtype)
-        self.model, self.featurizer = model_from_checkpoint(self.checkpoint, device=self.device, dtype=self.dtype)
-        ds = self.checkpoint.get("dataset", {})
-        self.length_unit, self.time_unit = unit_factors(ds.get("units"), units)
-        delta = ds.get("delta_time")
-        if delta is None and "frame_dt" in ds and "delta_frames" in ds:
-            delta = float(ds["frame_dt"]) * int(ds["delta_frames"])
-        if delta is None or not float(delta) > 0:
+                 guard: StabilityGuard | None | str = "default", seed: int | None = None, **kwargs):
+        self.checkpoint = _load(checkpoint, "propagator")
+        self.checkpoint_path = self.checkpoint.path
+        self.surrogate = Surrogate.from_checkpoint(self.checkpoint, device=device, dtype=dtype)
+        self.device, self.dtype = self.surrogate.device, self.surrogate.dtype
+        self.model, self.featurizer = self.surrogate.model, self.surrogate.featurizer
+        self.length_unit, self.time_unit = unit_factors(self.checkpoint.dataset.units, units)
+        if not self.surrogate.delta_time > 0:
             raise CheckpointError(f"{self.checkpoint_path} does not record a positive Δ (dataset.delta_time)")
-        self.delta_time = float(delta)  # in the checkpoint's time unit
-        self.guard = guard
+        self.delta_time = self.surrogate.delta_time  # in the checkpoint's time unit
+        self.guard = self.surrogate.guard() if guard == "default" else guard
+        self.seed = seed
         self._node_props = dict(node_props or {})
         self._given_topology = topology
         self.topology = self._build_topology(atoms)
@@ -270,7 +257,7 @@ class SurrogateDynamics(MolecularDynamics):
             atoms.calc = PropagatorPlaceholderCalculator()
         super().__init__(atoms, timestep=self.delta_time * self.time_unit, trajectory=trajectory, logfile=logfile,
                          loginterval=loginterval, append_trajectory=append_trajectory, **kwargs)
-        self._rg0 = None
+        self._chain = None
 
     # -- topology ----------------------------------------------------------------------------------------
     def _build_topology(self, atoms) -> BatchTopology:
@@ -298,8 +285,7 @@ class SurrogateDynamics(MolecularDynamics):
 
     # -- ASE hooks ---------------------------------------------------------------------------------------
     def todict(self) -> dict:
-        return super().todict() | {"checkpoint": str(self.checkpoint_path),
-                                   "model": str(self.checkpoint.get("model", {}).get("name", ""))}
+        return super().todict() | {"checkpoint": str(self.checkpoint_path), "model": self.checkpoint.model_name}
 
     def _refresh_properties(self):
         # ASE asks for forces after each step for loggers/observers; placeholder forces are of no use to anyone.
@@ -308,24 +294,23 @@ class SurrogateDynamics(MolecularDynamics):
         super()._refresh_properties()
 
     def step(self):
-        """One propagator step: convert to the checkpoint's units, predict (x, v) after Δ, convert back."""
+        """One propagator step: convert to the checkpoint's units, advance the chain by Δ, convert back."""
         atoms = self.atoms
         if int(self.topology.ptr[-1]) != len(atoms):
             self.topology = self._build_topology(atoms)
-            self._rg0 = None
+            self._chain = None
         lf, tf = self.length_unit, self.time_unit
         x = torch.as_tensor(atoms.get_positions() / lf, dtype=self.dtype, device=self.device)
         v = torch.as_tensor(atoms.get_velocities() * (tf / lf), dtype=self.dtype, device=self.device)
-        with torch.no_grad():
-            if self._rg0 is None:
-                self._rg0 = radius_of_gyration(x, self.topology)
-            pred = self.model(self.featurizer(x, v, self.topology))
-            x_new, v_new = pred.x.to(self.dtype), pred.v.to(self.dtype)
-            if self.guard is not None:
-                reason = self.guard.check(x_new, v_new, self._rg0, self.topology)
-                if reason:
-                    raise RuntimeError(f"SurrogateDynamics stopped before step {self.nsteps + 1}: {reason}; "
-                                       "the atoms keep the last good state")
+        if self._chain is None:
+            self._chain = self.surrogate.chain(x, v, self.topology, guard=self.guard, seed=self.seed)
+        else:
+            self._chain.set_state(x, v)
+        step = self._chain.advance()
+        if step.stopped:
+            raise RuntimeError(f"SurrogateDynamics stopped before step {self.nsteps + 1}: {step.stopped}; "
+                               "the atoms keep the last good state")
+        x_new, v_new = self._chain.x, self._chain.v
         x_ase = x_new.to("cpu", torch.float64).numpy() * lf
         v_ase = v_new.to("cpu", torch.float64).numpy() * (lf / tf)
         atoms.set_positions(x_ase)

@@ -23,8 +23,9 @@ import torch
 from torch import Tensor, nn
 
 from ...data.dataset import Dataset, DatasetError, segment_arange
+from ...data.neighbors import mean_degree, neighbor_list
 from ...errors import RecipeError
-from ...models.potential import build_potential, fit_reference_energies, mean_degree, neighbor_list
+from ...models.potential import build_potential, fit_reference_energies
 from ..checkpoint import DatasetInfo
 from ..metrics import batches
 from .base import Task

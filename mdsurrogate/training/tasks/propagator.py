@@ -24,8 +24,10 @@ from torch import Tensor, nn
 
 from ...data.featurize import Featurizer
 from ...data.graph import GraphBatch
+from ...data.topology import BatchTopology
 from ...errors import UserError
-from ...models.base import Prediction, build_model
+from ...models.base import Prediction
+from ...models.registry import build_model
 from ..checkpoint import DatasetInfo
 from ..metrics import evaluate
 from .base import Task
@@ -33,12 +35,17 @@ from .base import Task
 
 @dataclass
 class PropagatorBatch:
-    """Inputs and one-step targets: ``graph`` (featurised state at t), ``x1``, ``v1`` [ΣN, 3] at t + Δ."""
+    """One batch: ``graph`` (the featurised state at t), the raw state ``x0``, ``v0`` [ΣN, 3] and ``topo`` it was
+    built from (for losses that chain the model on its own predictions and featurise again), and the targets
+    ``x1``, ``v1`` [ΣN, 3] at t + Δ."""
 
     graph: GraphBatch
     x1: Tensor
     v1: Tensor
     num_graphs: int
+    x0: Tensor | None = None
+    v0: Tensor | None = None
+    topo: BatchTopology | None = None
 
 
 class PropagatorTask(Task):
@@ -68,7 +75,8 @@ class PropagatorTask(Task):
     def batch(self, ids: np.ndarray) -> PropagatorBatch:
         x0, v0, x1, v1, topo = self.dataset.gather(ids)
         x0, v0, x1, v1 = (a.to(self.device, self.dtype, non_blocking=True) for a in (x0, v0, x1, v1))
-        return PropagatorBatch(self.featurizer(x0, v0, topo.to(self.device)), x1, v1, len(ids))
+        topo = topo.to(self.device)
+        return PropagatorBatch(self.featurizer(x0, v0, topo), x1, v1, len(ids), x0, v0, topo)
 
     def forward(self, net: nn.Module, batch: PropagatorBatch) -> Prediction:
         with self.autocast():

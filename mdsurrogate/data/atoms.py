@@ -1,10 +1,20 @@
-"""Per-atom identity data needed to write trajectories (:class:`AtomTopology`).
+"""Per-atom identity of a system (:class:`AtomTopology`): what trajectory writers and readers need.
 
-The trajectory writers in :mod:`mdsurrogate.io.writers` are pure Python/NumPy, so the topology they
-need is a small, dependency-free container rather than an MDAnalysis ``Universe`` or an ASE ``Atoms``.
-It can be built for generic particles (:meth:`AtomTopology.generic`) or, where those libraries are
-available, from an MDAnalysis ``AtomGroup`` (:meth:`AtomTopology.from_atomgroup`) or an ASE ``Atoms``
-(:meth:`AtomTopology.from_ase`); neither library is imported by this module.
+Two "topologies" live in :mod:`mdsurrogate.data`; they answer different questions:
+
+* :class:`~mdsurrogate.data.topology.BatchTopology` (``data/topology.py``) is what the *model* sees: the static
+  graph of a batch of systems as tensors (``ptr`` [B+1], node properties such as charges or element ids [ΣN],
+  static edge sets such as bonds [2, E] with edge properties), batched flat for the featurizer. It has no names.
+* :class:`AtomTopology` (this module) is what a *file* holds: one system's per-atom identity as NumPy arrays of
+  strings and integers (atom names, elements, residue names and numbers, chains/segments, PDB record types,
+  bonds as index pairs, integer labels such as cluster ids), so that a PDB/XYZ/DCD/XTC written from a rollout
+  opens in VMD, PyMOL, MDAnalysis or ASE with the right atoms. It is never batched and has no tensors.
+
+An MD selection has both (``data.sources.md.MDSystem``): its BatchTopology for the model, its AtomTopology for
+the writers. AtomTopology is a small, dependency-free container rather than an MDAnalysis ``Universe`` or an ASE
+``Atoms``; it can be built for generic particles (:meth:`AtomTopology.generic`), from an MDAnalysis
+``AtomGroup`` (:meth:`AtomTopology.from_atomgroup`) or an ASE ``Atoms`` (:meth:`AtomTopology.from_ase`), duck-typed:
+neither library is imported here.
 """
 
 from __future__ import annotations
@@ -15,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["AtomTopology", "guess_element"]
+__all__ = ["AtomTopology", "guess_element", "mdanalysis_topology", "standard_mass"]
 
 # Standard atomic masses (u) of the elements that show up in biomolecular and soft-matter systems,
 # used only to guess elements from masses when a topology carries masses but no elements (e.g. PSF).
@@ -67,6 +77,20 @@ def guess_element(name: str, mass: float | None = None) -> str:
     return letters[0].upper() if letters else "X"
 
 
+def standard_mass(element: str) -> float:
+    """Standard atomic mass (u) of an element symbol: from the table above, else from ASE's table when ASE is
+    installed, else 1.0 (also for ``"X"``, a dummy particle, as in ASE)."""
+    symbol = str(element).strip().capitalize()
+    if symbol in _ELEMENT_MASSES:
+        return _ELEMENT_MASSES[symbol]
+    try:
+        from ase.data import atomic_masses, atomic_numbers
+    except ImportError:
+        return 1.0
+    z = atomic_numbers.get(symbol, 0)
+    return float(atomic_masses[z]) if z else 1.0
+
+
 def _str_array(values: Any, n: int, what: str) -> np.ndarray:
     if isinstance(values, str):
         arr = np.full(n, values, dtype=object)
@@ -93,7 +117,8 @@ def _int_array(values: Any, n: int, what: str) -> np.ndarray:
 
 @dataclass(eq=False)
 class AtomTopology:
-    """Static per-atom identity of a system, as needed by trajectory writers.
+    """Static per-atom identity of ONE system, as trajectory writers and readers need it (not batched, no tensors;
+    the model's static graph is :class:`~mdsurrogate.data.topology.BatchTopology`).
 
     All per-atom arrays have length ``n_atoms`` and are normalised on construction (strings to object
     arrays of ``str``, integers to ``int64``). A scalar string/int is broadcast to all atoms.
@@ -121,6 +146,9 @@ class AtomTopology:
         integer columns in extended XYZ; a PDB writer can use one as its B-factor column.
     record_types:
         Optional per-atom PDB record type, ``"ATOM"`` or ``"HETATM"`` (default: all ``"ATOM"``).
+    masses:
+        Optional per-atom masses in u (positive); :meth:`masses_or_standard` falls back to the elements'
+        standard masses. Written to extended XYZ (with velocities as ASE momenta).
 
     Examples
     --------
@@ -137,6 +165,7 @@ class AtomTopology:
     bonds: np.ndarray | None = None
     labels: dict[str, np.ndarray] = field(default_factory=dict)
     record_types: np.ndarray | None = None
+    masses: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.names, str):
@@ -171,6 +200,13 @@ class AtomTopology:
             if bad:
                 raise ValueError(f"record_types must be 'ATOM' or 'HETATM', got {sorted(bad)}")
             self.record_types = rec
+        if self.masses is not None:
+            masses = np.asarray(self.masses, dtype=np.float64).reshape(-1)
+            if masses.shape != (n,):
+                raise ValueError(f"masses must have length n_atoms={n}, got shape {masses.shape}")
+            if not (np.all(np.isfinite(masses)) and np.all(masses > 0)):
+                raise ValueError("masses must be positive and finite")
+            self.masses = masses
 
     # ------------------------------------------------------------------ properties
     @property
@@ -307,6 +343,7 @@ class AtomTopology:
             bonds=bonds,
             labels=dict(labels or {}),
             record_types=record_types,
+            masses=masses if masses is not None and np.all(masses > 0) else None,
         )
 
     @classmethod
@@ -329,6 +366,7 @@ class AtomTopology:
             resids=np.ones(n, dtype=np.int64),
             chainids=np.full(n, chainid, dtype=object),
             labels=dict(labels or {}),
+            masses=np.asarray(atoms.get_masses(), dtype=np.float64),
         )
 
     # -------------------------------------------------------------------- helpers
@@ -341,3 +379,53 @@ class AtomTopology:
     def with_bonds(self, bonds: Any) -> AtomTopology:
         """Return a copy with ``bonds`` (``[E, 2]`` 0-based index pairs) replaced."""
         return replace(self, bonds=bonds)
+
+    def masses_or_standard(self) -> np.ndarray:
+        """[N] masses in u: :attr:`masses` when known, else the elements' standard masses (:func:`standard_mass`)."""
+        if self.masses is not None:
+            return self.masses
+        table = {e: standard_mass(e) for e in set(self.elements)}
+        return np.array([table[e] for e in self.elements], dtype=np.float64)
+
+
+def mdanalysis_topology(atoms: AtomTopology):
+    """An MDAnalysis ``Topology`` of ``atoms``: names, types (= elements), elements, resids, resnames, chain and
+    segment ids (both from ``chainids``), record types, masses (when known) and bonds. Residues are runs of atoms
+    with the same (resid, resname, segid); segments are runs with the same segid. MDAnalysis is imported here."""
+    from MDAnalysis.core.topology import Topology
+    from MDAnalysis.core.topologyattrs import (
+        Atomids,
+        Atomnames,
+        Atomtypes,
+        Bonds,
+        ChainIDs,
+        Elements,
+        Masses,
+        RecordTypes,
+        Resids,
+        Resnames,
+        Resnums,
+        Segids,
+    )
+    from MDAnalysis.topology.base import change_squash
+
+    n = atoms.n_atoms
+    names = np.asarray(atoms.names, dtype=object)
+    elements = np.asarray([str(e).strip().capitalize() for e in atoms.elements], dtype=object)
+    chain = np.asarray(atoms.chainids, dtype=object)
+    attrs = [Atomnames(names), Atomids(np.arange(1, n + 1)), Atomtypes(elements.copy()), Elements(elements),
+             ChainIDs(chain.copy())]
+    if atoms.record_types is not None:
+        attrs.append(RecordTypes(np.asarray(atoms.record_types, dtype=object)))
+    if atoms.masses is not None:
+        attrs.append(Masses(np.asarray(atoms.masses, dtype=np.float64)))
+    resids = np.asarray(atoms.resids, dtype=np.int64)
+    resnames = np.asarray(atoms.resnames, dtype=object)
+    residx, (resids, resnames, segids) = change_squash((resids, resnames, chain), (resids, resnames, chain))
+    attrs += [Resids(resids), Resnums(resids.copy()), Resnames(resnames)]
+    segidx, (segids,) = change_squash((segids,), (segids,))
+    attrs.append(Segids(segids))
+    if atoms.bonds is not None and len(atoms.bonds):
+        pairs = np.unique(np.sort(atoms.bonds, axis=1), axis=0)
+        attrs.append(Bonds([tuple(p) for p in pairs.tolist()], guessed=False))
+    return Topology(n, len(resids), len(segids), attrs=attrs, atom_resindex=residx, residue_segindex=segidx)

@@ -15,7 +15,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 import torch
 
-from .errors import UserError
+from ..errors import UserError
 
 
 class StartError(UserError, ValueError):
@@ -25,7 +25,7 @@ class StartError(UserError, ValueError):
 @dataclass
 class InitialState:
     """x0, v0: [N, 3] (Å and Å per frame for MD; dataset units otherwise); topo: data.topology.BatchTopology of the
-    one system; atoms: io.topology.AtomTopology; t0: start time (ps for MD); reference(k): true positions [N, 3]
+    one system; atoms: data.atoms.AtomTopology; t0: start time (ps for MD); reference(k): true positions [N, 3]
     after k model steps, or None; warnings: notes for the user."""
 
     x0: torch.Tensor
@@ -39,22 +39,28 @@ class InitialState:
 
 def _frame_index(frame: int, n_frames: int) -> int:
     if not -n_frames <= frame < n_frames:
-        raise StartError(f"--frame {frame} is out of range: the trajectory has {n_frames} frames")
+        raise StartError(f"frame {frame} is out of range: the trajectory has {n_frames} frames")
     return frame % n_frames
 
 
-def from_dataset(ds, checkpoint: dict, *, split: str = "test", sample: int = 0, frame: int | None = None):
-    """The input frame of sample ``sample`` of ``split`` (or another stored frame of its trajectory)."""
-    from .io.topology import AtomTopology
+def _info(model):
+    """The DatasetInfo of a Surrogate, a Checkpoint or a DatasetInfo."""
+    return getattr(model, "dataset", model)
+
+
+def from_dataset(ds, model, *, split: str = "test", sample: int = 0, frame: int | None = None):
+    """The input frame of sample ``sample`` of ``split`` (or another stored frame of its trajectory) for ``model``
+    (a Surrogate, Checkpoint or DatasetInfo: its Δ in frames gives the reference frames)."""
+    from ..data.atoms import AtomTopology
 
     ids = ds.split_indices(split)
     if not 0 <= sample < len(ids):
-        raise StartError(f"--sample {sample} is out of range: split {split!r} has {len(ids)} samples")
+        raise StartError(f"sample {sample} is out of range: split {split!r} has {len(ids)} samples")
     traj, f0, _ = (int(a) for a in ds.samples[ids[sample]])
     if frame is not None:
         f0 = _frame_index(frame, int(ds.traj_frames[traj]))
     x0, v0 = ds.states([traj], [f0])
-    delta = int(checkpoint["dataset"]["delta_frames"])
+    delta = int(_info(model).delta_frames)
 
     def reference(k: int):
         f = f0 + k * delta
@@ -75,48 +81,39 @@ def static_bonds(ds, traj: int):
     return np.unique(np.sort(edges, axis=1), axis=0)
 
 
-def from_trajectory(traj: str | os.PathLike, checkpoint: dict, *, top: str | os.PathLike | None = None,
+def from_trajectory(traj: str | os.PathLike, model, *, top: str | os.PathLike | None = None,
                     frame: int = -1, select: str | None = None) -> InitialState:
-    """Frame ``frame`` of an MD trajectory (topology ``top``; a PDB/GRO can be both), for a model trained on an MD
-    dataset (``mdsurrogate ingest md``): the same selection of the same atoms, velocities as in training."""
-    from .data.sources import md
+    """Frame ``frame`` of an MD trajectory (topology ``top``; a PDB/GRO can be both), for ``model`` (a Surrogate,
+    Checkpoint or DatasetInfo) trained on an MD dataset (``mdsurrogate ingest md``): the same selection of the same
+    atoms, velocities as in training."""
+    from ..data.sources import md
 
-    info = checkpoint.get("dataset", {}).get("md")
+    dinfo = _info(model)
+    info = dinfo.md
     if not info:
-        src = checkpoint.get("dataset", {}).get("source") or "a non-MD"
+        src = dinfo.source or "a non-MD"
         raise StartError(f"this model was trained on {src} data, not on an MD trajectory; roll it out from a "
-                         "dataset directory instead (mdsurrogate rollout DATASET --model …)")
+                         "dataset directory instead")
     sel = info["selection"]
     if select is not None and select != sel:
-        raise StartError(f"the model was trained on the selection {sel!r}; --select {select!r} differs")
+        raise StartError(f"the model was trained on the selection {sel!r}; the selection {select!r} differs")
     (u,) = md.open_universe(top if top is not None else traj, [traj] if top is not None else [])
     ag = md.select_atoms(u, sel)
     if len(ag) != info["n_atoms"] or md.atom_signature(ag) != info["signature"]:
         raise StartError(f"the selection {sel!r} gives {len(ag)} atoms here that are not the {info['n_atoms']} "
                          "atoms (names and residues, in order) the model was trained on")
     n_frames = len(u.trajectory)
-    f0 = _frame_index(frame, n_frames)
-    model_dt = float(checkpoint["dataset"]["frame_dt"])
-    delta = int(checkpoint["dataset"]["delta_frames"])
+    model_dt = float(dinfo.frame_dt)
+    delta = int(dinfo.delta_frames)
+    try:
+        st = md.frame_state(u, ag, frame, velocities=info["velocities"], frame_dt=model_dt, lag=delta)
+    except md.MDInputError as exc:
+        raise StartError(str(exc)) from None
+    f0, x0, v0, t0, user_dt = st.frame, st.positions, st.velocities, st.time, st.spacing
     notes = []
-    u.trajectory[f0]
-    x0 = ag.positions.astype(np.float32).copy()
-    t0 = float(u.trajectory.ts.time)
-    user_dt = md.frame_spacing(u)
-    if info["velocities"] == "trajectory":
-        if not md.has_velocities(u):
-            raise StartError("the model was trained with the trajectory's velocities, but this trajectory has none")
-        v0 = ag.velocities.astype(np.float32) * model_dt
-    else:
-        if f0 == 0:
-            raise StartError("the velocity is the difference to the previous frame, so a rollout cannot start at "
-                             "frame 0; choose a later --frame")
-        u.trajectory[f0 - 1]
-        v0 = (x0 - ag.positions.astype(np.float32)) * (model_dt / user_dt)
-        u.trajectory[f0]
-        if abs(user_dt - model_dt) > 0.01 * model_dt:
-            notes.append(f"this trajectory saves frames every {user_dt:g} ps, the model's data every {model_dt:g} ps: "
-                         "the velocity was rescaled, but a difference over a shorter interval is noisier")
+    if info["velocities"] == "difference" and abs(user_dt - model_dt) > 0.01 * model_dt:
+        notes.append(f"this trajectory saves frames every {user_dt:g} ps, the model's data every {model_dt:g} ps: "
+                     "the velocity was rescaled, but a difference over a shorter interval is noisier")
     system = md.MDSystem.from_atomgroup(ag, sel)
     # the node properties the model was trained with (a topology without charges, e.g. a PDB, still gets them)
     system = replace(system, element=np.asarray(info.get("element", system.element), np.int64),

@@ -1,4 +1,4 @@
-"""CMU motion capture → datasets: the Walk / Run benchmarks of the GMN and EGHN papers (protocols.md §3).
+"""Mocap ingest: CMU motion capture → datasets, the Walk / Run benchmarks of the GMN and EGHN papers (protocols.md §3).
 
 Two entry points:
 
@@ -55,7 +55,7 @@ from pathlib import Path
 import numpy as np
 
 from ..dataset import SPLITS, EdgeSetData, write_dataset
-from .asfamc import MocapFormatError, forward_kinematics, read_amc, read_asf, tree_distance_edges
+from ..sources.asfamc import MocapFormatError, forward_kinematics, read_amc, read_asf, tree_distance_edges
 
 __all__ = [
     "EGHN_MAX_SAMPLES",
@@ -69,8 +69,6 @@ __all__ = [
     "load_split",
     "resolve_split",
 ]
-
-SPLIT_ORDER = ("train", "val", "test")
 
 #: The EGHN trainer's caps on samples per split (protocols.md §3.3); per trial ⌊cap / trials in the split⌋.
 EGHN_MAX_SAMPLES: dict[str, int] = {"train": 3000, "val": 600, "test": 600}
@@ -91,7 +89,7 @@ def _walk30_split() -> dict:
     # to the trials in sorted name order: same proportions and the same shape of split, NOT the same trials.
     ids = {"train": (1, 2, 4, 5, 7, 9, 13, 14, 16, 17, 20), "val": (3, 8, 11, 12, 15, 18),
            "test": (0, 6, 10, 19, 21, 22)}
-    return {s: {"trials": [WALK30_TRIALS[i] for i in ids[s]], "starts": None} for s in SPLIT_ORDER}
+    return {s: {"trials": [WALK30_TRIALS[i] for i in ids[s]], "starts": None} for s in SPLITS}
 
 
 #: Trial-disjoint 11 / 6 / 6 split of :data:`WALK30_TRIALS` (every valid start frame; see ``_walk30_split``).
@@ -148,7 +146,7 @@ def resolve_split(split: Mapping, names: Sequence[str], n_frames: Sequence[int],
         raise ValueError(f"unknown split name(s) {sorted(unknown)}; use train, val and test")
     owner: dict[int, str] = {}
     samples, codes, record = [], [], {}
-    for s in SPLIT_ORDER:
+    for s in SPLITS:
         entry = split.get(s)
         if entry is None:
             continue
@@ -410,12 +408,12 @@ def ingest_mocap_positions(out: str | os.PathLike, npz: str | os.PathLike, *, de
         if split_from_file:
             if split is not None:
                 raise ValueError("pass either split_from_file=True or a split, not both")
-            keys = [f"split_{s}_{w}" for s in SPLIT_ORDER for w in ("trials", "starts")]
+            keys = [f"split_{s}_{w}" for s in SPLITS for w in ("trials", "starts")]
             missing = [k for k in keys if k not in data.files]
             if missing:
                 raise MocapFormatError(f"{src}: no published split ({', '.join(missing)} missing)")
             split = {}
-            for s in SPLIT_ORDER:
+            for s in SPLITS:
                 trials = np.asarray(data[f"split_{s}_trials"]).reshape(-1)
                 starts = np.asarray(data[f"split_{s}_starts"])
                 if starts.ndim != 2 or starts.shape[0] != trials.shape[0]:

@@ -3,10 +3,10 @@
 A ``.mdsr`` file does not store frames. It stores what is needed to *compute* them: the propagator checkpoint
 it was made with (path + SHA-256), the initial state, the static topology the featurizer needs, the per-atom
 identity writers and MDAnalysis need, the number of frames and their times. Frame ``k`` is the state after ``k``
-model steps from the initial state, chained exactly as :func:`mdsurrogate.rollout.rollout` chains them, so that
-reading a ``.mdsr`` file gives the frames ``rollout --out run.pdb`` would have written::
+model steps from the initial state, chained by the same :class:`~mdsurrogate.simulation.rollout.Chain` as every
+rollout, so that reading a ``.mdsr`` file gives the frames ``rollout --out run.pdb`` would have written::
 
-    from mdsurrogate.io.mdsr import read_mdsr, write_mdsr
+    from mdsurrogate.simulation.mdsr import read_mdsr, write_mdsr
 
     write_mdsr("run.mdsr", "runs/adk/best.pt", x0, v0, topo, atoms, n_frames=101, t0_ps=0.0, dt_ps=3600.0)
     run = read_mdsr("run.mdsr")
@@ -54,7 +54,6 @@ import io
 import json
 import math
 import os
-import warnings
 import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -64,10 +63,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..data.atoms import AtomTopology
 from ..data.topology import BatchTopology, EdgeSet
+from ..device import DTYPES, resolve_device
 from ..errors import UserError
-from .atomic import atomic_file
-from .topology import AtomTopology
+from ..io.atomic import atomic_file
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "MdsrError", "MdsrFrame", "MdsrRun", "read_mdsr", "write_mdsr",
            "write_rollout_spec"]
@@ -76,7 +76,7 @@ FORMAT = "mdsurrogate-mdsr"
 FORMAT_VERSION = 1
 SUFFIX = ".mdsr"
 DEFAULT_STRIDE = 16
-_DTYPES = {"float32": torch.float32, "float64": torch.float64}
+_DTYPES = DTYPES
 
 
 class MdsrError(UserError, ValueError):
@@ -123,24 +123,18 @@ def _strings(values: np.ndarray) -> np.ndarray:
 
 
 def _resolve_device(name: str | torch.device | None) -> torch.device:
-    """``auto`` → CUDA when available, else CPU; a CUDA device on a machine without one falls back to the CPU
-    with a warning (a file written on a GPU machine still opens on a laptop)."""
-    name = str(name or "cpu")
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        warnings.warn(f".mdsr device {name!r} is not available here; computing frames on the CPU", stacklevel=3)
-        return torch.device("cpu")
+    """The package's device rule, honouring a stored preference: CUDA on a machine without one → CPU + warning."""
     try:
-        return torch.device(name)
-    except RuntimeError:
-        raise MdsrError(f"unknown device {name!r}; use auto, cpu or cuda") from None
+        return resolve_device(name or "cpu", fallback=True)
+    except UserError as exc:
+        raise MdsrError(str(exc)) from None
 
 
 # ---------------------------------------------------------------------------------------------- writing
 def write_mdsr(path: str | os.PathLike, checkpoint: str | os.PathLike, x0: Any, v0: Any, topo: BatchTopology,
                atoms: AtomTopology, n_frames: int, t0_ps: float, dt_ps: float, *, device: str = "cpu",
-               dtype: str = "float32") -> Path:
+               dtype: str = "float32", seed: int | None = None, verify: bool = True,
+               on_step=None) -> Path:
     """Write a ``.mdsr`` file atomically (temporary file in the same directory, then rename).
 
     Args:
@@ -149,16 +143,21 @@ def write_mdsr(path: str | os.PathLike, checkpoint: str | os.PathLike, x0: Any, 
         x0, v0: [N, 3] initial positions (Å for MD) and velocities (the model's velocity unit), NumPy or torch.
         topo: the static topology of the one system (``BatchTopology`` with one graph of N nodes).
         atoms: per-atom identity (names, residues, chains, elements, bonds) of the N atoms.
-        n_frames: frames of the trajectory, the initial state included (``steps + 1``), ≥ 1.
+        n_frames: frames asked for, the initial state included (``steps + 1``), ≥ 1.
         t0_ps, dt_ps: time of frame 0 and between frames (one model step Δ), in ps.
         device: where frames are computed when the file is read (``cpu``, ``cuda[:i]`` or ``auto``); a reader
             may override it.
-        dtype: ``float32`` (as :func:`~mdsurrogate.rollout.rollout`) or ``float64``.
+        dtype: ``float32`` (as rollouts compute by default) or ``float64``.
+        seed: seed of a stochastic propagator's random stream (recorded; the same seed gives the same frames).
+        verify: compute the chain once now with the stability guard, so that the file never promises frames the
+            model cannot produce: when the guard stops the chain, the file holds the frames before the stop and
+            the header records why. ``False`` skips this (the reader then stops with an error at that frame).
+        on_step: ``on_step(k)`` after step k of the verification (e.g. a progress bar).
 
-    The checkpoint is loaded and the featurizer run once on the initial state, so that a file that could never
-    produce a frame (missing node properties, wrong shapes) is refused here with a clear error.
+    Returns the path; ``header["stopped"]`` of the file holds the guard's reason when the chain stopped early.
     """
-    from ..training.checkpoint import load_checkpoint, model_from_checkpoint, resolve_checkpoint
+    from ..training.checkpoint import Checkpoint, resolve_checkpoint
+    from .surrogate import Surrogate
 
     path = Path(path)
     if dtype not in _DTYPES:
@@ -178,36 +177,50 @@ def write_mdsr(path: str | os.PathLike, checkpoint: str | os.PathLike, x0: Any, 
         raise MdsrError(f"t0_ps must be finite and dt_ps finite and > 0, got t0_ps={t0_ps}, dt_ps={dt_ps}")
     _resolve_device(device)  # an unknown device name fails now, not when the file is read
 
-    ck = load_checkpoint(ck_path, kind="propagator")
-    _, feat = model_from_checkpoint(ck)
+    ck = Checkpoint.load(ck_path, kind="propagator")
     topo = topo.to("cpu")
-    feat(torch.as_tensor(x0, dtype=_DTYPES[dtype]), torch.as_tensor(v0, dtype=_DTYPES[dtype]), topo)
+    stopped = None
+    if verify and n_frames > 1:
+        sur = Surrogate.from_checkpoint(ck, device=_resolve_device(device), dtype=dtype)
+        chain = sur.chain(torch.as_tensor(x0), torch.as_tensor(v0), topo, seed=seed)
+        for k in range(1, int(n_frames)):
+            step = chain.advance()
+            if step.stopped:
+                stopped = f"the chain stops before step {k}: {step.stopped}"
+                n_frames = k
+                break
+            if on_step is not None:
+                on_step(k)
+    else:  # a file that could never produce a frame (missing node properties, wrong shapes) fails now
+        ck.featurizer()(torch.as_tensor(x0, dtype=_DTYPES[dtype]), torch.as_tensor(v0, dtype=_DTYPES[dtype]), topo)
 
     node_names = list(topo.node_props)
     edge_names = list(topo.edge_sets)
     rel = os.path.relpath(ck_path, path.resolve().parent) if _same_drive(ck_path, path) else str(ck_path)
+    from .. import __version__
+
     header = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "checkpoint": {"path": Path(rel).as_posix(), "absolute": str(ck_path), "sha256": sha256_file(ck_path),
-                       "model": ck["model"]["name"]},
+                       "model": ck.model_name},
         "n_atoms": n,
         "n_frames": int(n_frames),
         "t0_ps": float(t0_ps),
         "dt_ps": float(dt_ps),
         "dtype": dtype,
         "device": str(device),
-        "units": dict(ck.get("dataset", {}).get("units", {})),
-        "delta_time": ck.get("dataset", {}).get("delta_time"),
-        "selection": ck.get("dataset", {}).get("selection"),
+        "seed": seed,
+        "stopped": stopped,
+        "units": dict(ck.dataset.units),
+        "delta_time": ck.dataset.delta_time,
+        "selection": ck.dataset.selection,
         "topology": {"node_props": node_names,
                      "edge_sets": [{"name": k, "props": list(topo.edge_sets[k].props)} for k in edge_names]},
         "atoms": {"labels": list(atoms.labels), "bonds": atoms.bonds is not None,
                   "record_types": atoms.record_types is not None},
+        "written_by": f"mdsurrogate {__version__}",
     }
-    from .. import __version__
-
-    header["written_by"] = f"mdsurrogate {__version__}"
 
     with atomic_file(path) as fh:
         with zipfile.ZipFile(fh, "w", compression=zipfile.ZIP_DEFLATED) as zf:
@@ -239,13 +252,14 @@ def _same_drive(a: Path, b: Path) -> bool:
 
 def write_rollout_spec(out_file: str | os.PathLike, checkpoint: str | os.PathLike, x0: Any, v0: Any,
                        topo: BatchTopology, atoms: AtomTopology, steps: int, *, t0_ps: float, dt_ps: float,
-                       device: str = "cpu") -> Path:
-    """What ``mdsurrogate rollout … --out run.mdsr`` does instead of computing frames: write the ``.mdsr`` file of
-    a ``steps``-step rollout from (x0, v0) [N, 3] (``steps + 1`` frames, the initial one included), each step
-    ``dt_ps`` ps (Δ of the model), starting at ``t0_ps``."""
+                       device: str = "cpu", seed: int | None = None, on_step=None) -> Path:
+    """What ``mdsurrogate rollout … --out run.mdsr`` does instead of writing frames: the ``.mdsr`` file of a
+    ``steps``-step rollout from (x0, v0) [N, 3] (``steps + 1`` frames, the initial one included, fewer when the
+    stability guard stops the chain), each step ``dt_ps`` ps (Δ of the model), starting at ``t0_ps``."""
     if steps < 1:
         raise MdsrError(f"the number of steps must be ≥ 1, got {steps}")
-    return write_mdsr(out_file, checkpoint, x0, v0, topo, atoms, steps + 1, t0_ps, dt_ps, device=device)
+    return write_mdsr(out_file, checkpoint, x0, v0, topo, atoms, steps + 1, t0_ps, dt_ps, device=device, seed=seed,
+                      on_step=on_step)
 
 
 # ---------------------------------------------------------------------------------------------- reading
@@ -288,13 +302,8 @@ class MdsrRun:
     device: torch.device
     dtype: torch.dtype
     stride: int = DEFAULT_STRIDE
-    _model: Any = field(default=None, init=False, repr=False)
-    _feat: Any = field(default=None, init=False, repr=False)
-    _topo_dev: Any = field(default=None, init=False, repr=False)
-    _rg0: Any = field(default=None, init=False, repr=False)
-    _guard: Any = field(default=None, init=False, repr=False)
+    _chain: Any = field(default=None, init=False, repr=False)
     _cache: dict = field(default_factory=dict, init=False, repr=False)
-    _cur: tuple | None = field(default=None, init=False, repr=False)
     _block: tuple[int, dict] = field(default_factory=lambda: (-1, {}), init=False, repr=False)
     _failed: tuple[int, str] | None = field(default=None, init=False, repr=False)
     steps_computed: int = field(default=0, init=False, repr=False)
@@ -350,27 +359,21 @@ class MdsrRun:
     # -- model -------------------------------------------------------------------------------------------
     def load_model(self) -> None:
         """Check and load the checkpoint now (otherwise done on the first frame after the initial one)."""
-        if self._model is not None:
+        if self._chain is not None:
             return
-        from ..rollout import StabilityGuard, radius_of_gyration
-        from ..training.checkpoint import load_checkpoint, model_from_checkpoint
+        from ..training.checkpoint import Checkpoint
+        from .surrogate import Surrogate
 
-        ck = load_checkpoint(self.check_checkpoint(), kind="propagator")
-        model, feat = model_from_checkpoint(ck, device=self.device, dtype=self.dtype)
-        model.eval()
-        self._topo_dev = self.topology.to(self.device)
-        self._guard = StabilityGuard()
-        x0 = torch.as_tensor(self.x0).to(device=self.device, dtype=self.dtype)
-        v0 = torch.as_tensor(self.v0).to(device=self.device, dtype=self.dtype)
-        self._rg0 = radius_of_gyration(x0, self._topo_dev)
-        self._cache = {0: (x0.to("cpu"), v0.to("cpu"))}
-        self._cur = (0, x0, v0)
-        self._model, self._feat = model, feat
+        sur = Surrogate.from_checkpoint(Checkpoint.load(self.check_checkpoint(), kind="propagator"),
+                                        device=self.device, dtype=self.dtype)
+        self._chain = sur.chain(torch.as_tensor(self.x0), torch.as_tensor(self.v0), self.topology,
+                                seed=self.header.get("seed"))
+        self._cache = {0: self._chain.snapshot()}
 
     def close(self) -> None:
         """Drop the model and the kept states (the run can be used again: they are rebuilt on demand)."""
-        self._model = self._feat = self._topo_dev = self._rg0 = None
-        self._cache, self._cur, self._block = {}, None, (-1, {})
+        self._chain = None
+        self._cache, self._block = {}, (-1, {})
 
     # -- frames ------------------------------------------------------------------------------------------
     def _index(self, k: int) -> int:
@@ -384,43 +387,34 @@ class MdsrRun:
     @torch.no_grad()
     def state(self, k: int) -> tuple[torch.Tensor, torch.Tensor]:
         """(x, v) [N, 3] tensors of frame k on the run's device (do not modify them in place)."""
-        from ..rollout import step
-
         k = self._index(k)
         if self._failed is not None and k >= self._failed[0]:
             raise MdsrError(self._failed[1])
         self.load_model()
+        chain = self._chain
         block, recent = self._block
         if k // self.stride != block:
             block, recent = k // self.stride, {}
             self._block = (block, recent)
         if k in recent:
-            x, v = recent[k]
-            self._cur = (k, x, v)
-            return x, v
-        base = max(c for c in self._cache if c <= k)
-        if self._cur is not None and base <= self._cur[0] <= k:
-            j, x, v = self._cur
-        else:
-            j = base
-            x, v = (t.to(self.device) for t in self._cache[base])
-        while j < k:
-            x_new, v_new = step(self._model, self._feat, x, v, self._topo_dev, self.dtype)
+            chain.restore(recent[k])
+            return chain.x, chain.v
+        if not chain.k <= k or max(c for c in self._cache if c <= k) > chain.k:
+            chain.restore(self._cache[max(c for c in self._cache if c <= k)])
+        while chain.k < k:
+            j = chain.k
+            step = chain.advance()
             self.steps_computed += 1
-            reason = self._guard.check(x_new, v_new, self._rg0, self._topo_dev)
-            if reason:
-                msg = (f"frame {j + 1} of {self.path.name} cannot be computed: {reason} in the step from frame "
-                       f"{j}; frames 0 to {j} are valid")
+            if step.stopped:
+                msg = (f"frame {j + 1} of {self.path.name} cannot be computed: {step.stopped} in the step from "
+                       f"frame {j}; frames 0 to {j} are valid")
                 self._failed = (j + 1, msg)
-                self._cur = (j, x, v)
                 raise MdsrError(msg)
-            x, v, j = x_new, v_new, j + 1
-            if j % self.stride == 0 and j not in self._cache:
-                self._cache[j] = (x.to("cpu"), v.to("cpu"))
-            if j // self.stride == block:
-                recent[j] = (x, v)
-        self._cur = (k, x, v)
-        return x, v
+            if chain.k % self.stride == 0 and chain.k not in self._cache:
+                self._cache[chain.k] = chain.snapshot()
+            if chain.k // self.stride == block:
+                recent[chain.k] = chain.snapshot(self.device)
+        return chain.x, chain.v
 
     def frame(self, k: int) -> MdsrFrame:
         """Frame k (0 = the initial state; negative counts from the end)."""
@@ -510,6 +504,8 @@ def read_mdsr(path: str | os.PathLike, *, device: str | torch.device | None = No
             missing = [k for k in ("n_frames", "t0_ps", "dt_ps", "checkpoint") if k not in header]
             if missing:
                 raise KeyError(missing[0])
+            if not isinstance(header["n_frames"], int) or header["n_frames"] < 1:
+                raise MdsrError(f"{path} is damaged: it declares {header['n_frames']!r} frames")
         except (KeyError, TypeError) as exc:
             raise MdsrError(f"{path} is damaged: its header lacks {exc}") from None
         except ValueError as exc:
