@@ -3,6 +3,7 @@ bad input, and the tables' data (published numbers, ingest commands that match t
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import re
@@ -152,6 +153,9 @@ def test_ingest_commands_match_the_recipes_comments(name, monkeypatch, tmp_path)
             assert ["mdsurrogate", *argv] == shlex.split(expected), recipe
             kwargs = rp.ingest_kwargs(table, config, quick=False)
             assert [x for k, v in kwargs.items() for x in (flags[k], str(v))] == argv[3:], recipe
+            inspect.signature(rp.ingest_function(table.ingest)).bind(path, **kwargs)  # the library takes them
+            quick = rp.ingest_kwargs(table, config, quick=True)
+            inspect.signature(rp.ingest_function(table.ingest)).bind(path, **quick)
             checked += 1
     assert checked >= 3
 

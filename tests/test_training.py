@@ -50,7 +50,7 @@ def metrics(run):
 @pytest.fixture(scope="module")
 def tiny_emt(tmp_path_factory):
     """EMT frames of a periodic 32-atom Cu cell: 16 train / 2 val / 2 test frames."""
-    from mdsurrogate.data.sources.ase_frames import ingest_emt
+    from mdsurrogate.data.ingest import ingest_emt
 
     path = tmp_path_factory.mktemp("emt") / "cu"
     return ingest_emt(path, size=2, temperatures=(300.0, 800.0), frames_per_temperature=10, stride=2, equilibrate=4,

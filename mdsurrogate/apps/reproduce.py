@@ -99,27 +99,18 @@ class Arg:
 @dataclass(frozen=True)
 class Ingest:
     """How a table's dataset is made: ``mdsurrogate ingest SOURCE PATH`` and its arguments, called as the library
-    function of ``SOURCE`` (:func:`ingest_function`)."""
+    function ``INGESTERS[ingester]`` of :mod:`mdsurrogate.data.ingest` (``ingester`` defaults to ``source``)."""
 
     source: str
     args: tuple[Arg, ...] = ()
+    ingester: str = ""
 
 
-def ingest_function(source: str):
-    """The library function behind ``mdsurrogate ingest SOURCE`` (for the sources the tables use)."""
-    if source == "nbody":
-        from ..data.ingest import ingest_nbody
+def ingest_function(ingest: Ingest):
+    """The library function behind ``mdsurrogate ingest SOURCE``."""
+    from ..data.ingest import INGESTERS
 
-        return ingest_nbody
-    if source == "mcomplex":
-        from ..data.ingest import ingest_mcomplex
-
-        return ingest_mcomplex
-    if source == "mocap":
-        from ..data.sources.mocap import ingest_mocap_positions
-
-        return ingest_mocap_positions
-    raise ValueError(f"no ingest function for {source!r}")
+    return INGESTERS[ingest.ingester or ingest.source]
 
 
 QUICK_SCHEDULE = ("train.epochs=3", "train.eval_every=1", "train.patience=0", "train.batch_size=25")
@@ -165,7 +156,7 @@ TABLES: dict[str, PaperTable] = {
             paper={"": {"gnn": 0.664, "rf": 5.213, "tfn": 0.566, "se3_transformer": 0.612, "egnn": 0.509,
                         "gmn": 0.441, "eghn": 0.259}},
             recipe="mocap_run_{model}",
-            ingest=Ingest("mocap", (Arg("npz", "--positions", "{mocap_npz}"),)),
+            ingest=Ingest("mocap", (Arg("npz", "--positions", "{mocap_npz}"),), ingester="mocap_positions"),
             quick_overrides=QUICK_SCHEDULE + ("data.max_train_samples=100",),
             paper_names={"gnn": "MPNN", "se3_transformer": "SE(3)-Tr."},
         ),
@@ -357,7 +348,7 @@ def ensure_datasets(table: PaperTable, config: str, specs: list[RunSpec], quick:
         argv = ingest_argv(table, config, path, quick)
         log(f"dataset {path} is missing: making it (mdsurrogate {shlex.join(argv)})")
         try:
-            ingest_function(table.ingest.source)(path, **ingest_kwargs(table, config, quick))
+            ingest_function(table.ingest)(path, **ingest_kwargs(table, config, quick))
         except ValueError as exc:
             raise UserError(f"could not make the dataset {path} ({exc})") from None
         done.append(argv)
