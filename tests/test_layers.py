@@ -24,11 +24,15 @@ MAY_IMPORT: dict[str, set[str]] = {
     "data": {"base", "data"},
     "models": {"base", "data", "models"},
     "io": {"base", "data", "io"},
+    "analysis": {"base", "data", "analysis"},  # NumPy analysis of trajectories (no models)
+    "teacher": {"base", "data", "io", "analysis", "teacher"},  # OpenMM reference MD
     "training": {"base", "data", "models", "io", "training"},
-    "simulation": {"base", "data", "models", "io", "training", "simulation"},
-    "integrations": {"base", "data", "models", "io", "training", "simulation", "integrations"},
-    "apps": {"base", "data", "models", "io", "training", "simulation", "integrations", "apps"},
-    "cli": {"base", "data", "models", "io", "training", "simulation", "integrations", "apps", "cli"},
+    "simulation": {"base", "data", "models", "io", "analysis", "training", "simulation"},
+    "integrations": {"base", "data", "models", "io", "analysis", "training", "simulation", "integrations"},
+    "apps": {"base", "data", "models", "io", "analysis", "teacher", "training", "simulation", "integrations",
+             "apps"},
+    "cli": {"base", "data", "models", "io", "analysis", "teacher", "training", "simulation", "integrations", "apps",
+            "cli"},
 }
 
 # module (or package prefix) → layer; the longest matching prefix wins
@@ -39,6 +43,8 @@ LAYER_OF: dict[str, str] = {
     "mdsurrogate.data": "data",
     "mdsurrogate.models": "models",
     "mdsurrogate.io": "io",
+    "mdsurrogate.analysis": "analysis",
+    "mdsurrogate.teacher": "teacher",
     "mdsurrogate.config": "training",  # recipes: read by the trainer
     "mdsurrogate.training": "training",
     "mdsurrogate.simulation": "simulation",

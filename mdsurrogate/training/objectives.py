@@ -7,9 +7,10 @@ For a batch of samples with input state (x₀, v₀) and true positions x₁ …
 * ``rollout_steps`` m (with ``rollout_curriculum``: m grows linearly from 1 to its final value over that many
   epochs): the model is chained on its own predictions with gradients through the chain (x̂_k = model(x̂_{k−1},
   v̂_{k−1})), ℓ_k = MSE(x̂_k, x_k), weights w_k = 1. With m = 1 this is exactly the papers' loss.
-* stochastic propagators: ℓ₁ is the Gaussian negative log-likelihood of x₁ (per coordinate) and the chain is
-  continued from the mean (ℓ_k for k ≥ 2 stays the MSE of the mean), so the noise scale learns the one-step
-  spread while the mean learns to stay on the data;
+* stochastic propagators: every ℓ_k is the Gaussian negative log-likelihood of x_k (per coordinate) given the
+  chain's state, and with ``rollout_noise = "sample"`` the chain continues from a draw of the model's own noise
+  (x̂_k = μ_k + stop_gradient(noise)), so the mean learns to bring the states its own noise produces back to
+  the data (with ``"mean"`` it continues from μ_k);
 * ``input_noise`` σ: x₀ ← x₀ + σε before the first step (ε ~ N(0, I), seeded), so the model learns to bring a
   slightly wrong state back to the data (denoising); when the velocity is the displacement over one step
   (``lag``) it is perturbed consistently, v₀ ← v₀ + σε/Δ_frames;
@@ -40,6 +41,7 @@ class RolloutObjective:
     input_noise: float = 0.0
     bond_weight: float = 0.0
     velocity_weight: float = 0.0
+    rollout_noise: str = "sample"
     lag_velocity: bool = False
     delta_frames: int = 1
 
@@ -83,13 +85,17 @@ class RolloutObjective:
                     first = first + pred.aux_loss.float()
                 total = first
             else:
-                total = total + mse
+                step_loss = unwrap(model).nll(pred, targets[k], topo.batch, topo.num_graphs) if stochastic else mse
+                total = total + step_loss
                 parts[f"mse_{k + 1}"] = mse.detach()
             if self.bond_weight and local is not None and local.index.shape[1] > 0:
                 i, j = local.index
                 bond = bond + (((x_new[i] - x_new[j]).norm(dim=-1)
                                 - (targets[k][i] - targets[k][j]).norm(dim=-1)) ** 2).mean()
             if k + 1 < steps:
+                if stochastic and self.rollout_noise == "sample":
+                    draw = unwrap(model).sample(pred, topo.batch, topo.num_graphs, generator)
+                    x_new = x_new + (draw - pred.x).detach()
                 v = (x_new - x) / float(self.delta_frames) if self.lag_velocity else pred.v
                 x = x_new
         # keep the single-step loss on its usual scale: the chain's terms average over the steps
