@@ -22,7 +22,7 @@ from mdsurrogate.models.e3layers import (
     weight_balanced_irreps,
 )
 from mdsurrogate.models.registry import build_model
-from mdsurrogate.training.loop import Trainer
+from mdsurrogate.training.trainer import Trainer
 
 from .conftest import FEATURES, make_batch
 

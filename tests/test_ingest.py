@@ -49,7 +49,7 @@ def test_mcomplex_dataset_protocol(tiny_mcomplex):
 def test_eghn_cluster_outputs(tiny_mcomplex, tmp_path):
     runner = CliRunner()
     run = tmp_path / "eghn"
-    res = runner.invoke(app, ["train", "recipes/mcomplex_3_3_J1_eghn.toml", "--data", str(tiny_mcomplex), "--out",
+    res = runner.invoke(app, ["train", "mcomplex_3_3_J1_eghn", "--data", str(tiny_mcomplex), "--out",
                               str(run), "--quiet", "--set", "train.epochs=1", "--set", "model.hidden=16",
                               "--set", "train.batch_size=10"], catch_exceptions=False)
     assert res.exit_code == 0, res.output
@@ -76,7 +76,7 @@ def test_eghn_cluster_outputs(tiny_mcomplex, tmp_path):
     assert len(frames) == 3 and set(frames[0].arrays["cluster"]) <= {0, 1, 2}
     # a model without clusters gives a clear error
     egnn = tmp_path / "egnn"
-    runner.invoke(app, ["train", "recipes/mcomplex_3_3_J1_egnn.toml", "--data", str(tiny_mcomplex), "--out",
+    runner.invoke(app, ["train", "mcomplex_3_3_J1_egnn", "--data", str(tiny_mcomplex), "--out",
                         str(egnn), "--quiet", "--set", "train.epochs=1", "--set", "model.hidden=8",
                         "--set", "train.batch_size=10"])
     res = runner.invoke(app, ["eval", str(egnn), "--clusters", str(tmp_path / "c.pdb")])

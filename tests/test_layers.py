@@ -64,9 +64,7 @@ LAYER_OF: dict[str, str] = {
 # as the moves land: an entry whose module no longer breaks any rule (or no longer exists) fails
 # test_temporary_exemptions_are_still_needed.
 # ----------------------------------------------------------------------------------------------------------
-TEMPORARILY_ALLOWED: dict[str, str] = {
-    "mdsurrogate.apps.reproduce": "re-enters the CLI (an apps → cli import and the cli ↔ reproduce cycle; issue 11)",
-}
+TEMPORARILY_ALLOWED: dict[str, str] = {}
 
 
 def _module_name(path: Path) -> str:

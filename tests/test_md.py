@@ -23,7 +23,7 @@ from mdsurrogate.data.featurize import Featurizer  # noqa: E402
 from mdsurrogate.data.ingest import ingest_md  # noqa: E402
 from mdsurrogate.data.ingest.md import chronological_samples  # noqa: E402
 from mdsurrogate.data.neighbors import radius_graph  # noqa: E402
-from mdsurrogate.training.loop import Trainer  # noqa: E402
+from mdsurrogate.training.trainer import Trainer  # noqa: E402
 
 warnings.filterwarnings("ignore", module="MDAnalysis")
 runner = CliRunner()

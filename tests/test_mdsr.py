@@ -26,7 +26,7 @@ from mdsurrogate.simulation.mdsr import MdsrError, read_mdsr, write_mdsr
 from mdsurrogate.simulation.rollout import rollout
 from mdsurrogate.simulation.surrogate import Surrogate
 from mdsurrogate.training.checkpoint import load_checkpoint, save_checkpoint
-from mdsurrogate.training.loop import Trainer
+from mdsurrogate.training.trainer import Trainer
 
 mda = pytest.importorskip("MDAnalysis")
 import mdsurrogate.mda  # noqa: E402,F401 - registers the MDSR format

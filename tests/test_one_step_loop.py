@@ -14,7 +14,7 @@ from mdsurrogate.simulation.initial_state import InitialState
 from mdsurrogate.simulation.mdsr import read_mdsr, write_mdsr
 from mdsurrogate.simulation.rollout import Chain, rollout
 from mdsurrogate.simulation.surrogate import Surrogate
-from mdsurrogate.training.loop import Trainer
+from mdsurrogate.training.trainer import Trainer
 
 STEPS = 8
 

@@ -21,7 +21,7 @@ from ..data.ingest import ingest_nbody
 from ..device import resolve_device
 from ..simulation.evaluation import evaluate_split
 from ..simulation.surrogate import Surrogate
-from ..training.loop import Trainer
+from ..training.trainer import Trainer
 
 
 def packaged_recipe(name: str) -> Path:
