@@ -81,12 +81,21 @@ class TrainConfig:
     compile: bool = False  # torch.compile the model (CUDA only; propagators)
     # the loss
     velocity_weight: float = 0.0  # propagators: weight of the next-velocity MSE (the papers train positions only)
+    rollout_steps: int = 1  # propagators: model steps chained with gradients per sample (1 = the papers' loss)
+    rollout_curriculum: int = 0  # epochs over which the chain grows from 1 to rollout_steps (0 = at once)
+    rollout_noise: str = "sample"  # stochastic models: continue the chain from a draw (sample) or the mean (mean)
+    input_noise: float = 0.0  # σ (length unit) of Gaussian noise added to the input positions (denoising)
+    bond_weight: float = 0.0  # weight of the local-edge (bond, bone) length error
+    select: str = "mse"  # model selection on the one-step val MSE (mse) or the val rollout MSE (rollout)
+    select_steps: int = 10  # select = "rollout": model steps of the validation rollouts
     energy_weight: float = 1.0  # potentials: w_E on the per-atom energy error (eV/atom)²
     force_weight: float = 1.0  # potentials: w_F on the force component error (eV/Å)²
 
 
 # [train] keys that belong to one task only
 TASK_KEYS: dict[str, str] = {"velocity_weight": "propagator", "amp": "propagator", "compile": "propagator",
+                             **dict.fromkeys(("rollout_steps", "rollout_curriculum", "rollout_noise", "input_noise",
+                                              "bond_weight", "select", "select_steps"), "propagator"),
                              "energy_weight": "potential", "force_weight": "potential"}
 # where a task's defaults differ from TrainConfig's
 TASK_DEFAULTS: dict[str, dict] = {
@@ -240,7 +249,7 @@ def recipe_from_dict(raw: dict) -> Recipe:
 
 def validate_train(t: TrainConfig) -> None:
     """Ranges and choices of the [train] values."""
-    for key in ("epochs", "batch_size", "eval_every", "log_every"):
+    for key in ("epochs", "batch_size", "eval_every", "log_every", "rollout_steps", "select_steps"):
         if getattr(t, key) < 1:
             raise RecipeError(f"train.{key} must be ≥ 1")
     if t.eval_batch_size is not None and t.eval_batch_size < 1:
@@ -248,9 +257,14 @@ def validate_train(t: TrainConfig) -> None:
     if not t.lr > 0:
         raise RecipeError(f"train.lr must be positive, not {t.lr}")
     for key in ("patience", "warmup_epochs", "plateau_patience", "max_minutes", "grad_clip", "weight_decay",
-                "velocity_weight", "energy_weight", "force_weight"):
-        if getattr(t, key) < 0:
-            raise RecipeError(f"train.{key} must be ≥ 0")
+                "velocity_weight", "energy_weight", "force_weight", "rollout_curriculum", "input_noise",
+                "bond_weight"):
+        if not getattr(t, key) >= 0:  # NaN too
+            raise RecipeError(f"train.{key} must be a number ≥ 0, not {getattr(t, key)}")
+    if t.rollout_noise not in ("sample", "mean"):
+        raise RecipeError(f"train.rollout_noise must be 'sample' or 'mean', not {t.rollout_noise!r}")
+    if t.select not in ("mse", "rollout"):
+        raise RecipeError(f"train.select must be 'mse' or 'rollout', not {t.select!r}")
     if t.schedule not in SCHEDULES:
         raise RecipeError(f"train.schedule must be one of {', '.join(SCHEDULES)}, not {t.schedule!r}")
     if t.dtype not in DTYPE_NAMES:

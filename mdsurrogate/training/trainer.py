@@ -231,6 +231,7 @@ class Trainer:
     def _train_epoch(self, epoch: int) -> dict:
         cfg = self.recipe.train
         lr = self.schedule.start_epoch(epoch)
+        self.task.start_epoch(epoch)
         self.net.train()
         names = self.task.train_figures
         sums = torch.zeros(len(names) + 1, dtype=torch.float64, device=self.device)  # Σ figure·w …, Σ w

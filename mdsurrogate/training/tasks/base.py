@@ -68,6 +68,9 @@ class Task:
         raise NotImplementedError  # pragma: no cover - interface
 
     # -- training ---------------------------------------------------------------------------------------------
+    def start_epoch(self, epoch: int) -> None:
+        """Called by the trainer before the batches of ``epoch`` (e.g. for a curriculum); nothing by default."""
+
     def batch(self, ids: np.ndarray):  # pragma: no cover - interface
         raise NotImplementedError
 
