@@ -260,7 +260,7 @@ def validate_train(t: TrainConfig) -> None:
                 "velocity_weight", "energy_weight", "force_weight", "rollout_curriculum", "input_noise",
                 "bond_weight"):
         if not getattr(t, key) >= 0:  # NaN too
-            raise RecipeError(f"train.{key} must be a number ≥ 0, not {getattr(t, key)}")
+            raise RecipeError(f"train.{key} must be ≥ 0, not {getattr(t, key)}")
     if t.rollout_noise not in ("sample", "mean"):
         raise RecipeError(f"train.rollout_noise must be 'sample' or 'mean', not {t.rollout_noise!r}")
     if t.select not in ("mse", "rollout"):
