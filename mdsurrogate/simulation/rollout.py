@@ -82,7 +82,7 @@ class Chain:
         if sur.stochastic:
             x_new = unwrap(sur.model).sample(pred, self.topo.batch, self.topo.num_graphs, self.generator)
         if self.bonds is not None:
-            x_new, _ = project_bond_lengths(x_new, *self.bonds)
+            x_new, _ = project_bond_lengths(x_new, *self.bonds, tol=1e-5)
         if sur.velocity_from_positions:
             v_new = (x_new - self.x) / float(sur.dataset.delta_frames)
         return x_new, v_new
