@@ -324,10 +324,15 @@ def test_calculator_matches_model_and_follows_ase_conventions(model, potential_c
     assert atoms.get_potential_energy() == pytest.approx(e, abs=1e-9)
     assert atoms.get_potential_energy(force_consistent=True) == pytest.approx(e, abs=1e-9)
     np.testing.assert_allclose(atoms.get_forces(), f, atol=1e-10)
-    assert calc.calculations == 1  # energy and forces come from one evaluation
-    assert set(SurrogateCalculator.implemented_properties) == {"energy", "free_energy", "forces"}
-    with pytest.raises(PropertyNotImplementedError):
-        atoms.get_stress()
+    atoms.get_stress()
+    atoms.get_potential_energies()
+    assert calc.calculations == 1  # energy, forces, per-atom energies and stress come from one evaluation
+    assert set(SurrogateCalculator.implemented_properties) == {"energy", "free_energy", "energies", "forces",
+                                                               "stress"}
+    free = cluster()
+    free.calc = calc
+    with pytest.raises(PropertyNotImplementedError, match="periodic"):
+        free.get_stress()
     f32 = SurrogateCalculator(potential_ckpt).get_forces(atoms)  # default float32
     np.testing.assert_allclose(f32, f, atol=1e-4)
     assert f32.dtype == np.float64
