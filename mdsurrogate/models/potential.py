@@ -279,6 +279,15 @@ class EGNNPotential(Potential):
         i, j = edge_index[0], edge_index[1]
         offset = torch.bmm(shifts.to(x.dtype).unsqueeze(1), cell.index_select(0, batch.index_select(0, i))).squeeze(1)
         rel = x.index_select(0, i) - x.index_select(0, j) - offset  # r_ij [E, 3]
+        return self.energies_from_edges(species, edge_index, rel)
+
+    def energies_from_edges(self, species: Tensor, edge_index: Tensor, rel: Tensor) -> Tensor:
+        """ε_i [N] (eV) from the edge vectors r_ij [E, 3] (Å) of ``edge_index`` [2, E].
+
+        Edges longer than the cutoff may be included: their messages carry the envelope u = 0 and contribute
+        nothing (nor to the gradient), so a complete graph gives the radius graph's energy (what the TorchScript
+        module for OpenMM uses: a fixed-size graph for a fixed system).
+        """
         d = (rel * rel).sum(-1).clamp(min=1e-12).sqrt()
         rbf = self.rbf(d)
         env = cutoff_envelope(d, self.cutoff).unsqueeze(-1)
