@@ -37,8 +37,13 @@ def test_shell_completion_completes_commands(tmp_path):
                           cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split() == ["info", "ingest"]
-    r = invoke("--show-completion", "bash")
-    assert r.exit_code == 0 and "complete" in r.stdout and "_COMPLETE" in r.stdout
+    # the script --show-completion prints for bash (what --install-completion writes to ~/.bashrc's source)
+    proc = subprocess.run([sys.executable, "-c", code.replace("main()", "sys.argv[1:] = ['--show-completion', 'bash'];"
+                                                            " main()")],
+                          env={**env, "SHELL": "/bin/bash", "_MDSURROGATE_COMPLETE": ""}, capture_output=True,
+                          text=True, timeout=120, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "_MDSURROGATE_COMPLETE=complete_bash" in proc.stdout and "complete -o" in proc.stdout
 
 
 def propagator_checkpoint(path):
