@@ -245,3 +245,32 @@ def test_models_with_local_graphs_export(name, tmp_path):
     _, meta, _ = load_exported(res.path)
     assert meta["uses_local_graph"] is True
     assert next(i for i in meta["inputs"] if i["name"] == "node_props")["keys"] == ["charge", "group"]
+
+
+@pytest.mark.slow
+def test_aot_inductor_package_reproduces_the_potential(potential, tmp_path):
+    """AOTInductor (C++ compilation, about a minute): the package loads with torch alone and matches the model."""
+    import shutil
+
+    if shutil.which("c++") is None and shutil.which("g++") is None:
+        pytest.skip("no C++ compiler")
+    model, ck, _ = potential
+    res = export_model(ck, tmp_path / "pot_aoti.pt2", dtype="float64", aot_inductor=True)
+    program, meta, source = load_exported(res.path)
+    assert meta["package"] == "aot_inductor" and "neighbor_list" in source
+    import torch._inductor
+
+    direct = torch._inductor.aoti_load_package(str(res.path))
+    a = _structures()[0]
+    nb = {}
+    exec(source, nb)
+    x = torch.as_tensor(a.positions)
+    cell = torch.as_tensor(np.asarray(a.cell.array))
+    ei, sh = nb["neighbor_list"](x, meta["cutoff"], cell, a.pbc)
+    energy, eps, forces, stress = direct(torch.as_tensor(a.numbers), x, cell[None],
+                                         torch.zeros(len(a), dtype=torch.long), ei, sh)
+    ref = model(torch.as_tensor(a.numbers), x, None, cell, torch.as_tensor(a.pbc), 1, compute_stress=True)
+    assert float((energy - ref["energy"].detach()).abs().max()) < 1e-8
+    assert float((forces - ref["forces"].detach()).abs().max()) < 1e-8
+    assert float((stress - ref["stress"].detach()).abs().max()) < 1e-8
+    assert res.max_abs_error < 1e-9

@@ -9,9 +9,10 @@
     program = torch.export.load("cu_emt.pt2", extra_files=extra).module()
     meta = json.loads(extra["mdsurrogate.json"])               # kind, inputs, outputs, units, cutoff, …
 
-The archive is a ``torch.export.save`` file (``.pt2``) holding the model's ATen graph and weights, plus two extra
-files: ``mdsurrogate.json`` (what the program is: kind, input and output signature with shapes and units, cutoff,
-elements, feature spec, Δ, versions) and ``neighbors.py`` (a pure-torch neighbour search,
+The archive is a ``torch.export.save`` file (``.pt2``) holding the model's ATen graph and weights (or, with
+``aot_inductor=True``, an AOTInductor package of compiled native code: ``torch._inductor.aoti_load_package``), plus
+two extra files: ``mdsurrogate.json`` (what the program is: kind, input and output signature with shapes and
+units, cutoff, elements, feature spec, Δ, versions) and ``neighbors.py`` (a pure-torch neighbour search,
 :mod:`mdsurrogate.apps.export_neighbors`, copied verbatim).
 
 **The graph is an input.** A radius graph has as many edges as the positions make, a shape no traced program can
@@ -67,7 +68,7 @@ NEIGHBORS_FILE = "neighbors.py"
 _BUILTIN_NODE = {"speed", "ones", "height"}
 _BUILTIN_EDGE = {"dist", "dist2", "charge_product"}
 
-__all__ = ["ExportError", "ExportResult", "export_model", "load_exported"]
+__all__ = ["ExportError", "ExportResult", "export_model", "load_exported", "read_extras"]
 
 
 class ExportError(UserError, RuntimeError):
@@ -342,13 +343,65 @@ def _signature(kind: str, ck: Checkpoint, dt: str) -> tuple[list[dict], list[dic
     return inputs, outputs
 
 
+def _check(callable_, program, checks, kind: str) -> float:
+    """Largest deviation of ``callable_`` from the eager ``program`` over the example batches, relative to the
+    outputs' scale (at least 1)."""
+    worst = 0.0
+    for args in checks:
+        with torch.no_grad() if kind == "propagator" else contextlib.nullcontext():
+            ref = program(*args)
+            got = callable_(*args)
+        scale = max(float(r.detach().double().abs().nan_to_num(0.0).max()) if r.numel() else 0.0 for r in ref)
+        worst = max(worst, _max_error(ref, got) / max(scale, 1.0))
+    return worst
+
+
+def _write_aot_inductor(ep, out: Path, extra: dict, program, checks, ck: Checkpoint, tol: float,
+                        overwrite: bool) -> float:
+    """Compile ``ep`` with AOTInductor into a package beside ``out``, add the extra files, check it, publish it."""
+    import zipfile
+
+    import torch._inductor
+
+    from ..io.atomic import publish, reserve_partial
+
+    partial = reserve_partial(out)
+    try:
+        try:
+            torch._inductor.aoti_compile_and_package(ep, package_path=str(partial))
+        except Exception as exc:  # a missing or failing C++ compiler, an unsupported op
+            if os.environ.get("MDSURROGATE_DEBUG"):
+                raise
+            first = (str(exc).strip().splitlines() or [exc.__class__.__name__])[0]
+            raise ExportError(f"AOTInductor could not compile {ck.model_name!r} ({exc.__class__.__name__}: "
+                              f"{first[:200]}); export without --aot-inductor for a torch.export program") from None
+        with zipfile.ZipFile(partial, "a") as z:
+            root = z.namelist()[0].split("/", 1)[0]
+            for name, text in extra.items():
+                z.writestr(f"{root}/extra/{name}", text)
+        worst = _check(torch._inductor.aoti_load_package(str(partial)), program, checks, ck.kind)
+        if not worst <= tol:
+            raise ExportError(f"the AOTInductor package of {ck.model_name!r} differs from the eager model by "
+                              f"{worst:.3g} (relative), more than {tol:g}")
+        publish(partial, out, overwrite=overwrite)
+    finally:
+        if partial.exists():
+            partial.unlink()
+    return worst
+
+
 def export_model(checkpoint: str | os.PathLike | Checkpoint, out: str | os.PathLike, *, dtype="float32",
-                 overwrite: bool = False, tolerance: float | None = None) -> ExportResult:
+                 overwrite: bool = False, tolerance: float | None = None, aot_inductor: bool = False) -> ExportResult:
     """Export a potential or propagator checkpoint (file or run directory) to ``out`` (a ``.pt2`` archive).
 
     The exported program is checked against the eager model on two example batches of different sizes; an
     :class:`ExportError` is raised (and nothing is written) when they differ by more than ``tolerance``
     (default 1e-4 for float32, 1e-9 for float64, relative to the output scale).
+
+    ``aot_inductor=True`` compiles the program with AOTInductor (a C++ compiler is needed; a minute or more) into a
+    package of native code for this kind of machine (CPU here, or the GPU it was exported on), loaded with
+    ``torch._inductor.aoti_load_package(OUT)`` from Python or ``AOTIModelPackageLoader`` from C++; the package is
+    checked against the model like the program, and carries the same extra files.
     """
     t0 = time.perf_counter()
     ck = checkpoint if isinstance(checkpoint, Checkpoint) else Checkpoint.load(checkpoint)
@@ -368,14 +421,7 @@ def export_model(checkpoint: str | os.PathLike | Checkpoint, out: str | os.PathL
         first = (str(exc).strip().splitlines() or [exc.__class__.__name__])[0]
         raise ExportError(f"model {ck.model_name!r} cannot be exported with torch.export "
                           f"({exc.__class__.__name__}: {first[:200]})") from None
-    worst = 0.0
-    exported = ep.module()
-    for args in checks:
-        with torch.no_grad() if ck.kind == "propagator" else contextlib.nullcontext():
-            ref = program(*args)
-            got = exported(*args)
-        scale = max(float(r.detach().double().abs().nan_to_num(0.0).max()) if r.numel() else 0.0 for r in ref)
-        worst = max(worst, _max_error(ref, got) / max(scale, 1.0))
+    worst = _check(ep.module(), program, checks, ck.kind)
     tol = tolerance if tolerance is not None else (1e-4 if dt == torch.float32 else 1e-9)
     if not worst <= tol:
         raise ExportError(f"the exported {ck.model_name!r} differs from the eager model by {worst:.3g} "
@@ -387,6 +433,7 @@ def export_model(checkpoint: str | os.PathLike | Checkpoint, out: str | os.PathL
         "units": dict(ck.dataset.units or ({"length": "Å", "energy": "eV"} if ck.kind == "potential" else {})),
         "versions": {**dict(ck.versions or {}), "exported_with_torch": str(torch.__version__)},
         "checkpoint": str(ck.path) if ck.path else None, "neighbors": NEIGHBORS_FILE,
+        "package": "aot_inductor" if aot_inductor else "torch.export",
     }
     if ck.kind == "potential":
         meta.update(cutoff=float(ck.hparams.get("cutoff", program.model.cutoff)),
@@ -398,30 +445,52 @@ def export_model(checkpoint: str | os.PathLike | Checkpoint, out: str | os.PathL
                     delta_frames=int(ck.dataset.delta_frames), uses_local_graph=bool(
                         getattr(program.model, "uses_local_graph", False)))
     source = (Path(__file__).with_name("export_neighbors.py")).read_text(encoding="utf-8")
-    with atomic_file(out, overwrite=overwrite) as fh:
-        torch.export.save(ep, fh, extra_files={META_FILE: json.dumps(meta, indent=1, ensure_ascii=False),
-                                               NEIGHBORS_FILE: source})
+    extra = {META_FILE: json.dumps(meta, indent=1, ensure_ascii=False), NEIGHBORS_FILE: source}
+    if aot_inductor:
+        worst = max(worst, _write_aot_inductor(ep, out, extra, program, checks, ck, tol, overwrite))
+    else:
+        with atomic_file(out, overwrite=overwrite) as fh:
+            torch.export.save(ep, fh, extra_files=extra)
     return ExportResult(out, ck.kind, ck.model_name, dtype_name(dt), time.perf_counter() - t0, worst, meta)
+
+
+def read_extras(path: str | os.PathLike) -> dict[str, str]:
+    """The extra files (``mdsurrogate.json``, ``neighbors.py``) of a torch.export or AOTInductor archive, read as
+    the zip archive both are (``<root>/extra/<name>``)."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as z:
+            return {n.split("/extra/", 1)[1]: z.read(n).decode("utf-8") for n in z.namelist()
+                    if "/extra/" in n and not n.endswith("/")}
+    except (zipfile.BadZipFile, OSError, UnicodeDecodeError) as exc:
+        raise ExportError(f"{path} is not a loadable torch.export archive ({exc.__class__.__name__})") from None
 
 
 def load_exported(path: str | os.PathLike) -> tuple[nn.Module, dict, str]:
     """(callable program, metadata dict, source of ``neighbors.py``) of an exported archive, with torch only.
 
-    The same three lines work without mdsurrogate: ``extra = {"mdsurrogate.json": "", "neighbors.py": ""}``,
-    ``program = torch.export.load(path, extra_files=extra).module()``, ``meta = json.loads(extra[...])``.
+    The same lines work without mdsurrogate: ``extra = {"mdsurrogate.json": "", "neighbors.py": ""}``,
+    ``program = torch.export.load(path, extra_files=extra).module()``, ``meta = json.loads(extra[...])``; an
+    AOTInductor package loads with ``torch._inductor.aoti_load_package(path)``.
     """
     path = Path(path)
     if not path.is_file():
         raise ExportError(f"exported model {path} does not exist")
-    extra = {META_FILE: "", NEIGHBORS_FILE: ""}
+    extra = read_extras(path)
     try:
-        ep = torch.export.load(path, extra_files=extra)
-    except Exception as exc:  # noqa: BLE001 - any unreadable archive is bad input here
-        raise ExportError(f"{path} is not a loadable torch.export archive ({exc.__class__.__name__})") from None
-    try:
-        meta = json.loads(extra[META_FILE])
+        meta = json.loads(extra.get(META_FILE, ""))
     except json.JSONDecodeError:
         meta = {}
     if meta.get("format") != FORMAT:
-        raise ExportError(f"{path} is a torch.export archive but not one mdsurrogate wrote")
-    return ep.module(), meta, extra[NEIGHBORS_FILE]
+        raise ExportError(f"{path} is not an archive mdsurrogate exported (no {META_FILE})")
+    try:
+        if meta.get("package") == "aot_inductor":
+            import torch._inductor
+
+            program = torch._inductor.aoti_load_package(str(path))
+        else:
+            program = torch.export.load(path).module()
+    except Exception as exc:  # noqa: BLE001 - any unreadable archive is bad input here
+        raise ExportError(f"{path} is not a loadable torch.export archive ({exc.__class__.__name__})") from None
+    return program, meta, extra.get(NEIGHBORS_FILE, "")

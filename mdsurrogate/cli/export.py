@@ -15,6 +15,9 @@ def export(
     run: Path = MODEL_RUN,
     out_path: Path = typer.Argument(..., metavar="OUT", help="The archive to write (.pt2)."),
     dtype: str = typer.Option("float32", help="float32 or float64: the precision the program computes in."),
+    aot_inductor: bool = typer.Option(False, "--aot-inductor", help="Compile to native code with AOTInductor "
+                                      "(needs a C++ compiler; a minute or more): load with "
+                                      "torch._inductor.aoti_load_package(OUT), or from C++."),
     overwrite: bool = OVERWRITE,
     json_out: bool = JSON_OUT,
 ):
@@ -30,7 +33,7 @@ def export(
         err.print(f"[yellow]note:[/] {out_path} does not end in .pt2 (the usual suffix of torch.export archives)",
                   highlight=False)
     with err.status(f"exporting {run} (tracing and checking; tens of seconds)"):
-        res = export_model(run, out_path, dtype=dtype, overwrite=overwrite)
+        res = export_model(run, out_path, dtype=dtype, overwrite=overwrite, aot_inductor=aot_inductor)
     ins = ", ".join(i["name"] for i in res.meta["inputs"])
     outs = ", ".join(o["name"] for o in res.meta["outputs"])
     out.print(f"[green]wrote[/] {escape(str(res.path))}: {res.kind} {res.model!r}, {res.dtype}, ({ins}) → ({outs}); "
