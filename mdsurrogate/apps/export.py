@@ -361,14 +361,14 @@ def _write_aot_inductor(ep, out: Path, extra: dict, program, checks, ck: Checkpo
     """Compile ``ep`` with AOTInductor into a package beside ``out``, add the extra files, check it, publish it."""
     import zipfile
 
-    import torch._inductor
+    from torch._inductor import aoti_compile_and_package, aoti_load_package
 
     from ..io.atomic import publish, reserve_partial
 
     partial = reserve_partial(out)
     try:
         try:
-            torch._inductor.aoti_compile_and_package(ep, package_path=str(partial))
+            aoti_compile_and_package(ep, package_path=str(partial))
         except Exception as exc:  # a missing or failing C++ compiler, an unsupported op
             if os.environ.get("MDSURROGATE_DEBUG"):
                 raise
@@ -379,7 +379,7 @@ def _write_aot_inductor(ep, out: Path, extra: dict, program, checks, ck: Checkpo
             root = z.namelist()[0].split("/", 1)[0]
             for name, text in extra.items():
                 z.writestr(f"{root}/extra/{name}", text)
-        worst = _check(torch._inductor.aoti_load_package(str(partial)), program, checks, ck.kind)
+        worst = _check(aoti_load_package(str(partial)), program, checks, ck.kind)
         if not worst <= tol:
             raise ExportError(f"the AOTInductor package of {ck.model_name!r} differs from the eager model by "
                               f"{worst:.3g} (relative), more than {tol:g}")
@@ -486,9 +486,9 @@ def load_exported(path: str | os.PathLike) -> tuple[nn.Module, dict, str]:
         raise ExportError(f"{path} is not an archive mdsurrogate exported (no {META_FILE})")
     try:
         if meta.get("package") == "aot_inductor":
-            import torch._inductor
+            from torch._inductor import aoti_load_package
 
-            program = torch._inductor.aoti_load_package(str(path))
+            program = aoti_load_package(str(path))
         else:
             program = torch.export.load(path).module()
     except Exception as exc:  # noqa: BLE001 - any unreadable archive is bad input here
