@@ -49,6 +49,18 @@ def _elements(numbers) -> str:
         return ", ".join(f"Z={int(z)}" for z in numbers)
 
 
+def _time_unit(unit) -> str:
+    return "" if unit in (None, "", "1") else str(unit)
+
+
+def _delta(delta_time, frames, frame_dt, unit) -> str:
+    """'3600 ps = 15 frames × 240 ps', or '1 = 10 frames × 0.1 (dimensionless time)'."""
+    u = _time_unit(unit)
+    if u:
+        return f"{_num(delta_time)} {u} = {frames} frames × {_num(frame_dt)} {u}"
+    return f"{_num(delta_time)} = {frames} frames × {_num(frame_dt)} (dimensionless time)"
+
+
 def _graph(g: dict) -> str:
     kind = g.get("kind", "?")
     return f"radius, cutoff {_num(g['cutoff'])}" if kind == "radius" and "cutoff" in g else str(kind)
@@ -77,9 +89,7 @@ def checkpoint_rows(ck: Checkpoint) -> list[tuple[str, str]]:
         if "cutoff" in ck.hparams:
             rows.append(("cutoff", f"{_num(ck.hparams['cutoff'])} {units.get('length', 'Å')}"))
     else:
-        t = units.get("time", "")
-        rows.append(("Δ (one step)", f"{_num(ds.delta_time)} {t}".strip()
-                     + f" = {ds.delta_frames} frames × {_num(ds.frame_dt)} {t}".rstrip()))
+        rows.append(("Δ (one step)", _delta(ds.delta_time, ds.delta_frames, ds.frame_dt, units.get("time"))))
     feats = ck.features or {}
     if feats:
         rows.append(("graph", _graph(feats.get("global_graph", {}))))
@@ -125,10 +135,10 @@ def dataset_rows(desc: dict) -> list[tuple[str, str]]:
     if samples:
         rows.append(("samples", _pairs(samples)))
     rows.append(("units", _units(units)))
-    rows.append(("frame spacing", f"{_num(desc.get('frame_dt'))} {t}".strip()))
+    rows.append(("frame spacing", f"{_num(desc.get('frame_dt'))} {_time_unit(t)}".strip()))
     dt = desc.get("frame_dt") or 0
-    rows.append(("Δ (one step)", f"{desc.get('delta_frames')} frames = {_num(dt * (desc.get('delta_frames') or 0))} {t}"
-                 .strip()))
+    frames = int(desc.get("delta_frames") or 0)
+    rows.append(("Δ (one step)", _delta(dt * frames, frames, dt, units.get("time"))))
     feats = desc.get("features") or {}
     if feats:
         rows.append(("graph", _graph(feats.get("global_graph", {}))))
