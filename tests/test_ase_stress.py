@@ -145,6 +145,7 @@ def test_batch_equals_one_by_one(ckpt):
     batched = calc.calculate_batch(images)
     assert calc.calculations == 1  # one model call for all six
     small_groups = calc.calculate_batch(images, max_atoms=40)  # several calls
+    assert calc.calculations == 1 + 4  # groups of ≤ 40 atoms (a bigger structure alone): 64 | 13 | 32 | 12+13+1
     for a, res, res2 in zip(images, batched, small_groups, strict=True):
         a.calc = SurrogateCalculator(ckpt, dtype="float64")
         assert res["energy"] == pytest.approx(a.get_potential_energy(), abs=1e-10)

@@ -6,13 +6,13 @@ from pathlib import Path
 
 import typer
 
-from .app import JSON_OUT, MODEL_RUN, OVERWRITE, app, emit_json, err, friendly, out
+from .app import JSON_OUT, OVERWRITE, app, emit_json, err, friendly, out
 
 
 @app.command()
 @friendly
 def export(
-    run: Path = MODEL_RUN,
+    run: Path = typer.Argument(..., metavar="RUN", help="Run directory (uses best.pt) or checkpoint file."),
     out_path: Path = typer.Argument(..., metavar="OUT", help="The archive to write (.pt2)."),
     dtype: str = typer.Option("float32", help="float32 or float64: the precision the program computes in."),
     aot_inductor: bool = typer.Option(False, "--aot-inductor", help="Compile to native code with AOTInductor "

@@ -138,7 +138,6 @@ class SurrogateCalculator(Calculator):
                 "stress needs a periodic cell with a non-zero volume; these atoms are a free structure "
                 f"(pbc = {self.atoms.pbc.tolist()})")
         self.results = self._evaluate([self.atoms])[0]
-        self.calculations += 1
 
     def calculate_batch(self, images, properties=None, *, max_atoms: int = 20000) -> list[dict]:
         """Evaluate many structures (a list of ``Atoms``) in batched model calls; one result dict per structure.
@@ -169,7 +168,6 @@ class SurrogateCalculator(Calculator):
             count += len(a)
         if group:
             results.extend(self._evaluate(group))
-        self.calculations += 1 if images else 0
         return results
 
     def _evaluate(self, images) -> list[dict]:
@@ -200,6 +198,7 @@ class SurrogateCalculator(Calculator):
                 res["stress"] = full_3x3_to_voigt_6_stress(stress[g])
             results.append(res)
             start += n
+        self.calculations += 1
         return results
 
 
