@@ -23,7 +23,10 @@ def rollout(
                                   ".ncdf/.nc …); or .mdsr: a small file from which MDAnalysis computes the frames on "
                                   "demand."),
     top: Path = typer.Option(None, help="Topology of the trajectory (PSF, TPR, PRMTOP, PDB, GRO, …)."),
-    select: str = typer.Option(None, help="Atom selection; must be the model's (default: the model's)."),
+    select: str = typer.Option(None, help="Atom selection; any selection of the model's atoms (they are compared, "
+                               "not the strings) [default: the model's]."),
+    dt: float = typer.Option(None, help="ps between the trajectory's saved frames, where the file does not state "
+                             "it (Amber NetCDF with zero times, PDB, XYZ; as `ingest md --dt`)."),
     frame: int = typer.Option(None, help="Frame to start from; negative counts from the end [trajectory: -1, "
                               "dataset: the sample's input frame]."),
     sample: int = typer.Option(0, help="Dataset source: index of the starting sample in --split."),
@@ -49,13 +52,21 @@ def rollout(
 
         try:
             writer_class(out_file)
-        except ValueError:
-            fail(f"cannot write {out_file.name}: the extension must be .mdsr or one of "
-                 f"{', '.join('.' + e for e in supported_extensions())}")
+        except ValueError as exc:
+            known = ", ".join("." + e for e in supported_extensions())
+            fail(str(exc) if "needs the Python package" in str(exc) else
+                 f"cannot write {out_file.name}: the extension must be .mdsr or one of {known}")
     if not source.exists():
         fail(f"{source} does not exist")
+    if out_file.is_dir():
+        fail(f"{out_file} is a folder; --out must be a file name")
     if out_file.exists() and not overwrite:
         fail(f"{out_file} exists; choose another --out or pass --overwrite to replace it")
+    if dt is not None and source.is_dir():
+        fail("--dt applies to trajectories; a dataset source has its own frame spacing")
+    from ..io.atomic import ensure_parent
+
+    ensure_parent(out_file)  # a parent that is a regular file: one sentence now, before the model is loaded
     sur = Surrogate.load(model, device=device)
     if source.is_dir():
         from ..data.dataset import Dataset
@@ -66,14 +77,13 @@ def rollout(
     else:
         with err.status(f"reading {source.name} with MDAnalysis…"):
             start = initial_state.from_trajectory(source, sur, top=top, frame=-1 if frame is None else frame,
-                                                  select=select)
+                                                  select=select, dt=dt)
     for note in start.warnings:
         warn(note)
     if steps > 1 and not sur.velocity_trained:
         warn("this model was trained on positions only (train.velocity_weight = 0), so its next-velocity output is "
              "untrained and steps after the first are unreliable; retrain with --set train.velocity_weight=0.1 "
              "(or more) for rollouts")
-    out_file.parent.mkdir(parents=True, exist_ok=True)
     from rich.progress import Progress
 
     t_start = time.perf_counter()
