@@ -60,6 +60,23 @@ def write_trajectory(path, u, positions, *, dimensions=None, velocities=None, dt
     return Path(path)
 
 
+def smooth_trr(folder, n_frames=14, dt=0.002):
+    """GRO + TRR of AdK's Cα atoms moving smoothly (x = x0 + v0 t + a t²/2) with the matching velocities."""
+    from MDAnalysisTests.datafiles import GRO
+
+    u0 = universe(GRO)
+    ca = u0.select_atoms("name CA")
+    gro = folder / "ca.gro"
+    ca.write(gro)
+    u = universe(gro)
+    rng = np.random.default_rng(0)
+    v0, a = rng.normal(scale=5.0, size=(2, len(ca), 3))  # Å/ps, Å/ps²
+    t = np.arange(n_frames)[:, None, None] * dt
+    x = ca.positions[None] + v0 * t + 0.5 * a * t**2
+    v = v0 + a * t
+    return gro, write_trajectory(folder / "ca.trr", u, x, velocities=v, dt=dt)
+
+
 def wrap_into_box(positions, dimensions):
     """Every atom of every frame moved into the primary cell (reduced coordinates in [0, 1)), as an MD engine
     saves a wrapped trajectory: [F, N, 3] float64."""

@@ -13,7 +13,7 @@ import torch
 
 pytest.importorskip("MDAnalysisTests")
 import MDAnalysis as mda  # noqa: E402
-from MDAnalysisTests.datafiles import DCD, DCD2, GRO, PSF, TPR, TRR, XTC  # noqa: E402
+from MDAnalysisTests.datafiles import DCD, DCD2, GRO, PSF, TPR, XTC  # noqa: E402
 from typer.testing import CliRunner  # noqa: E402
 
 from mdsurrogate.cli import app  # noqa: E402
@@ -24,6 +24,8 @@ from mdsurrogate.data.ingest import ingest_md  # noqa: E402
 from mdsurrogate.data.ingest.md import chronological_samples  # noqa: E402
 from mdsurrogate.data.neighbors import radius_graph  # noqa: E402
 from mdsurrogate.training.loop import Trainer  # noqa: E402
+
+from .mdfiles import smooth_trr  # noqa: E402
 
 warnings.filterwarnings("ignore", module="MDAnalysis")
 runner = CliRunner()
@@ -101,10 +103,11 @@ def test_tpr_xtc_works_like_psf_dcd(tmp_path):
 
 
 def test_trajectory_velocities_are_converted_to_angstrom_per_frame(tmp_path):
-    path = ingest_md(tmp_path / "trr", TPR, [TRR], select="name CA", delta=1, ratios=(0.4, 0.3, 0.3))
+    gro, trr = smooth_trr(tmp_path)  # velocities that describe the motion over a frame (AdK's TRR's do not)
+    path = ingest_md(tmp_path / "trr", gro, [trr], select="name CA", delta=1, ratios=(0.4, 0.3, 0.3))
     ds = Dataset(path)
     assert ds.meta["md"]["velocities"] == "trajectory"
-    u = universe(TPR, TRR)
+    u = universe(gro, trr)
     ca = u.select_atoms("name CA")
     u.trajectory[3]
     np.testing.assert_allclose(ds.frame(0, 3)[1], ca.velocities * u.trajectory.dt, rtol=1e-5, atol=1e-5)

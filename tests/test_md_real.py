@@ -32,7 +32,7 @@ from mdsurrogate.simulation.surrogate import Surrogate  # noqa: E402
 from mdsurrogate.training.loop import Trainer  # noqa: E402
 
 from .conftest import invoke, last_json  # noqa: E402
-from .mdfiles import read_all, universe, wrap_into_box, write_trajectory  # noqa: E402
+from .mdfiles import read_all, smooth_trr, universe, wrap_into_box, write_trajectory  # noqa: E402
 
 warnings.filterwarnings("ignore", module="MDAnalysis")
 LAMMPS_SELECT = "index 0:599 and prop mass > 1.5"  # 301 heavy atoms of the IFABP protein (no names in the file)
@@ -52,7 +52,7 @@ def _lammps_dcd(folder):
 #: name → (topology, trajectory to ingest or a callable making it, selection, ingest keywords, rollout source,
 #: rollout flags)
 SYSTEMS = {
-    "gromacs": (mdt.TPR, mdt.XTC, "backbone", {"ratios": (0.4, 0.3, 0.3), "cutoff": 8.0}, mdt.XTC, []),
+    "gromacs": (mdt.TPR, mdt.XTC, "name CA", {"ratios": (0.4, 0.3, 0.3), "cutoff": 8.0}, mdt.XTC, []),
     "charmm_triclinic": (mdt.PSF_TRICLINIC, mdt.DCD_TRICLINIC, "all", {"ratios": (0.4, 0.3, 0.3), "cutoff": 5.0},
                          mdt.DCD_TRICLINIC, []),
     "amber_netcdf": (mdt.PRMncdf, mdt.NCDF, "not resname WAT", {"dt": 2.0, "cutoff": 6.0}, mdt.NCDF,
@@ -256,23 +256,8 @@ def test_thermal_velocities_of_coarse_frames_are_not_taken(tmp_path):
                   ratios=(0.4, 0.3, 0.3))
 
 
-def _smooth_trr(folder, n_frames=14, dt=0.002):
-    """GRO + TRR of AdK's Cα atoms moving smoothly (x = x0 + v0 t + a t²/2) with the matching velocities."""
-    u0 = universe(mdt.GRO)
-    ca = u0.select_atoms("name CA")
-    gro = folder / "ca.gro"
-    ca.write(gro)
-    u = universe(gro)
-    rng = np.random.default_rng(0)
-    v0, a = rng.normal(scale=5.0, size=(2, len(ca), 3))  # Å/ps, Å/ps²
-    t = np.arange(n_frames)[:, None, None] * dt
-    x = ca.positions[None] + v0 * t + 0.5 * a * t**2
-    v = v0 + a * t
-    return gro, write_trajectory(folder / "ca.trr", u, x, velocities=v, dt=dt)
-
-
 def test_velocities_that_describe_the_motion_are_kept(tmp_path):
-    gro, trr = _smooth_trr(tmp_path)
+    gro, trr = smooth_trr(tmp_path)
     ds = Dataset(ingest_md(tmp_path / "ds", gro, [trr], select="all", delta=1, ratios=(0.4, 0.3, 0.3)))
     assert ds.meta["md"]["velocities"] == "trajectory" and ds.frame_dt == pytest.approx(0.002, rel=1e-4)
     u = universe(gro, trr)

@@ -108,12 +108,17 @@ def rollout(
             raise typer.Exit(3)
         return
 
+    from ..io.writers import FrameError
     from ..simulation.rollout import rollout_to_file
 
-    with Progress(console=err, transient=True) as bar:
-        task = bar.add_task("rolling out", total=steps)
-        res = rollout_to_file(sur, start, steps, out_file, seed=seed, overwrite=overwrite,
-                              on_step=lambda k: bar.update(task, completed=k))
+    try:
+        with Progress(console=err, transient=True) as bar:
+            task = bar.add_task("rolling out", total=steps)
+            res = rollout_to_file(sur, start, steps, out_file, seed=seed, overwrite=overwrite,
+                                  on_step=lambda k: bar.update(task, completed=k))
+    except FrameError as exc:  # the format cannot hold a frame: the complete frames before it were kept
+        kept = f"; the {exc.frame} frames before it are in {out_file}" if exc.frame else f"; {out_file} was not written"
+        fail(f"{exc}{kept}", code=3)
     secs = time.perf_counter() - t_start
     if res.stopped:
         warn(f"{res.stopped}; the {res.steps_done} steps before it are in {out_file}")

@@ -36,7 +36,7 @@ from typing import Any
 
 from ...data.atoms import AtomTopology
 from ...errors import UserError
-from .base import ANY_COLUMN, StreamingWriter, TrajectoryWriter, as_topology
+from .base import ANY_COLUMN, FrameError, StreamingWriter, TrajectoryWriter, as_topology
 from .dcd import AKMA_PS, DCDWriter
 from .mdanalysis import (
     MDAnalysisWriter,
@@ -50,9 +50,9 @@ from .mdanalysis import (
 from .pdb import PDBWriter
 from .xyz import ExtXYZWriter
 
-__all__ = ["AKMA_PS", "ANY_COLUMN", "DCDWriter", "ExtXYZWriter", "MDAnalysisWriter", "NCDFWriter", "PDBWriter",
-           "TRRWriter", "TrajectoryWriter", "UnknownFormatError", "WRITERS", "StreamingWriter", "XTCWriter",
-           "open_writer", "supported_extensions", "writer_class"]
+__all__ = ["AKMA_PS", "ANY_COLUMN", "DCDWriter", "ExtXYZWriter", "FrameError", "MDAnalysisWriter", "NCDFWriter",
+           "PDBWriter", "TRRWriter", "TrajectoryWriter", "UnknownFormatError", "WRITERS", "StreamingWriter",
+           "XTCWriter", "open_writer", "supported_extensions", "writer_class"]
 
 
 class UnknownFormatError(UserError, ValueError):
