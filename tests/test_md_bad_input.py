@@ -76,8 +76,8 @@ def test_bad_ingest_parameters(tmp_path, nan_dcd):
            phrase="does not state the time between its frames (every frame is at 0 ps); pass dt")
     _fails("ingest", "md", out, "--top", mdt.LAMMPSdata2, "--traj", mdt.LAMMPSdcd2,
            phrase="needs atom information this topology does not have (no names or resnames)")
-    _fails("ingest", "md", out, "--top", mdt.GRO, "--traj", mdt.TRR, "--select", "name CA", "--velocities",
-           "trajectory", "--split", "0.4,0.3,0.3", phrase="do not describe its motion over a frame")
+    _fails("ingest", "md", out, "--top", mdt.GRO, "--traj", mdt.TRR, "--select", "name CA", "--delta", 1,
+           "--velocities", "trajectory", "--split", "0.4,0.3,0.3", phrase="do not describe its motion over a frame")
     _fails("ingest", "nbody", out, "--train", 0, "--val", 0, "--test", 0, phrase="all 0")
     assert not out.exists()
 

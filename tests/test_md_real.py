@@ -27,6 +27,7 @@ from mdsurrogate.data.ingest import ingest_md  # noqa: E402
 from mdsurrogate.data.sources.md import MDInputError, frame_state, velocity_mismatch  # noqa: E402
 from mdsurrogate.io.writers import supported_extensions, writer_class  # noqa: E402
 from mdsurrogate.simulation import initial_state  # noqa: E402
+from mdsurrogate.simulation.mdsr import read_mdsr, write_rollout_spec  # noqa: E402
 from mdsurrogate.simulation.rollout import rollout_to_file  # noqa: E402
 from mdsurrogate.simulation.surrogate import Surrogate  # noqa: E402
 from mdsurrogate.training.loop import Trainer  # noqa: E402
@@ -71,7 +72,7 @@ def trained(request, tmp_path_factory):
     traj = traj(folder) if callable(traj) else traj
     ds = Dataset(ingest_md(folder / "data", top, [traj], select=select, delta=1, **kwargs))
     recipe = recipe_from_dict({"data": {"path": str(ds.path)}, "model": {"name": "egnn", "hidden": 8, "layers": 1},
-                               "train": {"epochs": 1, "batch_size": 1, "eval_every": 1, "velocity_weight": 0.1}})
+                               "train": {"epochs": 1, "batch_size": 2, "eval_every": 1, "velocity_weight": 0.1}})
     Trainer(recipe, folder / "run", device="cpu").run()
     return name, ds, folder / "run"
 
@@ -102,21 +103,25 @@ def test_ingest_train_and_roll_out_to_every_format(trained, tmp_path):
     n_atoms = len(names)
     extensions = [*supported_extensions(), "mdsr"]
     assert {"pdb", "xyz", "dcd", "xtc", "trr", "ncdf"} <= set(extensions)
-    outputs = {}
-    for ext in ("pdb", "mdsr"):  # through the CLI, as a user would
-        out = tmp_path / f"roll.{ext}"
-        res = invoke("rollout", source, "--top", top, "--model", run, "--steps", 2, "--out", out, "--json", *flags)
-        assert res.exit_code in (0, 3), res.output  # 3: the stability guard stopped an (untrained) model early
-        info = last_json(res)
-        outputs[ext] = (out, info["frames"] if ext == "mdsr" else info["steps"] + 1, info)
-    # every other format through the library's rollout_to_file (what the CLI calls), from one start
+    # the CLI, as a user would (PDB) …
+    out = tmp_path / "roll.pdb"
+    res = invoke("rollout", source, "--top", top, "--model", run, "--steps", 2, "--out", out, "--json", *flags)
+    assert res.exit_code in (0, 3), res.output  # 3: the stability guard stopped an (untrained) model early
+    info = last_json(res)
+    outputs = {"pdb": (out, info["steps"] + 1, info)}
+    # … and every other format through what the CLI calls (rollout_to_file, write_rollout_spec), from one start
     sur = Surrogate.load(run, device="cpu")
     dt = float(flags[1]) if flags else None
     start = initial_state.from_trajectory(source, sur, top=top, frame=-1, dt=dt)
+    assert start.t0 == pytest.approx(info["times"][0])
     for ext in sorted(set(extensions) - set(outputs)):
         out = tmp_path / f"roll.{ext}"
-        res = rollout_to_file(sur, start, 2, out, seed=0)
-        outputs[ext] = (out, res.steps_done + 1, None)
+        if ext == "mdsr":
+            write_rollout_spec(out, run, start.x0, start.v0, start.topo, start.atoms, 2, t0_ps=start.t0,
+                               dt_ps=sur.delta_time, seed=0)
+            outputs[ext] = (out, read_mdsr(out, load_model=False).header["n_frames"], None)
+        else:
+            outputs[ext] = (out, rollout_to_file(sur, start, 2, out, seed=0).steps_done + 1, None)
     pdb, n_frames, info = outputs["pdb"]
     dt_step = ds.delta_frames * ds.frame_dt
     t0 = info["times"][0]
@@ -337,10 +342,10 @@ def test_rollout_selection_is_compared_by_atoms(trained, tmp_path):
     if name != "gromacs":
         pytest.skip("one system is enough")
     res = invoke("rollout", mdt.XTC, "--top", mdt.TPR, "--model", run, "--out", tmp_path / "r.pdb", "--steps", 1,
-                 "--select", "protein and backbone", "--json")
+                 "--select", "protein and name CA", "--json")  # the model's atoms: trained on "name CA"
     assert res.exit_code in (0, 3), res.output
     assert json.loads(res.stdout.strip().splitlines()[-1])["steps"] >= 0
     res = invoke("rollout", mdt.XTC, "--top", mdt.TPR, "--model", run, "--out", tmp_path / "s.pdb",
-                 "--select", "backbone and resid 1:50")
-    assert res.exit_code == 2 and "not the 855 atoms" in res.output and "trained on the selection 'backbone'" in \
+                 "--select", "name CA and resid 1:50")
+    assert res.exit_code == 2 and "not the 214 atoms" in res.output and "trained on the selection 'name CA'" in \
         " ".join(res.output.split())

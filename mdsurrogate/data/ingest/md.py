@@ -104,7 +104,13 @@ def _read_trajectory(universe, path, system: md.MDSystem, velocities: str, delta
         raise md.MDInputError(f"{path} has no velocities; use velocities='difference'")
     own = has_v and velocities in ("auto", "trajectory")
     frames = md.read_frames(universe, ag, velocities=own, unwrap=Unwrapper(system.n_atoms, system.bonds), path=path)
+    for note in frames.notes:
+        warn(note)
     x = frames.positions
+    least = delta + 1 + (0 if own else {"difference": 1, "lag": delta}["lag" if velocities == "lag" else "difference"])
+    if len(x) < least:  # too short whatever the frame spacing: say so before asking for one
+        raise md.MDInputError(f"{path} has {len(x)} frame{'s' if len(x) != 1 else ''}, too few for delta = {delta} "
+                              f"frames (need at least {least})")
     spacing = md.frame_spacing(universe, frames.times, dt=dt, path=path)
     kind = "lag" if velocities == "lag" else "difference"
     if own and len(x) > 1:

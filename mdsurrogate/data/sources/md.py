@@ -90,6 +90,8 @@ def _trajectory_format(top, traj) -> dict:
         name = name.removesuffix(ext)
     if name.endswith((".lammpstrj", ".lammpsdump")):
         return {"format": "LAMMPSDUMP"}
+    if Path(name).name in ("history", "config"):  # DL_POLY's fixed file names have no extension
+        return {"format": Path(name).name.upper()}
     try:
         lammps_data = guess_format(str(top)) == "DATA"
     except Exception:  # noqa: BLE001 - unknown extension: not a LAMMPS data file
@@ -102,7 +104,8 @@ def open_universe(top: str | os.PathLike, trajs: Sequence[str | os.PathLike] = (
 
     Each trajectory is opened on its own (never as one ChainReader) so that windows never straddle two files.
     A DCD with a LAMMPS data file as topology is read as a LAMMPS DCD (``units real``: time steps in fs), not
-    as a CHARMM one (AKMA time units); ``.lammpstrj`` files as LAMMPS dumps. Returns the list of universes, one per
+    as a CHARMM one (AKMA time units); ``.lammpstrj`` files as LAMMPS dumps; DL_POLY's ``HISTORY`` and
+    ``CONFIG`` by their names. Returns the list of universes, one per
     trajectory (or [Universe(top)]
     when no trajectory is given).
     """
@@ -116,6 +119,8 @@ def open_universe(top: str | os.PathLike, trajs: Sequence[str | os.PathLike] = (
     for traj in list(trajs) or [None]:
         args = [str(top)] + ([str(traj)] if traj is not None else [])
         kwargs = _trajectory_format(top, traj) if traj is not None else {}
+        if Path(top).name.upper() in ("HISTORY", "CONFIG"):
+            kwargs["topology_format"] = Path(top).name.upper()
         error = None
         with _quiet_reader_cleanup():
             try:
@@ -336,13 +341,14 @@ class Frames:
     """Every frame of one selection, read: positions [F, N, 3] float32 Å (whole and unwrapped in time when the
     frames have a periodic box), velocities [F, N, 3] float32 Å/ps or None, times [F] float64 ps (as the file
     states them), periodic: whether the frames have a periodic box, box0: the first frame's
-    ``[a, b, c, α, β, γ]`` (Å, degrees) or None."""
+    ``[a, b, c, α, β, γ]`` (Å, degrees) or None, notes: what the user should know (frames left out)."""
 
     positions: np.ndarray
     velocities: np.ndarray | None
     times: np.ndarray
     periodic: bool
     box0: list[float] | None
+    notes: list[str]
 
 
 def _check_finite(array: np.ndarray, what: str, advice: str) -> None:
@@ -389,7 +395,15 @@ def read_frames(universe, ag, *, velocities: bool = False, unwrap=None, path=Non
         raise
     except Exception as exc:  # noqa: BLE001 - a damaged frame: MDAnalysis raises anything
         raise MDInputError(f"frame {k + 1} of {name} cannot be read: {_first_line(exc)}") from None
-    return Frames(pos, vel, times, periodic, box0)
+    notes = []
+    if k + 1 < n:  # the reader counted a frame it then could not read: a file cut short (or still being written)
+        if k < 0:
+            raise MDInputError(f"MDAnalysis cannot read any frame of {name}")
+        notes.append(f"{name} ends inside frame {k + 1} of the {n} frames its reader counted (cut short, or "
+                     f"still being written): the {k + 1} complete frames before it are used")
+        pos, times = pos[:k + 1], times[:k + 1]
+        vel = vel[:k + 1] if vel is not None else None
+    return Frames(pos, vel, times, periodic, box0, notes)
 
 
 def stated_spacing(universe) -> float | None:
@@ -678,11 +692,23 @@ class FrameReader:
     def __call__(self, frame: int) -> np.ndarray:
         """[N, 3] float32 positions (Å) at ``frame`` (non-negative); leaves the trajectory there. Raises
         :class:`MDInputError` when that frame, or in a periodic box a frame before it, holds NaN/inf."""
+        try:
+            return self._read(frame)
+        except (MDInputError, MemoryError, KeyboardInterrupt):
+            raise
+        except Exception as exc:  # noqa: BLE001 - a damaged frame: MDAnalysis raises anything
+            raise MDInputError(f"frame {frame} of the trajectory cannot be read ({_first_line(exc)}); the file may "
+                               "be cut short: start from an earlier frame") from None
+
+    def _read(self, frame: int) -> np.ndarray:
         traj = self.universe.trajectory
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # MDAnalysis' notes are not for our users
             if not self.periodic:
-                traj[frame]
+                ts = traj[frame]
+                if ts.frame != frame:
+                    raise MDInputError(f"frame {frame} of the trajectory cannot be read; the file may be cut short: "
+                                       "start from an earlier frame")
                 x = self.atoms.positions
                 _check_finite(x, f"frame {frame}", "start from another frame")
                 return x.astype(np.float32)
@@ -691,6 +717,9 @@ class FrameReader:
                 self._cursor, self._x = -1, None
             for k in range(self._cursor + 1, frame + 1):
                 ts = traj[k]
+                if ts.frame != k:
+                    raise MDInputError(f"frame {k} of the trajectory cannot be read; the file may be cut short: "
+                                       "start from an earlier frame")
                 x = self.atoms.positions
                 advice = "start from another frame" if k == frame else \
                     f"a periodic trajectory is unwrapped from its first frame, so it cannot reach frame {frame}"
