@@ -75,14 +75,24 @@ def box_matrix(dimensions, *, symmetric: bool = False) -> np.ndarray | None:
 _SHIFTS = np.array([(i, j, k) for i in (-1, 0, 1) for j in (-1, 0, 1) for k in (-1, 0, 1)], dtype=np.float64)
 
 
+def _min_width(box: np.ndarray) -> float:
+    """The box's smallest width (distance between opposite faces), Å."""
+    cross = np.cross(box[[1, 2, 0]], box[[2, 0, 1]])
+    return float(abs(np.linalg.det(box)) / np.linalg.norm(cross, axis=1).max())
+
+
 def _nearest_reduced(f: np.ndarray, box: np.ndarray) -> np.ndarray:
     """``[..., 3]`` reduced displacements moved by whole box vectors to the image of smallest length: rounding in
-    reduced coordinates, then the best of the 27 neighbouring images (rounding alone misses the nearest image of
-    long vectors in skewed boxes, e.g. a rhombic dodecahedron)."""
+    reduced coordinates, then, for the vectors still longer than half the box's smallest width (only those can have
+    a shorter image), the best of the 27 neighbouring images (rounding alone misses the nearest image of long
+    vectors in skewed boxes, e.g. a rhombic dodecahedron)."""
     f = f - np.round(f)
-    cand = f[..., None, :] + _SHIFTS  # [..., 27, 3]
-    best = np.argmin(((cand @ box) ** 2).sum(-1), axis=-1)
-    return np.take_along_axis(cand, best[..., None, None], axis=-2)[..., 0, :]
+    long = ((f @ box) ** 2).sum(-1) >= (0.5 * _min_width(box)) ** 2
+    if long.any():
+        cand = f[long][:, None, :] + _SHIFTS  # [M, 27, 3]
+        best = np.argmin(((cand @ box) ** 2).sum(-1), axis=-1)
+        f[long] = cand[np.arange(len(cand)), best]
+    return f
 
 
 def minimum_image(d: np.ndarray, box: np.ndarray) -> np.ndarray:
