@@ -10,11 +10,13 @@ import pytest
 
 pytest.importorskip("MDAnalysisTests")
 import MDAnalysis as mda  # noqa: E402
-from MDAnalysisTests.datafiles import DCD, PSF, TPR, TRR  # noqa: E402
+from MDAnalysisTests.datafiles import DCD, PSF  # noqa: E402
 
 from mdsurrogate.data.dataset import SPLITS, Dataset  # noqa: E402
 from mdsurrogate.data.ingest import INGESTERS, ingest_md  # noqa: E402
 from mdsurrogate.data.sources.md import MDInputError, frame_state, velocity  # noqa: E402
+
+from .mdfiles import smooth_trr  # noqa: E402
 
 
 def _universe(*files):
@@ -48,9 +50,10 @@ def test_frame_state_is_what_ingest_stored(ca_dataset):
 
 
 def test_frame_state_with_trajectory_velocities(tmp_path):
-    ds = Dataset(ingest_md(tmp_path / "trr", TPR, [TRR], select="name CA", delta=1, ratios=(0.4, 0.3, 0.3)))
+    gro, trr = smooth_trr(tmp_path)  # velocities that describe the motion over a frame (AdK's TRR's do not)
+    ds = Dataset(ingest_md(tmp_path / "trr", gro, [trr], select="name CA", delta=1, ratios=(0.4, 0.3, 0.3)))
     assert ds.meta["md"]["velocities"] == "trajectory"
-    u = _universe(TPR, TRR)
+    u = _universe(gro, trr)
     st = frame_state(u, u.select_atoms("name CA"), 3, velocities="trajectory", frame_dt=ds.frame_dt)
     x, v = ds.frame(0, 3)
     np.testing.assert_array_equal(st.positions, x)
@@ -76,7 +79,7 @@ def test_frame_state_bad_input_speaks_in_parameters():
 
 
 def test_ingest_errors_name_parameters_not_flags(tmp_path):
-    for kwargs, phrase in (({"delta": 0}, "delta must be"), ({"cutoff": -1.0}, "cutoff must be positive"),
+    for kwargs, phrase in (({"delta": 0}, "delta must be"), ({"cutoff": -1.0}, "cutoff must be a positive"),
                            ({"velocities": "trajectory"}, "velocities='difference'"),
                            ({"delta": 40, "ratios": (0.6, 0.2, 0.2)}, "smaller delta")):
         with pytest.raises(MDInputError, match=phrase) as info:

@@ -77,7 +77,8 @@ def friendly(fn):
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
-            return fn(*args, **kwargs)
+            with warnings_as_notes():
+                return fn(*args, **kwargs)
         except (typer.Exit, typer.Abort, KeyboardInterrupt):
             raise
         except (UserError, FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError) as exc:
@@ -90,6 +91,28 @@ def friendly(fn):
             fail(f"{exc.__class__.__name__}: {exc} (set MDSURROGATE_DEBUG=1 for the traceback)", code=1)
 
     return wrapper
+
+
+@contextlib.contextmanager
+def warnings_as_notes():
+    """Python warnings raised while a command runs become one yellow ``warning:`` line each (once per message),
+    not a file name, line number and source line; those of MDAnalysis (notes about its own guesses) are dropped."""
+    import warnings
+
+    seen: set[str] = set()
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        text = str(message)
+        if text not in seen:
+            seen.add(text)
+            warn(text)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("default")
+        warnings.filterwarnings("ignore", module=r"MDAnalysis(\.|$)")
+        warnings.filterwarnings("ignore", category=DeprecationWarning)
+        warnings.showwarning = show
+        yield
 
 
 @contextlib.contextmanager

@@ -28,10 +28,13 @@ def ingest_nbody_cmd(
     json_out: bool = JSON_OUT,
 ):
     """Simulate the charged N-body system (EGNN paper, Table 2) and write the dataset (frames 30 → 40)."""
+    check_output(out_dir, overwrite)
     from ..data.ingest import ingest_nbody
 
-    if min(train, val, test) < 0 or train + val + test == 0:
-        fail("--train, --val and --test must be ≥ 0 and not all 0")
+    if min(train, val, test) < 0:
+        fail("--train, --val and --test must be ≥ 0")
+    if train + val + test == 0:
+        fail("--train, --val and --test are all 0: the dataset would hold no sample")
     if horizon < 1 or train_horizon < 1:
         fail("--horizon and --train-horizon must be ≥ 1")
     t0 = time.perf_counter()
@@ -57,6 +60,7 @@ def ingest_mcomplex_cmd(
     json_out: bool = JSON_OUT,
 ):
     """Simulate the M-complex system (EGHN paper, Table 1) and write the dataset (frames 10 → 25)."""
+    check_output(out_dir, overwrite)
     from ..data.ingest import ingest_mcomplex
 
     if min(train, val, test) < 0 or min(complexes, size, systems) < 1:
@@ -97,6 +101,7 @@ def ingest_mocap_cmd(
 ):
     """Turn CMU motion capture (ASF + AMC trials, or joint positions in an .npz) into a dataset for the
     GMN/EGHN Walk/Run protocol: static 2-hop skeleton graph, forward-difference velocities, Δ = 30 frames."""
+    check_output(out_dir, overwrite)
     from ..data.ingest.mocap import EGHN_MAX_SAMPLES, ingest_mocap_amc, ingest_mocap_positions, load_split
 
     amc_files = list(amc or []) + list(more_amc or [])
@@ -142,6 +147,7 @@ def ingest_ase_cmd(
     json_out: bool = JSON_OUT,
 ):
     """Read frames with energies and forces (eV, Å) with ASE and write a dataset for learned potentials."""
+    check_output(out_dir, overwrite)
     from ..data.ingest import ingest_ase
 
     t0 = time.perf_counter()
@@ -161,11 +167,14 @@ def ingest_md_cmd(
     select: str = typer.Option("backbone", help="MDAnalysis selection of the atoms to model."),
     delta: int = typer.Option(15, help="Δ in saved frames between input and target (EGHN AdK: 15 = 3.6 ns)."),
     cutoff: float = typer.Option(10.0, help="Global-graph cutoff in Å (rebuilt for every state)."),
-    velocities: str = typer.Option("auto", help="auto (the trajectory's when it has them, else the backward "
-                                   "difference), trajectory, difference, or lag (the displacement over Δ frames: a "
-                                   "rollout's next velocity then follows from its positions); in Å per frame."),
+    velocities: str = typer.Option("auto", help="auto (the trajectory's own when they describe its motion over a "
+                                   "frame, else the backward difference), trajectory, difference, or lag (the "
+                                   "displacement over one model step per frame); stored in Å per frame."),
     align: bool = typer.Option(False, "--align/--no-align", help="Superpose every frame on the first one (removes "
                                "the rigid-body diffusion of a small molecule; the model learns internal motion)."),
+    dt: float = typer.Option(None, help="ps between saved frames, for trajectories that do not state it (Amber "
+                             "NetCDF with zero times, PDB, XYZ, mdcrd) or state it in unknown units (LAMMPS DCD is "
+                             "read as 'units real', fs); default: the trajectory's frame times."),
     split: str = typer.Option("0.6,0.2,0.2", help="Chronological train,val,test fractions of each trajectory."),
     test_traj: list[Path] = typer.Option(None, help="Trajectory held out whole as test data (repeatable); then "
                                          "--split may give the other trajectories a test fraction of 0."),
@@ -173,13 +182,16 @@ def ingest_md_cmd(
     json_out: bool = JSON_OUT,
 ):
     """Any MD trajectory MDAnalysis reads → dataset: one atom selection, bonds as local edges, atoms within the
-    cutoff as global edges, chronological split without leakage across its boundaries."""
+    cutoff as global edges, chronological split without leakage across its boundaries. In a periodic box the
+    selection's molecules are made whole and the frames unwrapped in time."""
+    check_output(out_dir, overwrite)
     from ..data.ingest import ingest_md
 
     t0 = time.perf_counter()
     with input_errors(), err.status(f"reading {len(traj)} trajectory file(s) with MDAnalysis…"):
         path = ingest_md(out_dir, top, traj, select=select, delta=delta, cutoff=cutoff, velocities=velocities,
-                         ratios=parse_ratios(split), test_trajs=test_traj or [], align=align, overwrite=overwrite,
+                         ratios=parse_ratios(split), test_trajs=test_traj or [], dt=dt, align=align,
+                         overwrite=overwrite,
                          warn=warn)
     report_dataset(path, t0, json_out)
 
@@ -201,6 +213,7 @@ def ingest_adk_cmd(
     json_out: bool = JSON_OUT,
 ):
     """Adenylate kinase: the EGHN paper's AdK equilibrium trajectory, or the AdK data shipped with MDAnalysisTests."""
+    check_output(out_dir, overwrite)
     from ..data.ingest import ingest_adk
 
     t0 = time.perf_counter()
@@ -211,6 +224,16 @@ def ingest_adk_cmd(
                           data_home=data_home,
                           overwrite=overwrite, warn=warn)
     report_dataset(path, t0, json_out)
+
+
+def check_output(out_dir: Path, overwrite: bool) -> None:
+    """Refuse an unusable output before any work (an existing one without --overwrite, one below a file)."""
+    from ..data.dataset import DatasetError, check_new_dataset
+
+    try:
+        check_new_dataset(out_dir, overwrite)
+    except DatasetError as exc:
+        fail(str(exc).replace("pass overwrite=True", "pass --overwrite"))
 
 
 def parse_ratios(text: str) -> tuple[float, float, float]:
@@ -249,6 +272,7 @@ def ingest_emt_cmd(
 ):
     """Reference data from ASE's EMT: seeded Langevin MD of an fcc metal (periodic cell or cluster) at several
     temperatures, written as a potential dataset (energies in eV, forces in eV/Å) for `mdsurrogate train`."""
+    check_output(out_dir, overwrite)
     from ..data.ingest import ingest_emt
 
     try:

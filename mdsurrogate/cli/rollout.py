@@ -23,11 +23,17 @@ def rollout(
                                   ".ncdf/.nc …); or .mdsr: a small file from which MDAnalysis computes the frames on "
                                   "demand."),
     top: Path = typer.Option(None, help="Topology of the trajectory (PSF, TPR, PRMTOP, PDB, GRO, …)."),
-    select: str = typer.Option(None, help="Atom selection; must be the model's (default: the model's)."),
+    select: str = typer.Option(None, help="Atom selection; any selection of the model's atoms (they are compared, "
+                               "not the strings) [default: the model's]."),
+    dt: float = typer.Option(None, help="ps between the trajectory's saved frames, where the file does not state "
+                             "it (Amber NetCDF with zero times, PDB, XYZ; as `ingest md --dt`)."),
     frame: int = typer.Option(None, help="Frame to start from; negative counts from the end [trajectory: -1, "
                               "dataset: the sample's input frame]."),
     sample: int = typer.Option(0, help="Dataset source: index of the starting sample in --split."),
     split: str = typer.Option("test", help="Dataset source: split the sample is taken from."),
+    guard: bool = typer.Option(True, "--guard/--no-guard", help="Stop when a state leaves the limits derived from "
+                               "the training data (step size, bond lengths, Rg), keeping the frames before it; "
+                               "--no-guard stops on NaN/inf only."),
     seed: int = typer.Option(None, help="Seed of a stochastic propagator's noise (same seed → same trajectory) "
                              "[default: 0]."),
     overwrite: bool = OVERWRITE,
@@ -39,6 +45,7 @@ def rollout(
     import numpy as np
 
     from ..simulation import initial_state
+    from ..simulation.guard import StabilityGuard
     from ..simulation.surrogate import Surrogate
 
     if steps < 1:
@@ -49,13 +56,21 @@ def rollout(
 
         try:
             writer_class(out_file)
-        except ValueError:
-            fail(f"cannot write {out_file.name}: the extension must be .mdsr or one of "
-                 f"{', '.join('.' + e for e in supported_extensions())}")
+        except ValueError as exc:
+            known = ", ".join("." + e for e in supported_extensions())
+            fail(str(exc) if "needs the Python package" in str(exc) else
+                 f"cannot write {out_file.name}: the extension must be .mdsr or one of {known}")
     if not source.exists():
         fail(f"{source} does not exist")
+    if out_file.is_dir():
+        fail(f"{out_file} is a folder; --out must be a file name")
     if out_file.exists() and not overwrite:
         fail(f"{out_file} exists; choose another --out or pass --overwrite to replace it")
+    if dt is not None and source.is_dir():
+        fail("--dt applies to trajectories; a dataset source has its own frame spacing")
+    from ..io.atomic import ensure_parent
+
+    ensure_parent(out_file)  # a parent that is a regular file: one sentence now, before the model is loaded
     sur = Surrogate.load(model, device=device)
     if source.is_dir():
         from ..data.dataset import Dataset
@@ -66,14 +81,13 @@ def rollout(
     else:
         with err.status(f"reading {source.name} with MDAnalysis…"):
             start = initial_state.from_trajectory(source, sur, top=top, frame=-1 if frame is None else frame,
-                                                  select=select)
+                                                  select=select, dt=dt)
     for note in start.warnings:
         warn(note)
     if steps > 1 and not sur.velocity_trained:
         warn("this model was trained on positions only (train.velocity_weight = 0), so its next-velocity output is "
              "untrained and steps after the first are unreliable; retrain with --set train.velocity_weight=0.1 "
              "(or more) for rollouts")
-    out_file.parent.mkdir(parents=True, exist_ok=True)
     from rich.progress import Progress
 
     t_start = time.perf_counter()
@@ -84,7 +98,7 @@ def rollout(
             task = bar.add_task("checking the chain", total=steps)
             path = write_rollout_spec(out_file, model, start.x0, start.v0, start.topo, start.atoms, steps,
                                       t0_ps=start.t0, dt_ps=sur.delta_time, device=device, seed=seed,
-                                      on_step=lambda k: bar.update(task, completed=k))
+                                      guard=guard, on_step=lambda k: bar.update(task, completed=k))
         header = read_mdsr(path, load_model=False).header
         frames, stopped = header["n_frames"], header.get("stopped")
         if stopped:
@@ -98,12 +112,18 @@ def rollout(
             raise typer.Exit(3)
         return
 
+    from ..io.writers import FrameError
     from ..simulation.rollout import rollout_to_file
 
-    with Progress(console=err, transient=True) as bar:
-        task = bar.add_task("rolling out", total=steps)
-        res = rollout_to_file(sur, start, steps, out_file, seed=seed, overwrite=overwrite,
-                              on_step=lambda k: bar.update(task, completed=k))
+    try:
+        with Progress(console=err, transient=True) as bar:
+            task = bar.add_task("rolling out", total=steps)
+            res = rollout_to_file(sur, start, steps, out_file, seed=seed, overwrite=overwrite,
+                              guard="default" if guard else StabilityGuard(max_expansion=float("inf")),
+                                  on_step=lambda k: bar.update(task, completed=k))
+    except FrameError as exc:  # the format cannot hold a frame: the complete frames before it were kept
+        kept = f"; the {exc.frame} frames before it are in {out_file}" if exc.frame else f"; {out_file} was not written"
+        fail(f"{exc}{kept}", code=3)
     secs = time.perf_counter() - t_start
     if res.stopped:
         warn(f"{res.stopped}; the {res.steps_done} steps before it are in {out_file}")

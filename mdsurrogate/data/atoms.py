@@ -281,7 +281,8 @@ class AtomTopology:
         """Build from an MDAnalysis ``AtomGroup`` or ``Universe`` (duck-typed; MDAnalysis is not imported).
 
         Elements come from ``elements`` when present and non-empty, else are guessed from masses and
-        names (:func:`guess_element`). ``chainids`` are the segment IDs (falling back to chain IDs).
+        names (:func:`guess_element`). Names fall back to the atom types where the topology has none (LAMMPS).
+        ``chainids`` are the segment IDs (falling back to chain IDs).
         Bonds with both atoms inside the group are kept, re-indexed to the group.
         """
         ag = getattr(atomgroup, "atoms", atomgroup)
@@ -295,6 +296,8 @@ class AtomTopology:
             return np.asarray(value)
 
         names = attr("names")
+        if names is None:  # a LAMMPS data file has atom types and masses but no names
+            names = attr("types")
         if names is None:
             names = np.full(n, "X", dtype=object)
         masses = attr("masses")

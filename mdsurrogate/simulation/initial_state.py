@@ -82,10 +82,16 @@ def static_bonds(ds, traj: int):
 
 
 def from_trajectory(traj: str | os.PathLike, model, *, top: str | os.PathLike | None = None,
-                    frame: int = -1, select: str | None = None) -> InitialState:
+                    frame: int = -1, select: str | None = None, dt: float | None = None) -> InitialState:
     """Frame ``frame`` of an MD trajectory (topology ``top``; a PDB/GRO can be both), for ``model`` (a Surrogate,
-    Checkpoint or DatasetInfo) trained on an MD dataset (``mdsurrogate ingest md``): the same selection of the same
-    atoms, velocities as in training."""
+    Checkpoint or DatasetInfo) trained on an MD dataset (``mdsurrogate ingest md``): the same atoms, velocities as
+    in training, molecules made whole and unwrapped in a periodic box as at ingest.
+
+    ``select``: an MDAnalysis selection of the atoms (default: the model's); any string that selects the model's
+    atoms works (``"protein and backbone"`` for a model trained on ``"backbone"``): the atoms are compared (number,
+    names and residue names in order), not the strings. ``dt``: ps between the trajectory's saved frames where
+    its file does not state it (Amber NetCDF with zero times, PDB, XYZ); needed for difference velocities.
+    """
     from ..data.sources import md
 
     dinfo = _info(model)
@@ -95,39 +101,41 @@ def from_trajectory(traj: str | os.PathLike, model, *, top: str | os.PathLike | 
         raise StartError(f"this model was trained on {src} data, not on an MD trajectory; roll it out from a "
                          "dataset directory instead")
     sel = info["selection"]
-    if select is not None and select != sel:
-        raise StartError(f"the model was trained on the selection {sel!r}; the selection {select!r} differs")
     (u,) = md.open_universe(top if top is not None else traj, [traj] if top is not None else [])
-    ag = md.select_atoms(u, sel)
+    ag = md.select_atoms(u, sel if select is None else select)
     if len(ag) != info["n_atoms"] or md.atom_signature(ag) != info["signature"]:
-        raise StartError(f"the selection {sel!r} gives {len(ag)} atoms here that are not the {info['n_atoms']} "
-                         "atoms (names and residues, in order) the model was trained on")
+        given = "" if select is None or select == sel else f" (the model was trained on the selection {sel!r})"
+        raise StartError(f"the selection {select if select is not None else sel!r} gives {len(ag)} atoms here that "
+                         f"are not the {info['n_atoms']} atoms (names and residues, in order) the model was trained "
+                         f"on{given}")
     n_frames = len(u.trajectory)
     model_dt = float(dinfo.frame_dt)
     delta = int(dinfo.delta_frames)
     try:
-        st = md.frame_state(u, ag, frame, velocities=info["velocities"], frame_dt=model_dt, lag=delta,
-                            align=bool(info.get("align", False)))
+        system = md.MDSystem.from_atomgroup(ag, sel)
+        reader = md.FrameReader(u, ag, system.bonds)
+        st = md.frame_state(u, ag, frame, velocities=info["velocities"], frame_dt=model_dt, lag=delta, dt=dt,
+                            reader=reader, align=bool(info.get("align", False)))
     except md.MDInputError as exc:
         raise StartError(str(exc)) from None
     f0, x0, v0, t0, user_dt = st.frame, st.positions, st.velocities, st.time, st.spacing
     notes = []
-    if info["velocities"] == "difference" and abs(user_dt - model_dt) > 0.01 * model_dt:
+    if info["velocities"] == "difference" and user_dt is not None and abs(user_dt - model_dt) > 0.01 * model_dt:
         notes.append(f"this trajectory saves frames every {user_dt:g} ps, the model's data every {model_dt:g} ps: "
                      "the velocity was rescaled, but a difference over a shorter interval is noisier")
-    system = md.MDSystem.from_atomgroup(ag, sel)
     # the node properties the model was trained with (a topology without charges, e.g. a PDB, still gets them)
     system = replace(system, element=np.asarray(info.get("element", system.element), np.int64),
                      charge=np.asarray(info.get("charge", system.charge), np.float32))
     topo = system.topology(x0)
-    step_frames = delta * model_dt / user_dt
-    k_frames = round(step_frames) if math.isclose(step_frames, round(step_frames), rel_tol=1e-3) else None
+    step_frames = delta * model_dt / user_dt if user_dt else math.nan
+    k_frames = round(step_frames) if math.isfinite(step_frames) and step_frames >= 0.5 and \
+        math.isclose(step_frames, round(step_frames), rel_tol=1e-3) else None
+    unwrap_reference = md.reference_reader(reader)
 
     def reference(k: int):
         if k_frames is None or f0 + k * k_frames >= n_frames:
             return None
-        u.trajectory[f0 + k * k_frames]
-        return ag.positions.astype(np.float32).copy()
+        return unwrap_reference(f0 + k * k_frames)
 
     return InitialState(torch.from_numpy(x0), torch.from_numpy(np.ascontiguousarray(v0, dtype=np.float32)), topo,
                         system.atoms, t0, reference, notes)

@@ -133,7 +133,7 @@ def _resolve_device(name: str | torch.device | None) -> torch.device:
 # ---------------------------------------------------------------------------------------------- writing
 def write_mdsr(path: str | os.PathLike, checkpoint: str | os.PathLike, x0: Any, v0: Any, topo: BatchTopology,
                atoms: AtomTopology, n_frames: int, t0_ps: float, dt_ps: float, *, device: str = "cpu",
-               dtype: str = "float32", seed: int | None = None, verify: bool = True,
+               dtype: str = "float32", seed: int | None = None, verify: bool = True, guard: bool = True,
                on_step=None) -> Path:
     """Write a ``.mdsr`` file atomically (temporary file in the same directory, then rename).
 
@@ -152,6 +152,7 @@ def write_mdsr(path: str | os.PathLike, checkpoint: str | os.PathLike, x0: Any, 
         verify: compute the chain once now with the stability guard, so that the file never promises frames the
             model cannot produce: when the guard stops the chain, the file holds the frames before the stop and
             the header records why. ``False`` skips this (the reader then stops with an error at that frame).
+        guard: check every state against the checkpoint's data-derived limits (False: NaN/inf only); recorded.
         on_step: ``on_step(k)`` after step k of the verification (e.g. a progress bar).
 
     Returns the path; ``header["stopped"]`` of the file holds the guard's reason when the chain stopped early.
@@ -182,7 +183,7 @@ def write_mdsr(path: str | os.PathLike, checkpoint: str | os.PathLike, x0: Any, 
     stopped = None
     if verify and n_frames > 1:
         sur = Surrogate.from_checkpoint(ck, device=_resolve_device(device), dtype=dtype)
-        chain = sur.chain(torch.as_tensor(x0), torch.as_tensor(v0), topo, seed=seed)
+        chain = sur.chain(torch.as_tensor(x0), torch.as_tensor(v0), topo, seed=seed, guard=_guard(sur, guard))
         for k in range(1, int(n_frames)):
             step = chain.advance()
             if step.stopped:
@@ -211,6 +212,7 @@ def write_mdsr(path: str | os.PathLike, checkpoint: str | os.PathLike, x0: Any, 
         "dtype": dtype,
         "device": str(device),
         "seed": seed,
+        "guard": bool(guard),
         "stopped": stopped,
         "units": dict(ck.dataset.units),
         "delta_time": ck.dataset.delta_time,
@@ -246,20 +248,27 @@ def write_mdsr(path: str | os.PathLike, checkpoint: str | os.PathLike, x0: Any, 
     return path
 
 
+def _guard(surrogate, on: bool):
+    """The checkpoint's guard, or one that stops on non-finite states only."""
+    from .guard import StabilityGuard
+
+    return surrogate.guard() if on else StabilityGuard(max_expansion=float("inf"))
+
+
 def _same_drive(a: Path, b: Path) -> bool:
     return os.path.splitdrive(str(a.resolve()))[0] == os.path.splitdrive(str(b.resolve()))[0]
 
 
 def write_rollout_spec(out_file: str | os.PathLike, checkpoint: str | os.PathLike, x0: Any, v0: Any,
                        topo: BatchTopology, atoms: AtomTopology, steps: int, *, t0_ps: float, dt_ps: float,
-                       device: str = "cpu", seed: int | None = None, on_step=None) -> Path:
+                       device: str = "cpu", seed: int | None = None, guard: bool = True, on_step=None) -> Path:
     """What ``mdsurrogate rollout … --out run.mdsr`` does instead of writing frames: the ``.mdsr`` file of a
     ``steps``-step rollout from (x0, v0) [N, 3] (``steps + 1`` frames, the initial one included, fewer when the
     stability guard stops the chain), each step ``dt_ps`` ps (Δ of the model), starting at ``t0_ps``."""
     if steps < 1:
         raise MdsrError(f"the number of steps must be ≥ 1, got {steps}")
     return write_mdsr(out_file, checkpoint, x0, v0, topo, atoms, steps + 1, t0_ps, dt_ps, device=device, seed=seed,
-                      on_step=on_step)
+                      guard=guard, on_step=on_step)
 
 
 # ---------------------------------------------------------------------------------------------- reading
@@ -367,7 +376,7 @@ class MdsrRun:
         sur = Surrogate.from_checkpoint(Checkpoint.load(self.check_checkpoint(), kind="propagator"),
                                         device=self.device, dtype=self.dtype)
         self._chain = sur.chain(torch.as_tensor(self.x0), torch.as_tensor(self.v0), self.topology,
-                                seed=self.header.get("seed"))
+                                seed=self.header.get("seed"), guard=_guard(sur, self.header.get("guard", True)))
         self._cache = {0: self._chain.snapshot()}
 
     def close(self) -> None:

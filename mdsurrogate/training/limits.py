@@ -4,7 +4,7 @@ lengths, computed once from the training samples and stored in every checkpoint.
 From the training split (at most ``max_samples`` samples, spread evenly):
 
 * ``step_rms``: the RMS displacement of one step (target − input, per graph) — its largest value in the data
-  times ``margin``;
+  times ``step_margin``;
 * for datasets of one molecular system (MD: the same atoms in every frame), ``bond_lengths`` [E]: the mean length
   of every local edge (each bond once, in the order of :func:`~mdsurrogate.data.geometry.constraint_pairs`),
   ``angle_pair_lengths``: the same for the bonds and 1-3 pairs (for rollouts that also fix bond angles),
@@ -27,7 +27,8 @@ from ..data.geometry import constraint_pairs, radius_of_gyration
 from ..models.scatter import scatter_mean
 
 
-def data_limits(ds: Dataset, *, margin: float = 3.0, rg_margin: float = 0.2, bond_floor: float = 0.01,
+def data_limits(ds: Dataset, *, margin: float = 3.0, step_margin: float = 5.0, rg_margin: float = 0.2,
+                bond_floor: float = 0.01,
                 max_samples: int = 2000, batch_size: int = 64) -> tuple[dict, dict]:
     """(guard limits, checkpoint extras) from the training split of ``ds``; see the module docstring."""
     ids = ds.split_indices("train")
@@ -52,7 +53,7 @@ def data_limits(ds: Dataset, *, margin: float = 3.0, rg_margin: float = 0.2, bon
                     out.append((x0[pairs[0]] - x0[pairs[1]]).norm(dim=-1).view(n_graph, -1))
     step = torch.cat(steps)
     data = {"step_rms_mean": float(step.mean()), "step_rms_max": float(step.max()), "samples": int(len(ids))}
-    limits = {"step_rms": margin * float(step.max())}
+    limits = {"step_rms": step_margin * float(step.max())}
     extra: dict = {}
     if single_system:
         rg = torch.cat(rgs)

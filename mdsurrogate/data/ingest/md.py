@@ -5,8 +5,11 @@ The steps, in order (each a function below):
 1. :func:`_check_parameters` — the arguments make sense before any file is opened.
 2. :func:`_read_system` — one :class:`~mdsurrogate.data.sources.md.MDSystem` (elements, charges, bonds, atom
    identity) for the selection, from the first trajectory's topology.
-3. :func:`_read_trajectory` — per file: the selection's positions, the velocities as the dataset defines them
-   (:func:`~mdsurrogate.data.sources.md.state_velocities`) and the frame spacing.
+3. :func:`_read_trajectory` — per file: the selection's positions (in a periodic box made whole and unwrapped in
+   time, :mod:`~mdsurrogate.data.periodic`), the frame spacing (the file's times or ``dt``,
+   :func:`~mdsurrogate.data.sources.md.frame_spacing`) and the velocities as the dataset defines them
+   (:func:`~mdsurrogate.data.sources.md.state_velocities`; the file's own only where they describe its motion,
+   :func:`~mdsurrogate.data.sources.md.velocity_mismatch`).
 4. :func:`_check_consistent` — all files agree on the velocity kind and the frame spacing.
 5. :func:`_trajectory_samples` / :func:`chronological_samples` — samples and split codes
    (:data:`~mdsurrogate.data.dataset.SPLITS`), never straddling a split boundary or two files.
@@ -18,13 +21,15 @@ Conventions (units, velocities, bonds) are those of :mod:`mdsurrogate.data.sourc
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from ..dataset import SPLITS, EdgeSetData, write_dataset
+from ..dataset import SPLITS, EdgeSetData, check_new_dataset, write_dataset
+from ..periodic import Unwrapper
 from ..sources import md
 
 TRAIN, VAL, TEST = SPLITS["train"], SPLITS["val"], SPLITS["test"]
@@ -33,7 +38,8 @@ TRAIN, VAL, TEST = SPLITS["train"], SPLITS["val"], SPLITS["test"]
 @dataclass
 class _Trajectory:
     """One trajectory file, read: positions / velocities [F, N, 3] (Å, Å per frame), spacing (ps), velocity kind,
-    ``first``: the first frame a sample may start at (1 for difference velocities: frame 0 has no previous one)."""
+    ``first``: the first frame a sample may start at (1 for difference velocities: frame 0 has no previous one),
+    ``periodic``: whether its frames have a periodic box (then unwrapped), ``box0``: the first frame's box."""
 
     path: str
     positions: np.ndarray
@@ -41,6 +47,9 @@ class _Trajectory:
     spacing: float
     kind: str
     first: int
+    periodic: bool = False
+    box0: list | None = None
+    symmetric_box: bool = False
 
 
 def chronological_samples(n_frames: int, delta: int, ratios=(0.6, 0.2, 0.2), first: int = 1):
@@ -63,15 +72,17 @@ def chronological_samples(n_frames: int, delta: int, ratios=(0.6, 0.2, 0.2), fir
     return np.concatenate(starts), np.concatenate(codes)
 
 
-def _check_parameters(trajs: Sequence, delta: int, cutoff: float, velocities: str) -> None:
+def _check_parameters(trajs: Sequence, delta: int, cutoff: float, velocities: str, dt: float | None) -> None:
     if not trajs:
         raise md.MDInputError("give at least one trajectory (trajs)")
-    if delta < 1:
-        raise md.MDInputError(f"delta must be ≥ 1 frame, got {delta}")
-    if not cutoff > 0:
-        raise md.MDInputError(f"cutoff must be positive, got {cutoff}")
+    if isinstance(delta, bool) or not isinstance(delta, int | np.integer) or delta < 1:
+        raise md.MDInputError(f"delta must be a whole number of frames ≥ 1, got {delta}")
+    if not (isinstance(cutoff, int | float) and math.isfinite(cutoff) and cutoff > 0):
+        raise md.MDInputError(f"cutoff must be a positive, finite number of Å, got {cutoff}")
     if velocities not in ("auto", *md.VELOCITY_KINDS):
         raise md.MDInputError(f"velocities must be 'auto', 'trajectory', 'difference' or 'lag', not {velocities!r}")
+    if dt is not None and not (isinstance(dt, int | float) and math.isfinite(dt) and dt > 0):
+        raise md.MDInputError(f"dt must be a positive number of ps between saved frames, got {dt}")
 
 
 def _read_system(universe, select: str, warn: Callable[[str], None]) -> md.MDSystem:
@@ -83,33 +94,52 @@ def _read_system(universe, select: str, warn: Callable[[str], None]) -> md.MDSys
     return system
 
 
-def _read_trajectory(universe, path, select: str, velocities: str, delta: int,
-                     reference: np.ndarray | None = None) -> _Trajectory:
-    """Every frame of one file: positions (superposed on ``reference`` [N, 3] when given), the dataset's
-    velocities and the frame spacing."""
-    ag = md.select_atoms(universe, select)
+def _read_trajectory(universe, path, system: md.MDSystem, velocities: str, delta: int, dt: float | None,
+                     warn: Callable[[str], None], reference: np.ndarray | None = None) -> _Trajectory:
+    """Every frame of one file: positions (whole and unwrapped in a periodic box; superposed on ``reference``
+    [N, 3] when given), the dataset's velocities and the frame spacing."""
+    ag = md.select_atoms(universe, system.selection)
     has_v = md.has_velocities(universe)
     if velocities == "trajectory" and not has_v:
         raise md.MDInputError(f"{path} has no velocities; use velocities='difference'")
-    if velocities == "lag":
-        kind = "lag"
-    else:
-        kind = "trajectory" if velocities == "trajectory" or (velocities == "auto" and has_v) else "difference"
-    x, v_traj, times = md.read_frames(universe, ag, velocities=kind == "trajectory")
+    own = has_v and velocities in ("auto", "trajectory")
+    frames = md.read_frames(universe, ag, velocities=own, unwrap=Unwrapper(system.n_atoms, system.bonds), path=path)
+    for note in frames.notes:
+        warn(note)
+    x = frames.positions
     if reference is not None:
-        if kind == "trajectory":
-            raise md.MDInputError("align=True removes rigid-body motion from positions; the trajectory's own "
-                                  "velocities would keep it: use velocities='lag' or 'difference'")
         from ..align import align_frames
 
         x = align_frames(x, reference)
+    least = delta + 1 + (0 if own else {"difference": 1, "lag": delta}["lag" if velocities == "lag" else "difference"])
+    if len(x) < least:  # too short whatever the frame spacing: say so before asking for one
+        raise md.MDInputError(f"{path} has {len(x)} frame{'s' if len(x) != 1 else ''}, too few for delta = {delta} "
+                              f"frames (need at least {least})")
+    spacing = md.frame_spacing(universe, frames.times, dt=dt, path=path)
+    kind = "lag" if velocities == "lag" else "difference"
+    if own and len(x) > 1:
+        mismatch, v_rms, d_rms = md.velocity_mismatch(x, frames.velocities, spacing)
+        if mismatch <= md.VELOCITY_MISMATCH:
+            kind = "trajectory"
+        else:
+            why = (f"the velocities of {path} (RMS {v_rms:.3g} Å per frame of {spacing:g} ps) do not describe its "
+                   f"motion over a frame (RMS displacement {d_rms:.3g} Å; they differ from it by {mismatch:.3g} times "
+                   "its size): they are thermal velocities of one instant")
+            if velocities == "trajectory":
+                raise md.MDInputError(f"{why}; use velocities='difference' (or 'lag', or 'auto')")
+            warn(f"{why}, so the backward difference of the positions is used (velocities='difference')")
+    elif own:
+        kind = "trajectory"
     first = {"trajectory": 0, "difference": 1, "lag": delta}[kind]
     if len(x) < delta + 1 + first:
         raise md.MDInputError(f"{path} has {len(x)} frames, too few for delta = {delta} frames "
                               f"(need at least {delta + 1 + first})")
-    spacing = md.frame_spacing(universe, times)
-    v = md.state_velocities(x, v_traj, spacing, lag=delta if kind == "lag" else None, align=reference is not None)
-    return _Trajectory(str(path), x, v, spacing, kind, first)
+    if reference is not None and kind == "trajectory":
+        raise md.MDInputError("align=True removes rigid-body motion from positions; the trajectory's own "
+                              "velocities would keep it: use velocities='lag' or 'difference'")
+    v = md.state_velocities(x, frames.velocities if kind == "trajectory" else None, spacing,
+                            lag=delta if kind == "lag" else None, align=reference is not None)
+    return _Trajectory(str(path), x, v, spacing, kind, first, frames.periodic, frames.box0, md.symmetric_box(universe))
 
 
 def _check_consistent(runs: Sequence[_Trajectory]) -> None:
@@ -153,8 +183,21 @@ def _feature_scales(runs: Sequence[_Trajectory], samples: np.ndarray, codes: np.
     return {"speed": 1.0 / v_rms, "charge": 1.0 / q_max}
 
 
+def _periodic_meta(runs: Sequence[_Trajectory]) -> dict:
+    """How periodic boxes were handled (``meta["md"]["periodic"]``)."""
+    if not any(r.periodic for r in runs):
+        return {"box": False}
+    symmetric = any(r.symmetric_box for r in runs if r.periodic)
+    return {"box": True, "first_box": next(r.box0 for r in runs if r.box0 is not None),
+            "box_vectors": "CHARMM's symmetric shape matrix" if symmetric else "a along x, b in the xy plane",
+            "whole": "fragments of the selection's bonds made whole at each file's first frame, their centres of "
+                     "geometry placed in the primary cell",
+            "unwrap": "nojump: every atom at the image nearest its previous position (reduced coordinates)",
+            "module": "mdsurrogate.data.periodic"}
+
+
 def _meta(*, name, top, trajs, test_trajs, select, delta, cutoff, velocities, ratios, system: md.MDSystem,
-          kind: str, frame_dt: float, scales: dict, align: bool = False) -> dict:
+          kind: str, frame_dt: float, scales: dict, dt: float | None, periodic: dict, align: bool = False) -> dict:
     return {
         "name": name or f"md_{Path(top).stem}",
         "source": "md",
@@ -176,53 +219,61 @@ def _meta(*, name, top, trajs, test_trajs, select, delta, cutoff, velocities, ra
                "elements": list(md.ELEMENTS), "velocities": kind, "align": bool(align),
                "bonds_guessed": system.bonds_guessed,
                "n_bonds": int(len(system.bonds)), "split_ratios": list(ratios), "cutoff": float(cutoff),
-               "test_trajectories": [str(p) for p in test_trajs],
+               "test_trajectories": [str(p) for p in test_trajs], "periodic": periodic,
+               "frame_dt_from": "the dt parameter" if dt is not None else "the trajectory's frame times",
                "element": system.element.tolist(), "charge": [round(float(q), 6) for q in system.charge],
                "files": {"topology": str(top), "trajectories": [str(p) for p in trajs]}},
         "generator": {"kind": "md", "topology": str(top),
                       "trajectories": [str(p) for p in trajs[:len(trajs) - len(test_trajs)]],
                       "test_trajectories": [str(p) for p in test_trajs], "select": select,
-                      "delta": int(delta), "cutoff": float(cutoff), "velocities": velocities},
+                      "delta": int(delta), "cutoff": float(cutoff), "velocities": velocities,
+                      **({"dt": float(dt)} if dt is not None else {})},
     }
 
 
 def ingest_md(out: str | Path, top: str | Path, trajs, *, select: str = "backbone", delta: int = 15,
               cutoff: float = 10.0, velocities: str = "auto", ratios=(0.6, 0.2, 0.2), test_trajs=(),
-              name: str | None = None, align: bool = False, overwrite: bool = False, warn=None) -> Path:
+              name: str | None = None, dt: float | None = None, align: bool = False, overwrite: bool = False,
+              warn=None) -> Path:
     """Any MD trajectory MDAnalysis reads → a dataset of (frame i → frame i + Δ) samples of one atom selection.
 
     Several trajectories of one system become one dataset; each is split chronologically on its own
     (``ratios`` train/val/test) and no sample straddles two files or two splits (see
     :func:`chronological_samples`). Global graph: atoms within ``cutoff`` Å, rebuilt for every state;
     edge features [‖r_ij‖, ‖r_ij‖²]; local graph: bonds with [length0, ‖r_ij‖²]; node features
-    [‖v‖ / v_rms, q / max|q|, one-hot element]. Velocities: ``"auto"`` (the trajectory's when it has them, else
-    the backward difference), ``"trajectory"``, ``"difference"`` or ``"lag"`` (the displacement over Δ frames, per
-    frame); in Å per frame (sources/md.py). ``align``: every frame superposed on the first frame of the first
-    trajectory (rigid-body translation and rotation removed; velocities from superposed pairs), for molecules
-    that diffuse and tumble (a small peptide in implicit solvent).
+    [‖v‖ / v_rms, q / max|q|, one-hot element]. Velocities: ``"auto"`` (the trajectory's when it has them and they
+    describe its motion over a frame, else the backward difference), ``"trajectory"`` (refused when they do not),
+    ``"difference"`` or ``"lag"``; in Å per frame (sources/md.py). Periodic boxes: the selection's molecules are
+    made whole and the frames unwrapped in time (:mod:`mdsurrogate.data.periodic`; recorded in
+    ``meta["md"]["periodic"]``). ``dt``: ps between saved frames, for files that do not state it (otherwise the
+    files' frame times; a file with no or zero times and no ``dt`` is refused). ``align``: every frame superposed on
+    the first frame of the first trajectory (rigid-body translation and rotation removed; velocities from superposed
+    pairs), for molecules that diffuse and tumble (a small peptide in implicit solvent).
     ``test_trajs``: further trajectories held out whole as test data (independent runs of the same system: the
     strictest test); the ``ratios`` then split the other trajectories (their test fraction may be 0).
     ``warn(message)`` receives non-fatal notes (e.g. guessed bonds).
     """
     warn = warn or (lambda message: None)
     trajs, test_trajs = list(trajs), list(test_trajs)
-    _check_parameters(trajs, delta, cutoff, velocities)
+    _check_parameters(trajs, delta, cutoff, velocities, dt)
+    check_new_dataset(out, overwrite)
     held_out = set(range(len(trajs), len(trajs) + len(test_trajs)))
     files = trajs + test_trajs
     universes = md.open_universe(top, files)
     system = _read_system(universes[0], select, warn)
     reference = None
     if align:  # the first frame of the first trajectory: every frame of every file is superposed on it
-        universes[0].trajectory[0]
-        reference = md.select_atoms(universes[0], select).positions.astype(np.float64)
-    runs = [_read_trajectory(u, path, select, velocities, delta, reference)
+        reference = md.FrameReader(universes[0], md.select_atoms(universes[0], select), system.bonds)(0)
+        reference = reference.astype(np.float64)
+    runs = [_read_trajectory(u, path, system, velocities, delta, dt, warn, reference)
             for u, path in zip(universes, files, strict=True)]
     _check_consistent(runs)
     samples, codes = _trajectory_samples(runs, delta, ratios, held_out)
     frame_dt = float(np.median([r.spacing for r in runs]))
     meta = _meta(name=name, top=top, trajs=files, test_trajs=test_trajs, select=select, delta=delta, cutoff=cutoff,
                  velocities=velocities, ratios=ratios, system=system, kind=runs[0].kind, frame_dt=frame_dt,
-                 scales=_feature_scales(runs, samples, codes, system), align=align)
+                 scales=_feature_scales(runs, samples, codes, system), dt=dt, periodic=_periodic_meta(runs),
+                 align=align)
     local = system.topology(runs[0].positions[0]).edge_sets["local"]
     e_idx, length0 = local.index.numpy().T, local.props["length0"].numpy()
     n_t = len(runs)

@@ -36,15 +36,23 @@ from typing import Any
 
 from ...data.atoms import AtomTopology
 from ...errors import UserError
-from .base import ANY_COLUMN, StreamingWriter, TrajectoryWriter, as_topology
+from .base import ANY_COLUMN, FrameError, StreamingWriter, TrajectoryWriter, as_topology
 from .dcd import AKMA_PS, DCDWriter
-from .mdanalysis import MDAnalysisWriter, NCDFWriter, TRRWriter, XTCWriter, mdanalysis_formats, mdanalysis_writer_class
+from .mdanalysis import (
+    MDAnalysisWriter,
+    NCDFWriter,
+    TRRWriter,
+    XTCWriter,
+    mdanalysis_formats,
+    mdanalysis_writer_class,
+    missing_packages,
+)
 from .pdb import PDBWriter
 from .xyz import ExtXYZWriter
 
-__all__ = ["AKMA_PS", "ANY_COLUMN", "DCDWriter", "ExtXYZWriter", "MDAnalysisWriter", "NCDFWriter", "PDBWriter",
-           "TRRWriter", "TrajectoryWriter", "UnknownFormatError", "WRITERS", "StreamingWriter", "XTCWriter",
-           "open_writer", "supported_extensions", "writer_class"]
+__all__ = ["AKMA_PS", "ANY_COLUMN", "DCDWriter", "ExtXYZWriter", "FrameError", "MDAnalysisWriter", "NCDFWriter",
+           "PDBWriter", "TRRWriter", "TrajectoryWriter", "UnknownFormatError", "WRITERS", "StreamingWriter",
+           "XTCWriter", "open_writer", "supported_extensions", "writer_class"]
 
 
 class UnknownFormatError(UserError, ValueError):
@@ -73,6 +81,10 @@ def writer_class(path: str | os.PathLike[str] | None = None, *, format: str | No
     if key in by_name:
         return by_name[key]
     cls = mdanalysis_writer_class(key) if key else None
+    missing = missing_packages(key) if cls is None and key else []
+    if missing:
+        raise UnknownFormatError(f"writing .{key} files needs the Python package(s) {', '.join(missing)}, which "
+                                 f"are not installed (pip install {' '.join(missing)})")
     if cls is None:
         where = f" for {path}" if path is not None else ""
         shown = key or "(no extension)"

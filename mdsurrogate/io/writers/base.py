@@ -46,9 +46,19 @@ from typing import Any, ClassVar
 import numpy as np
 
 from ...data.atoms import AtomTopology
+from ...errors import UserError
 from ..atomic import publish, refuse_existing, reserve_partial
 
-__all__ = ["ANY_COLUMN", "StreamingWriter", "TrajectoryWriter", "as_topology", "box_params_and_matrix"]
+__all__ = ["ANY_COLUMN", "FrameError", "StreamingWriter", "TrajectoryWriter", "as_topology", "box_params_and_matrix"]
+
+class FrameError(UserError, ValueError):
+    """A frame whose values the format cannot hold (non-finite numbers, coordinates beyond the format's columns or
+    precision); nothing of it was written. ``frame`` is its index: the frames before it are complete."""
+
+    def __init__(self, message: str, frame: int):
+        super().__init__(message)
+        self.frame = frame
+
 
 #: ``per_atom_columns`` entry meaning "any name" (extended XYZ stores every per-atom array as a column).
 ANY_COLUMN = "*"
@@ -243,7 +253,8 @@ class TrajectoryWriter:
             pos = pos.astype(np.float64)
         if not np.all(np.isfinite(pos)):
             bad = int(np.count_nonzero(~np.isfinite(pos).all(axis=1)))
-            raise ValueError(f"frame {self.n_frames}: {bad} atoms have non-finite positions; not written")
+            raise FrameError(f"frame {self.n_frames}: {bad} atoms have non-finite positions; not written",
+                             self.n_frames)
         vel = None
         if velocities is not None:
             vel = to_numpy(velocities)
@@ -255,7 +266,7 @@ class TrajectoryWriter:
                 self._warn_ignored("velocities")
                 vel = None
             elif not np.all(np.isfinite(vel)):
-                raise ValueError(f"frame {self.n_frames}: non-finite velocities; not written")
+                raise FrameError(f"frame {self.n_frames}: non-finite velocities; not written", self.n_frames)
         arrays: dict[str, np.ndarray] = {}
         for key, value in per_atom.items():
             if not NAME_RE.match(key):

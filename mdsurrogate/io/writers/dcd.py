@@ -19,7 +19,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from ...data.atoms import AtomTopology
-from .base import StreamingWriter, cos_deg
+from .base import FrameError, StreamingWriter, cos_deg
 
 __all__ = ["AKMA_PS", "DCDWriter"]
 
@@ -122,7 +122,7 @@ class DCDWriter(StreamingWriter):
     def _write_frame(self, positions, time_ps, velocities, box, per_atom) -> None:
         xyz = positions.astype("<f4")
         if not np.all(np.isfinite(xyz)):
-            raise ValueError(f"frame {self.n_frames}: positions overflow float32; frame not written")
+            raise FrameError(f"frame {self.n_frames}: positions overflow float32; frame not written", self.n_frames)
         header = self._timing([*self.times_ps, time_ps])  # validates before anything is written
         if self.n_frames == 0:
             self._header = header

@@ -143,13 +143,35 @@ class NCDFWriter(MDAnalysisWriter):
     box = True
 
 
-def mdanalysis_formats() -> dict[str, str]:
-    """Extension (lower case) → MDAnalysis format of every multi-frame format MDAnalysis writes ({} without it)."""
+def _missing_packages(writer_cls) -> list[str]:
+    """Optional packages an MDAnalysis writer's module says are missing (its ``HAS_<PACKAGE> = False`` flags, e.g.
+    ``HAS_H5PY`` of the H5MD writer), lower case."""
+    import sys
+
+    module = sys.modules.get(writer_cls.__module__)
+    return sorted(k[4:].lower() for k, v in vars(module or object).items() if k.startswith("HAS_") and v is False)
+
+
+def mdanalysis_formats(*, unavailable: bool = False) -> dict[str, str]:
+    """Extension (lower case) → MDAnalysis format of every multi-frame format MDAnalysis writes here ({} without
+    MDAnalysis); formats whose writer needs a package that is not installed (H5MD without h5py) are left out, or,
+    with ``unavailable=True``, are the only ones returned."""
     try:
         from MDAnalysis.coordinates.base import _MULTIFRAME_WRITERS
     except ImportError:
         return {}
-    return {f.lower(): f for f in _MULTIFRAME_WRITERS if f not in _NOT_FILES}
+    return {f.lower(): f for f, cls in _MULTIFRAME_WRITERS.items()
+            if f not in _NOT_FILES and bool(_missing_packages(cls)) == unavailable}
+
+
+def missing_packages(ext: str) -> list[str]:
+    """The packages that writing ``ext`` (an MDAnalysis format's extension) needs and that are not installed."""
+    fmt = mdanalysis_formats(unavailable=True).get(ext.lower())
+    if fmt is None:
+        return []
+    from MDAnalysis.coordinates.base import _MULTIFRAME_WRITERS
+
+    return _missing_packages(_MULTIFRAME_WRITERS[fmt])
 
 
 def mdanalysis_writer_class(ext: str) -> type[MDAnalysisWriter] | None:

@@ -16,7 +16,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from ...data.atoms import AtomTopology
-from .base import NAME_RE, StreamingWriter, as_topology, to_numpy
+from .base import NAME_RE, FrameError, StreamingWriter, as_topology, to_numpy
 
 __all__ = ["PDBWriter"]
 
@@ -182,9 +182,9 @@ class PDBWriter(StreamingWriter):
     def _write_frame(self, positions, time_ps, velocities, box, per_atom) -> None:
         lo, hi = positions.min(), positions.max()
         if lo <= -999.9995 or hi >= 9999.9995:
-            raise ValueError(
+            raise FrameError(
                 f"frame {self.n_frames}: coordinates in [{lo:.3f}, {hi:.3f}] do not fit the PDB "
-                "%8.3f columns (-999.999 .. 9999.999); use .xyz or .dcd"
+                "%8.3f columns (-999.999 .. 9999.999); use .xyz or .dcd", self.n_frames
             )
         occupancies = self._column(self._occupancy_source, per_atom, "occupancies", "occupancies")
         bfactors = self._column(self._bfactor_source, per_atom, "bfactors", "bfactors")
