@@ -66,8 +66,9 @@ class Chain:
         self._guard_start = guard.start(self.x, self.topo) if guard is not None else None
 
     def predict(self) -> Prediction:
-        """The model's prediction from the current state (no step taken)."""
-        return self.surrogate.predict(self.x, self.v, self.topo)
+        """The model's prediction from the current state (no step taken; a stochastic model draws from the
+        chain's random stream)."""
+        return self.surrogate.predict(self.x, self.v, self.topo, generator=self.generator)
 
     def advance(self) -> Step:
         """One Δ: predict, check the new state, and move to it unless the guard refuses it."""

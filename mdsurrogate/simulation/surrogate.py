@@ -106,17 +106,27 @@ class Surrogate:
             return True
         return float(self.checkpoint.recipe.get("train", {}).get("velocity_weight", 0.0)) > 0
 
+    @property
+    def stochastic(self) -> bool:
+        """True for a propagator that samples its next state (model attribute ``stochastic = True``): its
+        ``forward(batch, generator=None)`` draws its noise from the ``torch.Generator`` it is given, so that a
+        chain's seed fixes the trajectory."""
+        return bool(getattr(self.model, "stochastic", False))
+
     def guard(self) -> StabilityGuard:
         """The stability guard with the limits the checkpoint stores (defaults without)."""
         return StabilityGuard.from_limits(self.checkpoint.guard if self.checkpoint else None)
 
     # -- computing ------------------------------------------------------------------------------------------
     @torch.no_grad()
-    def predict(self, x: Tensor, v: Tensor, topo: BatchTopology) -> Prediction:
-        """The model's prediction one Δ after the state (x, v) [ΣN, 3] (on the surrogate's device and dtype)."""
+    def predict(self, x: Tensor, v: Tensor, topo: BatchTopology, *,
+                generator: torch.Generator | None = None) -> Prediction:
+        """The model's prediction one Δ after the state (x, v) [ΣN, 3] (on the surrogate's device and dtype); a
+        stochastic model draws its sample with ``generator`` (a deterministic one ignores it)."""
         x = x.to(device=self.device, dtype=self.dtype)
         v = v.to(device=self.device, dtype=self.dtype)
-        pred = self.model(self.featurizer(x, v, topo))
+        batch = self.featurizer(x, v, topo)
+        pred = self.model(batch, generator=generator) if self.stochastic else self.model(batch)
         pred.x, pred.v = pred.x.to(self.dtype), pred.v.to(self.dtype)
         return pred
 
