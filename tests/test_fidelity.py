@@ -416,3 +416,28 @@ def test_trajectory_file_starts_equal_dataset_starts(tmp_path):
     assert a["methods"]["stay_still"]["rmsd_superposed"][0] < a["methods"]["stay_still"]["rmsd"][0]
     res = invoke("eval", run, "--rollout", 200, "--traj", DCD2, "--top", PSF, "--device", "cpu")
     assert res.exit_code == 2 and "no start with 200 steps" in " ".join(res.output.split())
+
+
+def test_nbody_energy_drift(tiny_nbody):
+    from mdsurrogate.data.dataset import Dataset
+    from mdsurrogate.data.sources.nbody import total_energy
+    from mdsurrogate.models.baselines import LinearDynamics
+    from mdsurrogate.training.checkpoint import DatasetInfo
+
+    ds = Dataset(tiny_nbody)
+    info = DatasetInfo.from_dataset(ds)
+    sur = Surrogate(LinearDynamics(tau=info.delta_time).eval(), Featurizer(ds.meta["features"]), info)
+    rec = rollout_fidelity(sur, steps=1, dataset=ds, starts=3, n_boot=50)
+    assert rec["data"]["edges"] == 0 and rec["methods"]["model"]["bond_dev"] == [None]
+    np.testing.assert_allclose(rec["skill"]["constant_velocity"]["rmsd"], 0.0, atol=1e-5)   # v per time unit
+    ids = rec["per_start"]["labels"]
+    t, f0, f1 = ds.samples[ids].T
+    x0, v0 = ds.states(t, f0)
+    x1, v1 = ds.states(t, f1)
+    q = np.stack([ds.node_property("charge", i) for i in t])
+    e0 = total_energy(x0.numpy().reshape(3, 5, 3), v0.numpy().reshape(3, 5, 3), q)
+    e1 = total_energy(x1.numpy().reshape(3, 5, 3), v1.numpy().reshape(3, 5, 3), q)
+    assert rec["energy"]["reference_abs_drift"][0] == pytest.approx(np.abs(e1 - e0).mean(), rel=1e-4)
+    assert rec["energy"]["model_abs_drift"][0] > 0
+    with pytest.raises(FidelityError, match="steps ≤ 1"):
+        rollout_fidelity(sur, steps=2, dataset=ds)
