@@ -311,6 +311,15 @@ def rollout_fidelity(surrogate, *, steps: int, dataset=None, split: str = "test"
     and of the reference); ``data`` (the statistics the rollout is compared against); ``per_start`` (labels and
     per-start RMSD [S][K] of every method).
     """
+    with np.errstate(divide="ignore", invalid="ignore"):   # a null model that is exact gives skill NaN (→ None)
+        return _rollout_fidelity(surrogate, steps=steps, dataset=dataset, split=split, traj=traj, top=top,
+                                 starts=starts, replicas=replicas, seed=seed, baseline=baseline, history=history,
+                                 n_boot=n_boot, level=level, quantiles=quantiles, bins=bins, guard=guard,
+                                 progress=progress)
+
+
+def _rollout_fidelity(surrogate, *, steps, dataset, split, traj, top, starts, replicas, seed, baseline, history,
+                      n_boot, level, quantiles, bins, guard, progress) -> dict:
     from ..data.dataset import Dataset
 
     steps, starts, replicas = int(steps), int(starts), int(replicas)
