@@ -336,7 +336,8 @@ def fidelity_figure(rec: dict):
     RMSD to the reference of the model and every null model; skill of the model against each null model with its
     bootstrap interval (band); local-edge RMS deviation, radius of gyration and per-step RMS displacement of the
     model (and baseline) beside the reference frames, over the data's envelope (grey band) and the data's RMS
-    (dotted); the fraction of rollouts that have left the envelope; the energy score of the model against the
+    (dotted); the fraction of the model's (and baseline's) rollouts that have left the envelope, in any quantity
+    and in each; the energy score of the model against the
     trivial ensembles; the spread–skill ratio (1 = calibrated; 0.7–1.4 band) for a stochastic model.
     """
     k = np.asarray(rec["horizons"], dtype=np.float64)
@@ -393,8 +394,12 @@ def fidelity_figure(rec: dict):
     line(ax[4], "reference", rec["reference"]["step"])
     ax[4].set_title(f"RMS displacement per step{lu}")
 
-    for name in methods:
-        line(ax[5], name, methods[name]["left_any"])
+    for name in geo:
+        color = FIDELITY_STYLE[name][0]
+        for key, ls, what in (("left_any", "-", "any"), ("left_bond", "--", "bonds"), ("left_rg", ":", "Rg"),
+                              ("left_step", "-.", "step size")):
+            ax[5].plot(k, _arr(methods[name][key]), color=color, ls=ls, marker="o", ms=2.5, lw=1.2,
+                       label=f"{labels.get(name, name)}: {what}")
     ax[5].set_ylim(-0.03, 1.03)
     ax[5].set_title("fraction that left the data's envelope")
 
