@@ -374,6 +374,14 @@ def test_stochastic_model_gets_ensemble_scores(toy):
                                               strict=True))
     again = rollout_fidelity(sur, steps=2, dataset=ds, starts=4, replicas=6, seed=1, n_boot=200)
     assert again["ensemble"] == ens                                        # seeded
+    from rich.console import Console
+
+    from mdsurrogate.cli.evaluate import fidelity_tables
+
+    console = Console(record=True, width=200)
+    for table in fidelity_tables(rec):
+        console.print(table)
+    assert "spread/skill" in console.export_text()
 
 
 def test_bad_rollout_input_is_one_sentence(toy):
