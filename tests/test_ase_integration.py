@@ -21,8 +21,10 @@ from ase.calculators.emt import EMT
 from ase.cluster import Octahedron
 from ase.md import MDLogger
 
+from mdsurrogate.config import recipe_from_dict
 from mdsurrogate.data.dataset import Dataset, DatasetError
-from mdsurrogate.data.sources.ase_frames import ingest_ase, simulate_emt_frames
+from mdsurrogate.data.ingest import ingest_ase
+from mdsurrogate.data.sources.ase_frames import simulate_emt_frames
 from mdsurrogate.errors import CheckpointError, UserError
 from mdsurrogate.integrations.ase import (
     PropagatorPlaceholderCalculator,
@@ -32,7 +34,7 @@ from mdsurrogate.integrations.ase import (
 from mdsurrogate.models.baselines import LinearDynamics
 from mdsurrogate.models.potential import EGNNPotential, UnknownElementError, cutoff_envelope
 from mdsurrogate.training.checkpoint import save_checkpoint
-from mdsurrogate.training.potential import train_potential
+from mdsurrogate.training.trainer import Trainer
 
 from .conftest import orthogonal
 
@@ -220,7 +222,8 @@ def test_mixed_periodic_and_free_batch_equals_single_graphs(model):
 
 def test_core_imports_without_ase():
     code = ("import sys; sys.modules['ase'] = None\n"
-            "import mdsurrogate.models.potential, mdsurrogate.training.potential, mdsurrogate.data.sources.ase_frames\n"
+            "import mdsurrogate.models.potential, mdsurrogate.training.trainer, mdsurrogate.data.sources.ase_frames\n"
+            "import mdsurrogate.data.ingest.ase\n"
             "from mdsurrogate.models.potential import element_names\n"
             "assert element_names([79]) == 'Z=79'")
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
@@ -277,8 +280,9 @@ def test_ingest_ase_layout(emt_dataset, tmp_path):
 @pytest.fixture(scope="module")
 def trained(emt_dataset, tmp_path_factory):
     run = tmp_path_factory.mktemp("run")
-    summary = train_potential(emt_dataset[0], run, epochs=60, lr=3e-3, batch_size=4, hidden=32, layers=2, n_rbf=12,
-                              seed=0, max_seconds=30)
+    recipe = recipe_from_dict({"model": {"name": "egnn_potential", "hidden": 32, "layers": 2, "n_rbf": 12},
+                               "train": {"epochs": 60, "lr": 3e-3, "batch_size": 4, "seed": 0, "max_minutes": 0.5}})
+    summary = Trainer(recipe, run, device="cpu", data_path=str(emt_dataset[0])).run()
     return run, summary
 
 

@@ -21,9 +21,9 @@ from mdsurrogate.config import recipe_from_dict  # noqa: E402
 from mdsurrogate.data.dataset import Dataset  # noqa: E402
 from mdsurrogate.data.featurize import Featurizer  # noqa: E402
 from mdsurrogate.data.ingest import ingest_md  # noqa: E402
+from mdsurrogate.data.ingest.md import chronological_samples  # noqa: E402
 from mdsurrogate.data.neighbors import radius_graph  # noqa: E402
-from mdsurrogate.data.sources.md import chronological_samples  # noqa: E402
-from mdsurrogate.training.loop import Trainer  # noqa: E402
+from mdsurrogate.training.trainer import Trainer  # noqa: E402
 
 warnings.filterwarnings("ignore", module="MDAnalysis")
 runner = CliRunner()

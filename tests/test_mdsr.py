@@ -17,16 +17,16 @@ import pytest
 import torch
 
 from mdsurrogate.config import recipe_from_dict
+from mdsurrogate.data.atoms import AtomTopology
 from mdsurrogate.data.dataset import Dataset
 from mdsurrogate.data.graph import sizes_to_ptr
 from mdsurrogate.data.topology import BatchTopology, EdgeSet
-from mdsurrogate.io.topology import AtomTopology
 from mdsurrogate.simulation.initial_state import InitialState
 from mdsurrogate.simulation.mdsr import MdsrError, read_mdsr, write_mdsr
 from mdsurrogate.simulation.rollout import rollout
 from mdsurrogate.simulation.surrogate import Surrogate
 from mdsurrogate.training.checkpoint import load_checkpoint, save_checkpoint
-from mdsurrogate.training.loop import Trainer
+from mdsurrogate.training.trainer import Trainer
 
 mda = pytest.importorskip("MDAnalysis")
 import mdsurrogate.mda  # noqa: E402,F401 - registers the MDSR format

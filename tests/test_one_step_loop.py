@@ -8,13 +8,13 @@ import pytest
 import torch
 
 from mdsurrogate.config import recipe_from_dict
+from mdsurrogate.data.atoms import AtomTopology
 from mdsurrogate.data.dataset import Dataset
-from mdsurrogate.io.topology import AtomTopology
 from mdsurrogate.simulation.initial_state import InitialState
 from mdsurrogate.simulation.mdsr import read_mdsr, write_mdsr
 from mdsurrogate.simulation.rollout import Chain, rollout
 from mdsurrogate.simulation.surrogate import Surrogate
-from mdsurrogate.training.loop import Trainer
+from mdsurrogate.training.trainer import Trainer
 
 STEPS = 8
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from mdsurrogate.data.atoms import AtomTopology
 from mdsurrogate.data.featurize import Featurizer
 from mdsurrogate.data.graph import sizes_to_ptr
 from mdsurrogate.data.topology import BatchTopology
-from mdsurrogate.io.topology import AtomTopology
 from mdsurrogate.io.writers import open_writer
 from mdsurrogate.models.base import Prediction
 from mdsurrogate.models.baselines import LinearDynamics
@@ -77,21 +77,3 @@ def test_guard_stops_on_blow_up():
 
     res = run(Runaway(), x0, v0, topo, 10)
     assert res.stopped and "blew up" in res.stopped and 0 < res.steps_done < 10
-
-
-class Jitter(torch.nn.Module):
-    """A toy stochastic propagator: x + v + 0.1·ε with ε drawn from the generator the chain passes."""
-
-    stochastic = True
-
-    def forward(self, g, generator=None):
-        eps = torch.randn(g.x.shape, generator=generator, dtype=g.x.dtype, device=g.x.device)
-        return Prediction(x=g.x + g.v + 0.1 * eps, v=g.v)
-
-
-def test_stochastic_model_draws_from_the_chain_seed():
-    x0, v0, topo = setup()
-    a, b, c = (run(Jitter(), x0, v0, topo, 4, seed=s).positions for s in (7, 7, 8))
-    np.testing.assert_array_equal(a, b)
-    assert np.abs(a[1:] - c[1:]).max() > 1e-3
-    assert abs(np.std(a[1] - (x0 + v0).numpy()) - 0.1) < 0.05

@@ -23,6 +23,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .ramachandran import jensen_shannon
+
 # ----------------------------------------------------------------------------------------------------------
 # distances to the reference
 # ----------------------------------------------------------------------------------------------------------
@@ -49,27 +51,20 @@ def rmsd(x, ref, *, superpose: bool = False) -> np.ndarray:
 def kabsch(x, ref) -> tuple[np.ndarray, np.ndarray]:
     """The proper rotation R [..., 3, 3] and translation t [..., 3] that minimise Σ_i ‖R x_i + t − y_i‖².
 
-    Kabsch: with centred coordinates X = x − x̄, Y = y − ȳ and H = Xᵀ Y = U S Vᵀ (SVD), R = V diag(1, 1, d) Uᵀ with
-    d = sign det(V Uᵀ) (d = −1 turns a reflection into the best proper rotation), t = ȳ − R x̄. Non-finite inputs
-    give NaN.
+    Kabsch (:func:`mdsurrogate.data.align.kabsch_rotation`): with centred coordinates X = x − x̄, Y = y − ȳ and
+    H = Xᵀ Y = U S Vᵀ (SVD), R = V diag(1, 1, d) Uᵀ with d = sign det(V Uᵀ) (d = −1 turns a reflection into the best
+    proper rotation), t = ȳ − R x̄. Non-finite inputs give NaN (instead of an SVD error).
     """
+    from ..data.align import kabsch_rotation
+
     x = np.asarray(x, np.float64)
     y = np.broadcast_to(np.asarray(ref, np.float64), x.shape)
     ok = np.isfinite(x).all(axis=(-1, -2)) & np.isfinite(y).all(axis=(-1, -2))
     x = np.where(ok[..., None, None], x, 0.0)
     y = np.where(ok[..., None, None], y, 0.0)
-    xc, yc = x.mean(-2), y.mean(-2)
-    h = np.swapaxes(x - xc[..., None, :], -1, -2) @ (y - yc[..., None, :])
-    u, _, vt = np.linalg.svd(h)
-    v = np.swapaxes(vt, -1, -2)
-    d = np.sign(np.linalg.det(v @ np.swapaxes(u, -1, -2)))
-    d = np.where(d == 0, 1.0, d)
-    fix = np.ones(d.shape + (3,))
-    fix[..., 2] = d
-    rot = (v * fix[..., None, :]) @ np.swapaxes(u, -1, -2)
-    t = yc - (rot @ xc[..., None])[..., 0]
-    rot = np.where(ok[..., None, None], rot, np.nan)
-    return rot, np.where(ok[..., None], t, np.nan)
+    rot = kabsch_rotation(x, y)
+    t = y.mean(-2) - (rot @ x.mean(-2)[..., None])[..., 0]
+    return np.where(ok[..., None, None], rot, np.nan), np.where(ok[..., None], t, np.nan)
 
 
 def superpose_onto(x, ref) -> np.ndarray:
@@ -289,7 +284,7 @@ def crps_positions(ens, ref, *, fair: bool = True) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------------------------------------
-# distributions: Wasserstein, Jensen–Shannon, RMSF
+# distributions: Wasserstein, Jensen–Shannon (of histograms), RMSF
 # ----------------------------------------------------------------------------------------------------------
 
 
@@ -308,29 +303,10 @@ def wasserstein_1d(a, b) -> float:
     return float(np.sum(np.abs(fa - fb) * np.diff(grid)))
 
 
-def js_divergence(p, q, *, base: float = 2.0) -> float:
-    """Jensen–Shannon divergence ½ KL(p‖m) + ½ KL(q‖m), m = (p + q)/2, of two histograms (counts or
-    probabilities over the same bins, normalised here); 0 log 0 = 0. In bits for ``base=2``: 0 (equal) … 1
-    (disjoint supports)."""
-    p = np.asarray(p, np.float64).ravel()
-    q = np.asarray(q, np.float64).ravel()
-    if p.shape != q.shape:
-        raise ValueError("the two histograms need the same bins")
-    if p.sum() <= 0 or q.sum() <= 0:
-        return float("nan")
-    p, q = p / p.sum(), q / q.sum()
-    m = 0.5 * (p + q)
-
-    def kl(a):
-        nz = a > 0
-        return float(np.sum(a[nz] * np.log(a[nz] / m[nz])))
-
-    return (0.5 * kl(p) + 0.5 * kl(q)) / np.log(base)
-
-
 def histogram_js(a, b, *, bins: int = 30, value_range: tuple[float, float] | None = None,
                  base: float = 2.0) -> float:
-    """:func:`js_divergence` of the histograms of samples a and b on ``bins`` shared bins over ``value_range``
+    """Jensen–Shannon divergence (:func:`mdsurrogate.analysis.ramachandran.jensen_shannon`; bits for ``base=2``) of
+    the histograms of samples a and b on ``bins`` shared bins over ``value_range``
     (default: the joint finite range of a and b). Values outside the range are counted in the end bins (so a
     runaway rollout's mass is not dropped); non-finite values are counted in the upper end bin."""
     a = np.ravel(np.asarray(a, np.float64))
@@ -351,7 +327,7 @@ def histogram_js(a, b, *, bins: int = 30, value_range: tuple[float, float] | Non
         v = np.where(np.isfinite(v), v, hi)
         return np.histogram(np.clip(v, lo, hi), bins=bins, range=(lo, hi))[0]
 
-    return js_divergence(hist(a), hist(b), base=base)
+    return jensen_shannon(hist(a), hist(b), base=base)
 
 
 def rmsf(frames, *, superpose_to=None) -> np.ndarray:

@@ -21,7 +21,7 @@ from ..data.ingest import ingest_nbody
 from ..device import resolve_device
 from ..simulation.evaluation import evaluate_split
 from ..simulation.surrogate import Surrogate
-from ..training.loop import Trainer
+from ..training.trainer import Trainer
 
 
 def packaged_recipe(name: str) -> Path:
@@ -50,7 +50,7 @@ def run_demo(out_dir: str | Path, *, device: str = "auto", console=None, n_train
     sur = Surrogate.load(out_dir / "runs" / "nbody_demo", device=dev)
     start = initial_state.from_dataset(ds, sur, split="test", sample=0, frame=0)
     pdb = out_dir / "rollout_egnn.pdb"
-    res = rollout_to_file(sur, start, 4, pdb)
+    res = rollout_to_file(sur, start, 4, pdb, overwrite=True)
     return {"system": "nbody", "models": rows, "rollout": str(pdb), "rollout_mse_per_step": res.errors[1:].tolist(),
             "device": str(dev), "seconds": time.perf_counter() - t0}
 
@@ -80,7 +80,7 @@ def run_demo_adk(out_dir: str | Path, *, device: str = "auto", console=None, ste
     sur = Surrogate.load(out_dir / "runs" / "adk_quick_eghn", device=dev)
     start = initial_state.from_trajectory(dcd2, sur, top=top, frame=-1)
     pdb = out_dir / "rollout_eghn.pdb"
-    res = rollout_to_file(sur, start, steps, pdb)
+    res = rollout_to_file(sur, start, steps, pdb, overwrite=True)
     return {"system": "adk", "models": rows, "rollout": str(pdb), "rollout_frames": res.steps_done + 1,
             "rollout_stopped": res.stopped, "device": str(dev), "seconds": time.perf_counter() - t0}
 

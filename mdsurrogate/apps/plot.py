@@ -437,3 +437,95 @@ def fidelity_figure(rec: dict):
                  f"{where}; Δ = {dt:g} {tu}, {rec['replicas']} replica(s)", fontsize=10)
     fig.tight_layout()
     return fig
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Ramachandran maps
+# ----------------------------------------------------------------------------------------------------------
+
+
+def trajectory_files(source: str | os.PathLike, trajs=()) -> tuple[Path, list[Path]]:
+    """(topology, trajectories) of ``source``: a `mdsurrogate simulate` output directory (its topology.pdb and
+    trajectory.dcd) or a topology file with ``trajs``; UserError when neither fits."""
+    source = Path(source)
+    if source.is_dir():
+        top, traj = source / "topology.pdb", source / "trajectory.dcd"
+        if not (top.is_file() and traj.is_file()):
+            raise UserError(f"{source} is not a `mdsurrogate simulate` output (no topology.pdb + trajectory.dcd); "
+                            "give a topology file and --traj instead")
+        return top, [traj, *map(Path, trajs)]
+    if not source.exists():
+        raise UserError(f"{source} does not exist")
+    if not trajs:
+        raise UserError(f"give the trajectory of {source.name} with --traj")
+    return source, [Path(t) for t in trajs]
+
+
+def plot_ramachandran(source: str | os.PathLike, out: str | os.PathLike, *, trajs=(), title: str | None = None
+                      ) -> dict:
+    """:func:`ramachandran_figure` of a trajectory (see :func:`trajectory_files`) written to ``out`` atomically;
+    returns :func:`~mdsurrogate.analysis.ramachandran.ramachandran_summary` (without the histogram) with ``out``."""
+    from ..analysis.ramachandran import ramachandran_summary
+    from ..analysis.trajectory import phi_psi_from_files
+
+    _check_output(Path(out))
+    top, files = trajectory_files(source, trajs)
+    try:
+        phi, psi, resids, frame_ps = phi_psi_from_files(top, files)
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    summary = ramachandran_summary(phi, psi, frame_ps)
+    summary.pop("histogram")
+    fig = ramachandran_figure(phi, psi, frame_ps, title=title or f"{top.parent.name or top.name}: "
+                              f"{len(phi)} frames, {len(resids)} residue(s)")
+    save_figure(fig, out)
+    return summary | {"frame_ps": frame_ps, "out": str(out)}
+
+
+def ramachandran_figure(phi: np.ndarray, psi: np.ndarray, frame_ps: float, *, title: str | None = None,
+                        bin_deg: float = 10.0):
+    """Left: free energy −ln p (kT, minimum 0) of (φ, ψ) on ``bin_deg`` bins (empty bins blank) with the basin
+    boundaries and populations of analysis.ramachandran; right: φ and ψ of the first residue against time (ns).
+    ``phi``, ``psi``: [F] or [F, R] degrees."""
+    from ..analysis.ramachandran import BASINS, basin_populations, ramachandran_histogram
+
+    fig = _figure(11.0, 4.6)
+    fig.set_layout_engine("constrained")
+    ax, ts = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
+    p = ramachandran_histogram(phi, psi, bin_deg)
+    with np.errstate(divide="ignore"):
+        f = -np.log(p)
+    f = np.ma.masked_invalid(f - f[np.isfinite(f)].min())
+    edges = np.linspace(-180, 180, p.shape[0] + 1)
+    mesh = ax.pcolormesh(edges, edges, f.T, cmap="viridis", shading="flat")
+    fig.colorbar(mesh, ax=ax, label="−ln p (kT)")
+    pops = basin_populations(phi, psi)
+    labels = {"alphaR": "αR", "beta": "β", "other": "other"}
+    for k, (name, rects) in enumerate(BASINS.items()):
+        for lo_phi, hi_phi, lo_psi, hi_psi in rects:
+            ax.plot([lo_phi, hi_phi, hi_phi, lo_phi, lo_phi], [lo_psi, lo_psi, hi_psi, hi_psi, lo_psi],
+                    color=f"C{k + 1}", lw=1.0, ls="--")
+        lo_phi, hi_phi, lo_psi, hi_psi = rects[0]
+        ax.text(0.5 * (lo_phi + hi_phi), 0.5 * (lo_psi + hi_psi), f"{labels.get(name, name)}\n{pops[name]:.3f}",
+                ha="center", va="center", color=f"C{k + 1}", fontsize=9, fontweight="bold",
+                bbox={"facecolor": "white", "alpha": 0.75, "edgecolor": "none", "pad": 1.5})
+    ax.set_xlim(-180, 180)
+    ax.set_ylim(-180, 180)
+    ax.set_xticks(range(-180, 181, 60))
+    ax.set_yticks(range(-180, 181, 60))
+    ax.set_xlabel("φ (°)")
+    ax.set_ylabel("ψ (°)")
+    ax.set_aspect("equal")
+    first_phi = phi if phi.ndim == 1 else phi[:, 0]
+    first_psi = psi if psi.ndim == 1 else psi[:, 0]
+    t = np.arange(1, len(first_phi) + 1) * frame_ps / 1000.0
+    ts.plot(t, first_phi, ".", ms=1.5, label="φ")
+    ts.plot(t, first_psi, ".", ms=1.5, label="ψ")
+    ts.set_ylim(-180, 180)
+    ts.set_yticks(range(-180, 181, 60))
+    ts.set_xlabel("time (ns)")
+    ts.set_ylabel("angle (°)")
+    ts.legend(loc="upper right", markerscale=6)
+    if title:
+        fig.suptitle(title)
+    return fig

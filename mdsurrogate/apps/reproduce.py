@@ -8,12 +8,14 @@ Tables (the published numbers are data, below; protocols.md §7 quotes them):
                     (3, 3) J = 1; any column whose recipes exist: 3_3_J1 … 10_10_J5)
     eghn-mocap      EGHN paper, Table 2: CMU motion capture, Run (subject 9) column
 
-For every model of the table the recipe ``recipes/<prefix>_<model>.toml`` is trained with ``train.seed`` = 1 … runs
+For every model of the table the shipped recipe ``<prefix>_<model>`` (by name; the M-complex ones are derived
+from ``mcomplex_<model>`` and the column, see :mod:`mdsurrogate.catalog`) is trained with ``train.seed`` = 1 … runs
 (the reported figure of a run is the papers' one: test MSE at the evaluation with the lowest validation MSE).
 A model without a recipe is listed as skipped. A run directory is ``OUT/runs/<recipe>/seed<k>-<hash>``, the hash
 being that of the resolved recipe; a run whose ``summary.json`` exists and whose ``recipe.toml`` equals the
 resolved recipe is reused, an unfinished one is resumed from ``last.pt``. Datasets that are missing are ingested
-first with the generator settings of the recipes' comment commands (``ingest_args`` of each table).
+first by the library's ingest functions with the generator settings of the recipes' comment commands (``ingest``
+of each table; the report records the equivalent ``mdsurrogate ingest`` command line).
 
 ``quick``: a smoke version that finishes in minutes (small datasets through ingest options, 3 epochs).
 
@@ -35,15 +37,15 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..catalog import MCOMPLEX_CONFIGS, is_recipe_name
 from ..config import dump_toml, load_recipe
-from ..errors import UserError
+from ..errors import ParameterError, UserError
 
-RECIPES = Path(__file__).resolve().parents[1] / "recipes"
 PACKAGE_ROOT = Path(__file__).resolve().parents[2]
 OOM = "OOM"  # the paper reports an out-of-memory failure instead of a number
 
 # EGHN Table 1: (M, N/M, J) column → test MSE (the paper prints ×10⁻²; converted here)
-_MCOMPLEX_COLUMNS = ("3_3_J1", "5_5_J1", "5_10_J1", "10_10_J1", "3_3_J5", "5_5_J5", "5_10_J5", "10_10_J5")
+_MCOMPLEX_COLUMNS = tuple(f"{m}_{a}_J{j}" for m, a, j in MCOMPLEX_CONFIGS)  # 3_3_J1 … 10_10_J5
 _MCOMPLEX_ROWS = {
     "linear": (35.15, 35.22, 30.14, 31.44, 35.91, 35.29, 30.88, 32.49),
     "tfn": (25.11, 29.35, 26.01, OOM, 27.33, 29.01, 25.57, OOM),
@@ -64,8 +66,8 @@ class PaperTable:
     """One table of a paper: its models (paper rows first, then ours), published numbers and how to run it.
 
     ``paper[config][model]``: the published test MSE (float), ``OOM``, or absent (no number). ``recipe`` is the
-    recipe file pattern; ``ingest_args`` the ``mdsurrogate ingest`` arguments that make the dataset (``{path}``
-    and the config's ``{M}``, ``{A}``, ``{J}`` are filled in); the ``quick_*`` entries shrink data and schedule.
+    recipe name pattern; ``ingest`` how the dataset is made (``{M}``, ``{A}``, ``{J}`` of the config and
+    ``{mocap_npz}`` are filled in); the ``quick_*`` entries shrink data and schedule.
     """
 
     name: str
@@ -74,15 +76,41 @@ class PaperTable:
     models: tuple[str, ...]
     paper: dict[str, dict[str, float | str]]
     recipe: str
-    ingest_args: tuple[str, ...]
+    ingest: Ingest
     default_config: str = ""
-    quick_ingest: tuple[str, ...] = ()
+    quick_ingest: tuple[Arg, ...] = ()
     quick_overrides: tuple[str, ...] = ()
     paper_names: dict[str, str] = field(default_factory=dict)
 
     @property
     def configs(self) -> list[str]:
         return list(self.paper)
+
+
+@dataclass(frozen=True)
+class Arg:
+    """One argument of an ingest: the library function's ``parameter``, the CLI ``flag`` and a value template."""
+
+    parameter: str
+    flag: str
+    value: str
+
+
+@dataclass(frozen=True)
+class Ingest:
+    """How a table's dataset is made: ``mdsurrogate ingest SOURCE PATH`` and its arguments, called as the library
+    function ``INGESTERS[ingester]`` of :mod:`mdsurrogate.data.ingest` (``ingester`` defaults to ``source``)."""
+
+    source: str
+    args: tuple[Arg, ...] = ()
+    ingester: str = ""
+
+
+def ingest_function(ingest: Ingest):
+    """The library function behind ``mdsurrogate ingest SOURCE``."""
+    from ..data.ingest import INGESTERS
+
+    return INGESTERS[ingest.ingester or ingest.source]
 
 
 QUICK_SCHEDULE = ("train.epochs=3", "train.eval_every=1", "train.patience=0", "train.batch_size=25")
@@ -98,9 +126,10 @@ TABLES: dict[str, PaperTable] = {
             models=("linear", "se3_transformer", "tfn", "gnn", "rf", "egnn", "segnn", "gmn"),
             paper={"": {"linear": 0.0819, "se3_transformer": 0.0244, "tfn": 0.0155, "gnn": 0.0107, "rf": 0.0104,
                         "egnn": 0.0071}},
-            recipe="nbody_{model}.toml",
-            ingest_args=("nbody", "{path}"),
-            quick_ingest=("--train", "100", "--val", "40", "--test", "40", "--stream-train", "100"),
+            recipe="nbody_{model}",
+            ingest=Ingest("nbody"),
+            quick_ingest=(Arg("n_train", "--train", "100"), Arg("n_val", "--val", "40"), Arg("n_test", "--test", "40"),
+                          Arg("stream_train", "--stream-train", "100")),
             quick_overrides=QUICK_SCHEDULE,
         ),
         PaperTable(
@@ -110,10 +139,11 @@ TABLES: dict[str, PaperTable] = {
                    "runs)",
             models=("linear", "tfn", "se3_transformer", "gnn", "rf", "egnn", "eghn", "segnn", "gmn"),
             paper={c: {m: _percent(v[k]) for m, v in _MCOMPLEX_ROWS.items()} for k, c in enumerate(_MCOMPLEX_COLUMNS)},
-            recipe="mcomplex_{config}_{model}.toml",
-            ingest_args=("mcomplex", "{path}", "--complexes", "{M}", "--size", "{A}", "--systems", "{J}"),
+            recipe="mcomplex_{config}_{model}",
+            ingest=Ingest("mcomplex", (Arg("n_complexes", "--complexes", "{M}"), Arg("avg_size", "--size", "{A}"),
+                                       Arg("n_types", "--systems", "{J}"))),
             default_config="3_3_J1",
-            quick_ingest=("--train", "50", "--val", "25", "--test", "25"),
+            quick_ingest=(Arg("n_train", "--train", "50"), Arg("n_val", "--val", "25"), Arg("n_test", "--test", "25")),
             quick_overrides=QUICK_SCHEDULE,
             paper_names={"gnn": "MPNN", "se3_transformer": "SE(3)-Tr."},
         ),
@@ -125,8 +155,8 @@ TABLES: dict[str, PaperTable] = {
             models=("gnn", "rf", "tfn", "se3_transformer", "egnn", "gmn", "eghn", "linear", "segnn"),
             paper={"": {"gnn": 0.664, "rf": 5.213, "tfn": 0.566, "se3_transformer": 0.612, "egnn": 0.509,
                         "gmn": 0.441, "eghn": 0.259}},
-            recipe="mocap_run_{model}.toml",
-            ingest_args=("mocap", "{path}", "--positions", "{mocap_npz}"),
+            recipe="mocap_run_{model}",
+            ingest=Ingest("mocap", (Arg("npz", "--positions", "{mocap_npz}"),), ingester="mocap_positions"),
             quick_overrides=QUICK_SCHEDULE + ("data.max_train_samples=100",),
             paper_names={"gnn": "MPNN", "se3_transformer": "SE(3)-Tr."},
         ),
@@ -144,7 +174,7 @@ class RunSpec:
     """One training run: a model's recipe with one seed, and where it lives."""
 
     model: str
-    recipe: Path
+    recipe: str  # a shipped recipe's name
     seed: int
     overrides: list[str]
     run_dir: Path
@@ -178,7 +208,7 @@ def get_table(name: str) -> PaperTable:
 def resolve_config(table: PaperTable, config: str | None) -> str:
     if not table.default_config:
         if config:
-            raise UserError(f"table {table.name} has no configurations; drop --config")
+            raise ParameterError(f"table {table.name} has no configurations; drop {{config}}", config="config")
         return ""
     config = config or table.default_config
     if config not in table.paper:
@@ -208,7 +238,7 @@ def select_models(table: PaperTable, models: str | list[str] | None) -> list[str
         return list(table.models)
     wanted = [m.strip() for m in (models.split(",") if isinstance(models, str) else models) if m.strip()]
     if not wanted:
-        raise UserError("--models is empty; give model names separated by commas")
+        raise ParameterError("{models} is empty; give model names separated by commas", models="models")
     from ..models import registry  # noqa: F401
     from ..models.base import MODELS
 
@@ -225,20 +255,20 @@ def plan_runs(table: PaperTable, config: str, models: list[str], runs: int, out:
     """Resolve every (model, seed) run. Returns the runs and {model: reason} for the skipped models."""
     specs, skipped = [], {}
     for model in models:
-        path = RECIPES / table.recipe.format(model=model, config=config)
-        if not path.is_file():
-            skipped[model] = f"no recipe {path.name}"
+        name = table.recipe.format(model=model, config=config)
+        if not is_recipe_name(name):
+            skipped[model] = f"no recipe {name}"
             continue
         base_over = []
         if quick:
-            rec, _ = load_recipe(path)
+            rec, _ = load_recipe(name)
             base_over = list(table.quick_overrides) + [f"data.path={quick_data_path(out, rec.data.path)}"]
         for seed in range(1, runs + 1):
             over = base_over + list(overrides) + [f"train.seed={seed}"]
-            rec, _ = load_recipe(path, [_quote(o) for o in over])
+            rec, _ = load_recipe(name, [_quote(o) for o in over])
             resolved = rec.to_dict()
-            run_dir = out / "runs" / path.stem / f"seed{seed}-{recipe_hash(resolved)}"
-            spec = RunSpec(model, path, seed, [_quote(o) for o in over], run_dir, resolved)
+            run_dir = out / "runs" / name / f"seed{seed}-{recipe_hash(resolved)}"
+            spec = RunSpec(model, name, seed, [_quote(o) for o in over], run_dir, resolved)
             spec.state = run_state(spec)
             specs.append(spec)
     return specs, skipped
@@ -265,7 +295,8 @@ def run_state(spec: RunSpec) -> str:
     except tomllib.TOMLDecodeError:
         same = False
     if not same:
-        raise UserError(f"{spec.run_dir} holds a run of another recipe; remove it or choose another --out")
+        raise ParameterError("{run_dir} holds a run of another recipe; remove it or choose another {out}",
+                             run_dir=str(spec.run_dir), out="out")
     if (spec.run_dir / "summary.json").exists():
         return "finished"
     return "unfinished" if (spec.run_dir / "last.pt").exists() else "new"
@@ -285,29 +316,41 @@ def find_mocap_file() -> Path:
                     f"there or ingest the dataset yourself: mdsurrogate ingest mocap DATA --positions FILE")
 
 
-def ingest_argv(table: PaperTable, config: str, path: str, quick: bool) -> list[str]:
-    fields_ = dict(config_fields(config), path=path)
-    if "{mocap_npz}" in table.ingest_args:
+def ingest_args(table: PaperTable, config: str, quick: bool) -> list[tuple[Arg, str]]:
+    """The table's ingest arguments for ``config`` (quick ones appended) with their values filled in."""
+    fields_ = dict(config_fields(config))
+    args = list(table.ingest.args) + (list(table.quick_ingest) if quick else [])
+    if any("{mocap_npz}" in a.value for a in args):
         fields_["mocap_npz"] = str(find_mocap_file())
-    argv = ["ingest"] + [a.format(**fields_) for a in table.ingest_args]
-    return argv + (list(table.quick_ingest) if quick else [])
+    return [(a, a.value.format(**fields_)) for a in args]
+
+
+def ingest_argv(table: PaperTable, config: str, path: str, quick: bool) -> list[str]:
+    """The equivalent ``mdsurrogate ingest …`` command line (without the program name)."""
+    argv = ["ingest", table.ingest.source, path]
+    for arg, value in ingest_args(table, config, quick):
+        argv += [arg.flag, value]
+    return argv
+
+
+def ingest_kwargs(table: PaperTable, config: str, quick: bool) -> dict:
+    """The keyword arguments of the ingest function (numbers as ints, file names as strings)."""
+    return {a.parameter: int(v) if v.isdigit() else v for a, v in ingest_args(table, config, quick)}
 
 
 def ensure_datasets(table: PaperTable, config: str, specs: list[RunSpec], quick: bool, log) -> list[list[str]]:
-    """Ingest every dataset a pending run needs and that does not exist yet. Returns the commands run."""
-    import typer
-
-    from ..cli import app
-
+    """Ingest every dataset a pending run needs and that does not exist yet, through the library. Returns the
+    equivalent command lines."""
     done = []
     for path in dict.fromkeys(s.data_path for s in specs if s.state != "finished"):
         if (Path(path) / "meta.json").exists():
             continue
         argv = ingest_argv(table, config, path, quick)
-        log(f"dataset {path} is missing: mdsurrogate {shlex.join(argv)}")
-        code = typer.main.get_command(app).main(args=argv, prog_name="mdsurrogate", standalone_mode=False)
-        if code:
-            raise UserError(f"could not make the dataset {path} (mdsurrogate {shlex.join(argv)} failed)")
+        log(f"dataset {path} is missing: making it (mdsurrogate {shlex.join(argv)})")
+        try:
+            ingest_function(table.ingest)(path, **ingest_kwargs(table, config, quick))
+        except ValueError as exc:
+            raise UserError(f"could not make the dataset {path} ({exc})") from None
         done.append(argv)
     return done
 
@@ -323,7 +366,7 @@ def read_summary(spec: RunSpec) -> dict:
 
 
 def run_inprocess(spec: RunSpec, device: str, log) -> None:
-    from ..training.loop import Trainer
+    from ..training.trainer import Trainer
 
     rec, _ = load_recipe(spec.recipe, spec.overrides)
     command = "mdsurrogate " + shlex.join(spec.train_argv(device))
@@ -482,13 +525,13 @@ def reproduce(table: str, *, device: str = "auto", runs: int = 3, quick: bool = 
         jobs: runs trained at the same time, each in its own process (1: in this process).
         log: callable receiving progress lines (default: silent).
     """
-    from ..training.loop import resolve_device
+    from ..device import resolve_device
 
     log = log or (lambda line: None)
     spec_table = get_table(table)
     config = resolve_config(spec_table, config)
     if runs < 1 or jobs < 1:
-        raise UserError("--runs and --jobs must be at least 1")
+        raise ParameterError("{runs} and {jobs} must be at least 1", runs="runs", jobs="jobs")
     resolve_device(device)  # a bad --device fails before any work
     chosen = select_models(spec_table, models)
     out = Path(out) if out is not None else Path("reproduce") / table

@@ -79,10 +79,14 @@ def reproduce(
     (mean ± std) beside the paper's number; writes OUT/TABLE.md and OUT/TABLE.json. Missing datasets are ingested
     first; models without a recipe are listed as skipped."""
     from ..apps.reproduce import reproduce as run_reproduce
+    from ..errors import ParameterError
 
-    res = run_reproduce(table, device=device, runs=runs, quick=quick, out=out_dir, models=models,
-                        overrides=set_ or [], config=config, jobs=jobs,
-                        log=lambda line: err.print(line, highlight=False, markup=False))
+    try:
+        res = run_reproduce(table, device=device, runs=runs, quick=quick, out=out_dir, models=models,
+                            overrides=set_ or [], config=config, jobs=jobs,
+                            log=lambda line: err.print(line, highlight=False, markup=False))
+    except ParameterError as exc:
+        fail(exc.render({k: f"--{k}" for k in ("runs", "jobs", "models", "config", "out")}))
     sys.stdout.write(res.markdown)
     err.print(f"[green]wrote[/] {res.markdown_file} and {res.json_file}", highlight=False)
     if json_out:

@@ -20,18 +20,25 @@ def ingest_nbody_cmd(
     seed: int = typer.Option(43, help="Seed of the one legacy-NumPy stream (paper: 43)."),
     stream_train: int = typer.Option(10000, help="Train initial conditions drawn before val/test, as the official "
                                      "generator does (keeps val/test identical whatever --train is)."),
+    horizon: int = typer.Option(20, help="Model steps (Δ = 10 frames) the validation and test systems are continued "
+                                "after the input frame: references for rollouts; the samples stay the paper's."),
+    train_horizon: int = typer.Option(1, help="The same for the training systems (≥ the recipe's "
+                                      "train.rollout_steps to train on rollouts)."),
     overwrite: bool = OVERWRITE,
     json_out: bool = JSON_OUT,
 ):
     """Simulate the charged N-body system (EGNN paper, Table 2) and write the dataset (frames 30 → 40)."""
     from ..data.ingest import ingest_nbody
 
-    if min(train, val, test) < 0:
-        fail("--train, --val and --test must be ≥ 0")
+    if min(train, val, test) < 0 or train + val + test == 0:
+        fail("--train, --val and --test must be ≥ 0 and not all 0")
+    if horizon < 1 or train_horizon < 1:
+        fail("--horizon and --train-horizon must be ≥ 1")
     t0 = time.perf_counter()
     with input_errors(), err.status(f"simulating {train + val + test} N-body systems…"):
         path = ingest_nbody(out_dir, n_train=train, n_val=val, n_test=test, seed=seed,
-                            stream_train=max(stream_train, train), overwrite=overwrite)
+                            stream_train=max(stream_train, train), horizon=horizon, train_horizon=train_horizon,
+                            overwrite=overwrite)
     report_dataset(path, t0, json_out)
 
 
@@ -90,7 +97,7 @@ def ingest_mocap_cmd(
 ):
     """Turn CMU motion capture (ASF + AMC trials, or joint positions in an .npz) into a dataset for the
     GMN/EGHN Walk/Run protocol: static 2-hop skeleton graph, forward-difference velocities, Δ = 30 frames."""
-    from ..data.sources.mocap import EGHN_MAX_SAMPLES, ingest_mocap_amc, ingest_mocap_positions, load_split
+    from ..data.ingest.mocap import EGHN_MAX_SAMPLES, ingest_mocap_amc, ingest_mocap_positions, load_split
 
     amc_files = list(amc or []) + list(more_amc or [])
     if positions is not None and (asf is not None or amc_files):
@@ -135,7 +142,7 @@ def ingest_ase_cmd(
     json_out: bool = JSON_OUT,
 ):
     """Read frames with energies and forces (eV, Å) with ASE and write a dataset for learned potentials."""
-    from ..data.sources.ase_frames import ingest_ase
+    from ..data.ingest import ingest_ase
 
     t0 = time.perf_counter()
     with input_errors(), err.status(f"reading {len(files)} file(s) with ASE…"):
@@ -155,7 +162,10 @@ def ingest_md_cmd(
     delta: int = typer.Option(15, help="Δ in saved frames between input and target (EGHN AdK: 15 = 3.6 ns)."),
     cutoff: float = typer.Option(10.0, help="Global-graph cutoff in Å (rebuilt for every state)."),
     velocities: str = typer.Option("auto", help="auto (the trajectory's when it has them, else the backward "
-                                   "difference), trajectory or difference; stored in Å per frame."),
+                                   "difference), trajectory, difference, or lag (the displacement over Δ frames: a "
+                                   "rollout's next velocity then follows from its positions); in Å per frame."),
+    align: bool = typer.Option(False, "--align/--no-align", help="Superpose every frame on the first one (removes "
+                               "the rigid-body diffusion of a small molecule; the model learns internal motion)."),
     split: str = typer.Option("0.6,0.2,0.2", help="Chronological train,val,test fractions of each trajectory."),
     test_traj: list[Path] = typer.Option(None, help="Trajectory held out whole as test data (repeatable); then "
                                          "--split may give the other trajectories a test fraction of 0."),
@@ -169,7 +179,8 @@ def ingest_md_cmd(
     t0 = time.perf_counter()
     with input_errors(), err.status(f"reading {len(traj)} trajectory file(s) with MDAnalysis…"):
         path = ingest_md(out_dir, top, traj, select=select, delta=delta, cutoff=cutoff, velocities=velocities,
-                         ratios=parse_ratios(split), test_trajs=test_traj or [], overwrite=overwrite, warn=warn)
+                         ratios=parse_ratios(split), test_trajs=test_traj or [], align=align, overwrite=overwrite,
+                         warn=warn)
     report_dataset(path, t0, json_out)
 
 
@@ -235,7 +246,7 @@ def ingest_emt_cmd(
 ):
     """Reference data from ASE's EMT: seeded Langevin MD of an fcc metal (periodic cell or cluster) at several
     temperatures, written as a potential dataset (energies in eV, forces in eV/Å) for `mdsurrogate train`."""
-    from ..data.sources.ase_frames import ingest_emt
+    from ..data.ingest import ingest_emt
 
     try:
         temps = [float(t) for t in temperatures.split(",") if t.strip()]

@@ -59,3 +59,28 @@ def plot_fidelity_cmd(
 
     plot_fidelity(result, out_file)
     err.print(f"[green]wrote[/] {out_file}")
+
+
+@plot_app.command("ramachandran")
+@friendly
+def plot_ramachandran_cmd(
+    source: Path = typer.Argument(..., help="A `mdsurrogate simulate` output directory, or a topology file "
+                                  "(then --traj)."),
+    traj: list[Path] = typer.Option(None, help="Trajectory file(s) of a topology SOURCE, in order (repeatable)."),
+    out_file: Path = typer.Option(..., "--out", help="Figure file: .png (or .pdf, .svg)."),
+    title: str = typer.Option(None, help="Figure title [default: source, frames, residues]."),
+    json_out: bool = JSON_OUT,
+):
+    """φ/ψ free-energy map (10° bins) with the αR / β / other basins and their populations, and φ(t), ψ(t).
+    Reports the populations, the Jensen–Shannon divergence (bits, 30° bins) between the two halves of the
+    frames and the core-to-core transitions per ns (basin and core definitions: mdsurrogate.analysis)."""
+    from ..apps.plot import plot_ramachandran
+
+    res = plot_ramachandran(source, out_file, trajs=traj or (), title=title)
+    pops = ", ".join(f"{k} {v:.3f}" for k, v in res["populations"].items())
+    js = res.get("js_halves_bits")
+    err.print(f"[green]wrote[/] {out_file}: {res['frames']} frames; basins {pops}; JS(halves) "
+              f"{'n/a' if js is None else f'{js:.4f}'} bits; {res['transitions']['per_ns']:.1f} transitions/ns",
+              highlight=False)
+    if json_out:
+        emit_json(res)

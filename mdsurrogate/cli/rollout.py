@@ -18,8 +18,10 @@ def rollout(
                                   "directory (the initial state is a sample's input frame)."),
     model: Path = typer.Option(..., help="Run directory or checkpoint."),
     steps: int = typer.Option(10, help="Number of model steps (each advances Δ)."),
-    out_file: Path = typer.Option(..., "--out", help="Output trajectory: .pdb (multi-MODEL), .xyz (extended) or .dcd; "
-                                  "or .mdsr: a small file from which MDAnalysis computes the frames on demand."),
+    out_file: Path = typer.Option(..., "--out", help="Output trajectory: .pdb/.ent (multi-MODEL), .xyz/.extxyz "
+                                  "(extended, with velocities), .dcd, or any format MDAnalysis writes (.xtc, .trr, "
+                                  ".ncdf/.nc …); or .mdsr: a small file from which MDAnalysis computes the frames on "
+                                  "demand."),
     top: Path = typer.Option(None, help="Topology of the trajectory (PSF, TPR, PRMTOP, PDB, GRO, …)."),
     select: str = typer.Option(None, help="Atom selection; must be the model's (default: the model's)."),
     frame: int = typer.Option(None, help="Frame to start from; negative counts from the end [trajectory: -1, "
@@ -42,8 +44,14 @@ def rollout(
     if steps < 1:
         fail("--steps must be ≥ 1")
     ext = out_file.suffix.lower()
-    if ext not in (".pdb", ".ent", ".xyz", ".extxyz", ".dcd", ".mdsr"):
-        fail(f"cannot write {out_file.name}: the extension must be .pdb, .xyz, .dcd or .mdsr")
+    if ext != ".mdsr":
+        from ..io.writers import supported_extensions, writer_class
+
+        try:
+            writer_class(out_file)
+        except ValueError:
+            fail(f"cannot write {out_file.name}: the extension must be .mdsr or one of "
+                 f"{', '.join('.' + e for e in supported_extensions())}")
     if not source.exists():
         fail(f"{source} does not exist")
     if out_file.exists() and not overwrite:
@@ -94,7 +102,8 @@ def rollout(
 
     with Progress(console=err, transient=True) as bar:
         task = bar.add_task("rolling out", total=steps)
-        res = rollout_to_file(sur, start, steps, out_file, seed=seed, on_step=lambda k: bar.update(task, completed=k))
+        res = rollout_to_file(sur, start, steps, out_file, seed=seed, overwrite=overwrite,
+                              on_step=lambda k: bar.update(task, completed=k))
     secs = time.perf_counter() - t_start
     if res.stopped:
         warn(f"{res.stopped}; the {res.steps_done} steps before it are in {out_file}")

@@ -22,8 +22,8 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import shutil
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -73,6 +73,24 @@ class EdgeSetData:
     props: Mapping[str, Sequence[np.ndarray]]
 
 
+def _partial_dir(path: Path) -> Path:
+    """A new, empty, uniquely named folder beside ``path`` (its parents created), mode ``0777 & ~umask`` (0755 under
+    umask 022; :func:`tempfile.mkdtemp` would make it 0700, unreadable to colleagues on shared storage)."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        blocker = next((p for p in [path.parent, *path.parent.parents] if p.exists() and not p.is_dir()), path.parent)
+        raise DatasetError(f"cannot write {path}: {blocker} is a file, not a folder") from None
+    for _ in range(64):
+        candidate = path.with_name(f".{path.name}.partial-{secrets.token_hex(4)}")
+        try:
+            os.mkdir(candidate, 0o777)
+        except FileExistsError:
+            continue
+        return candidate
+    raise DatasetError(f"cannot find a free temporary name beside {path}")  # pragma: no cover
+
+
 def write_dataset(
     path: str | os.PathLike,
     *,
@@ -99,7 +117,7 @@ def write_dataset(
     """
     path = Path(path)
     if path.exists() and not overwrite:
-        raise DatasetError(f"{path} already exists; choose another output or pass --overwrite")
+        raise DatasetError(f"{path} already exists; choose another output or pass overwrite=True")
     frames = np.array([p.shape[0] for p in positions], dtype=np.int64)
     nodes = np.array([p.shape[1] for p in positions], dtype=np.int64)
     traj = np.stack([frames, nodes], axis=1) if len(frames) else np.zeros((0, 2), np.int64)
@@ -113,8 +131,7 @@ def write_dataset(
         raise DatasetError("samples and split must have the same length")
     FeatureSpec.from_dict(meta["features"])  # validates
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.partial-", dir=path.parent))
+    tmp = _partial_dir(path)
     try:
         np.save(tmp / "trajectories.npy", traj)
         np.save(tmp / "positions.npy", pos)
@@ -159,9 +176,7 @@ def write_dataset(
         with open(tmp / "meta.json", "w") as fh:
             json.dump(full_meta, fh, indent=2, sort_keys=True)
         if path.exists():
-            old = path.with_name(f".{path.name}.old")
-            if old.exists():
-                shutil.rmtree(old)
+            old = path.with_name(f".{path.name}.old-{secrets.token_hex(4)}")
             os.replace(path, old)
             os.replace(tmp, path)
             shutil.rmtree(old)

@@ -4,6 +4,11 @@ A trajectory's *topology* is everything that does not change along it: per-node 
 complex ids, element ids …) and static edge sets (``"local"``: bonds / bones / intra-complex pairs;
 ``"global"`` when the interaction graph is static, e.g. the skeleton's 2-hop graph) with per-edge properties.
 Positions and velocities are the *state*; the featurizer combines both into a ``GraphBatch``.
+
+Not to be confused with :class:`~mdsurrogate.data.atoms.AtomTopology`: that is the per-atom *identity* of one
+system for files (atom names, residues, chains, element symbols, bonds as index pairs; NumPy strings, never
+batched). A :class:`BatchTopology` carries only what the model computes with (numeric node properties and edge
+sets as tensors, flat over a batch of graphs) and knows no names.
 """
 
 from __future__ import annotations
@@ -29,7 +34,8 @@ class EdgeSet:
 
 @dataclass
 class BatchTopology:
-    """Static description of a batch of systems.
+    """Static graph of a batch of systems, as the featurizer and the model see it (tensors, flat-batched; no atom
+    names: for those see :class:`~mdsurrogate.data.atoms.AtomTopology`).
 
     Attributes:
         ptr: [B+1] node offsets; ``batch`` [ΣN] is derived.

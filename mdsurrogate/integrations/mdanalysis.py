@@ -37,63 +37,21 @@ process opens the file again.
 
 from __future__ import annotations
 
-import numpy as np
-
 try:
     from MDAnalysis.coordinates.base import ReaderBase
-    from MDAnalysis.core.topology import Topology
-    from MDAnalysis.core.topologyattrs import (
-        Atomids,
-        Atomnames,
-        Atomtypes,
-        Bonds,
-        ChainIDs,
-        Elements,
-        RecordTypes,
-        Resids,
-        Resnames,
-        Resnums,
-        Segids,
-    )
     from MDAnalysis.lib.util import store_init_arguments
-    from MDAnalysis.topology.base import TopologyReaderBase, change_squash
+    from MDAnalysis.topology.base import TopologyReaderBase
 except ImportError as exc:  # pragma: no cover - MDAnalysis is an optional dependency of the core
     raise ImportError("mdsurrogate.integrations.mdanalysis needs MDAnalysis: pip install MDAnalysis") from exc
 
-from ..io.topology import AtomTopology
+from ..data.atoms import mdanalysis_topology
 from ..simulation.mdsr import DEFAULT_STRIDE, MdsrRun, read_mdsr
 
 __all__ = ["MDSRParser", "MDSRReader", "topology_from_atoms"]
 
 
-def topology_from_atoms(atoms: AtomTopology) -> Topology:
-    """An MDAnalysis ``Topology`` from an :class:`AtomTopology`: names, types (= elements), elements, resids,
-    resnames, chain and segment ids (both from ``chainids``), record types and bonds. Residues are runs of atoms
-    with the same (resid, resname, segid); segments are runs with the same segid. Masses are left to MDAnalysis's
-    guesser (from the types), as for a PDB."""
-    n = atoms.n_atoms
-    names = np.asarray(atoms.names, dtype=object)
-    elements = np.asarray([str(e).strip().capitalize() for e in atoms.elements], dtype=object)
-    chain = np.asarray(atoms.chainids, dtype=object)
-    attrs = [
-        Atomnames(names),
-        Atomids(np.arange(1, n + 1)),
-        Atomtypes(elements.copy()),
-        Elements(elements),
-        ChainIDs(chain.copy()),
-    ]
-    if atoms.record_types is not None:
-        attrs.append(RecordTypes(np.asarray(atoms.record_types, dtype=object)))
-    resids = np.asarray(atoms.resids, dtype=np.int64)
-    resnames = np.asarray(atoms.resnames, dtype=object)
-    residx, (resids, resnames, segids) = change_squash((resids, resnames, chain), (resids, resnames, chain))
-    attrs += [Resids(resids), Resnums(resids.copy()), Resnames(resnames)]
-    segidx, (segids,) = change_squash((segids,), (segids,))
-    attrs.append(Segids(segids))
-    if atoms.bonds is not None and len(atoms.bonds):
-        pairs = np.unique(np.sort(atoms.bonds, axis=1), axis=0)
-        attrs.append(Bonds([tuple(p) for p in pairs.tolist()], guessed=False))
-    return Topology(n, len(resids), len(segids), attrs=attrs, atom_resindex=residx, residue_segindex=segidx)
+#: an MDAnalysis Topology from an AtomTopology (kept under this name for users of mdsurrogate.mda)
+topology_from_atoms = mdanalysis_topology
 
 
 class MDSRParser(TopologyReaderBase):

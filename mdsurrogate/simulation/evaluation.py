@@ -29,10 +29,11 @@ def evaluate_split(surrogate, ds, split: str = "test", *, batch_size: int = 100,
     return {"model": surrogate.name, "split": split, "rotate": rotate, "translate": translate, **res}
 
 
-def write_clusters(surrogate, ds, sample: int, path: str | os.PathLike, split: str = "test") -> Path:
+def write_clusters(surrogate, ds, sample: int, path: str | os.PathLike, split: str = "test", *,
+                   overwrite: bool = False) -> Path:
     """Write the input frame of one sample with the model's hard cluster assignment: B-factors in a PDB, a
     ``cluster`` column in extended XYZ."""
-    from ..io.topology import AtomTopology
+    from ..data.atoms import AtomTopology
     from ..io.writers import open_writer
 
     if not surrogate.produces_clusters:
@@ -45,7 +46,7 @@ def write_clusters(surrogate, ds, sample: int, path: str | os.PathLike, split: s
     x0, v0, _, _, topo = ds.gather(ids)
     pred = surrogate.predict(x0, v0, topo.to(surrogate.device))
     path = Path(path)
-    opts = {"bfactors": "cluster"} if path.suffix.lower() in (".pdb", ".ent") else {}
-    with open_writer(path, AtomTopology.generic(x0.shape[0]), **opts) as w:
-        w.write(x0.numpy(), cluster=pred.extras["clusters"].cpu().numpy())
+    # PDB maps the "cluster" array onto its B-factor column; formats with free columns store it by name
+    with open_writer(path, AtomTopology.generic(x0.shape[0]), bfactors="cluster", overwrite=overwrite) as w:
+        w.write(x0.numpy(), **({"cluster": pred.extras["clusters"].cpu().numpy()} if w.per_atom_columns else {}))
     return path

@@ -191,7 +191,7 @@ def trajectory_starts(traj: str | os.PathLike, surrogate, *, top: str | os.PathL
         raise FidelityError(f"{traj} saves frames every {user_dt:g} ps, which does not divide the model's step of "
                             f"{delta * model_dt:g} ps, so no stored frame is a reference")
     kf = int(round(ratio))
-    first = 0 if info.get("velocities") == "trajectory" else 1
+    first = {"trajectory": 0, "difference": 1}.get(info.get("velocities"), kf)   # "lag": one Δ back
     last = n_frames - 1 - steps * kf
     if last < first:
         raise _too_long(str(traj), steps, kf, (n_frames - 1 - first) // kf)

@@ -5,8 +5,8 @@ Checks, in order (each graph of a batch separately):
 1. every coordinate and velocity is finite;
 2. the radius of gyration stays below ``max_expansion`` × (its initial value + ``min_radius``);
 3. (limits derived from the training data, stored in the checkpoint; see :mod:`mdsurrogate.training.limits`)
-   the RMS deviation of local-edge lengths (bonds, bones) from their reference lengths, the RMS displacement
-   of one step, and the radius of gyration relative to the data's range.
+   the RMS displacement of one step, the RMS deviation of local-edge lengths (bonds, bones) from their
+   reference lengths, and the radius of gyration.
 
 ``check`` returns None or one sentence naming the quantity, its value and the limit.
 """
@@ -18,15 +18,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from ..data.geometry import radius_of_gyration  # noqa: F401  (re-exported)
 from ..data.topology import BatchTopology
-from ..models.scatter import scatter_mean
-
-
-def radius_of_gyration(x: Tensor, topo: BatchTopology) -> Tensor:
-    """[B] radius of gyration of each graph (unweighted), in the length unit of ``x``."""
-    b, nb = topo.batch, topo.num_graphs
-    centre = scatter_mean(x, b, nb)
-    return scatter_mean(((x - centre[b]) ** 2).sum(-1, keepdim=True), b, nb).squeeze(-1).sqrt()
 
 
 def local_edge_lengths(x: Tensor, topo: BatchTopology) -> Tensor | None:
@@ -40,11 +33,12 @@ def local_edge_lengths(x: Tensor, topo: BatchTopology) -> Tensor | None:
 
 @dataclass
 class GuardStart:
-    """Per-rollout reference values: ``rg0`` [B] initial radius of gyration, ``bond0`` [E_l] initial local-edge
-    lengths (or None)."""
+    """Per-rollout reference values: ``rg0`` [B] initial radius of gyration; ``bonds`` [2, E] and ``lengths`` [E]
+    the local edges and their reference lengths (or None)."""
 
     rg0: Tensor
-    bond0: Tensor | None
+    bonds: Tensor | None = None
+    lengths: Tensor | None = None
 
 
 @dataclass
@@ -53,39 +47,40 @@ class StabilityGuard:
 
     Attributes:
         max_expansion, min_radius: the radius of gyration may not exceed max_expansion × (Rg₀ + min_radius).
-        bond_rms: largest RMS deviation (length unit) of local-edge lengths from their reference lengths
-            (``reference_lengths`` from the data, else the initial state's), or None.
+        bond_rms: largest RMS deviation (length unit) of local-edge lengths from their reference lengths (the
+            training data's mean lengths when given to ``start``, else the initial state's), or None.
         step_rms: largest RMS displacement of one step (length unit), or None.
-        rg_range: (lowest, highest) allowed radius of gyration as factors of Rg₀, or None.
-        reference_lengths: None (use the start state's local-edge lengths) or "edge_props:<name>" (a static
-            edge property of the local set holding the reference length, e.g. ``length0``).
+        rg_bounds: (lowest, highest) allowed radius of gyration (length unit), or None.
     """
 
     max_expansion: float = 20.0
     min_radius: float = 1.0
     bond_rms: float | None = None
     step_rms: float | None = None
-    rg_range: tuple[float, float] | None = None
-    reference_lengths: str | None = None
+    rg_bounds: tuple[float, float] | None = None
 
     @classmethod
     def from_limits(cls, limits: dict | None) -> StabilityGuard:
         """A guard with the limits a checkpoint stores (missing keys keep the defaults)."""
         limits = dict(limits or {})
-        if "rg_range" in limits and limits["rg_range"] is not None:
-            limits["rg_range"] = tuple(float(v) for v in limits["rg_range"])
+        if limits.get("rg_bounds") is not None:
+            limits["rg_bounds"] = tuple(float(v) for v in limits["rg_bounds"])
         known = set(cls.__dataclass_fields__)
         return cls(**{k: v for k, v in limits.items() if k in known})
 
-    def start(self, x0: Tensor, topo: BatchTopology) -> GuardStart:
-        """The reference values of a rollout that starts at positions ``x0`` [ΣN, 3]."""
-        bond0 = None
-        local = topo.edge_sets.get("local")
-        if self.bond_rms is not None and local is not None and local.index.shape[1] > 0:
-            key = (self.reference_lengths or "").removeprefix("edge_props:")
-            bond0 = (local.props[key].to(x0.dtype) if key and key in local.props
-                     else local_edge_lengths(x0, topo))
-        return GuardStart(radius_of_gyration(x0, topo), bond0)
+    def start(self, x0: Tensor, topo: BatchTopology, reference: tuple[Tensor, Tensor] | None = None) -> GuardStart:
+        """The reference values of a rollout that starts at positions ``x0`` [ΣN, 3]; ``reference`` = (bonds
+        [2, E], lengths [E]) overrides the start state's local-edge lengths."""
+        bonds = lengths = None
+        if self.bond_rms is not None:
+            if reference is not None:
+                bonds, lengths = reference
+            else:
+                local = topo.edge_sets.get("local")
+                if local is not None and local.index.shape[1] > 0:
+                    bonds = local.index
+                    lengths = (x0[bonds[0]] - x0[bonds[1]]).norm(dim=-1)
+        return GuardStart(radius_of_gyration(x0, topo), bonds, lengths)
 
     def check(self, start: GuardStart, x_prev: Tensor, x: Tensor, v: Tensor, topo: BatchTopology) -> str | None:
         """None when the new state (x, v) [ΣN, 3], reached from ``x_prev``, is acceptable; else the reason."""
@@ -96,19 +91,19 @@ class StabilityGuard:
         if (rg > limit).any():
             return (f"the geometry blew up (radius of gyration {rg.max().item():.4g} exceeds "
                     f"{self.max_expansion:g} × its initial value)")
-        if self.rg_range is not None:
-            lo, hi = self.rg_range
-            ratio = rg / start.rg0.clamp_min(1e-12)
-            if (ratio < lo).any() or (ratio > hi).any():
-                bad = ratio[(ratio < lo) | (ratio > hi)][0].item()
-                return (f"the radius of gyration left the data's range ({bad:.3g} × its initial value; limits "
-                        f"{lo:.3g}–{hi:.3g})")
+        if self.rg_bounds is not None:
+            lo, hi = self.rg_bounds
+            out = (rg < lo) | (rg > hi)
+            if out.any():
+                return (f"the radius of gyration {rg[out][0].item():.4g} left the limits {lo:.4g}–{hi:.4g} "
+                        "derived from the training data")
         if self.step_rms is not None:
             step = ((x - x_prev) ** 2).sum(-1).mean().sqrt().item()
             if step > self.step_rms:
                 return f"one step moved the atoms by {step:.3g} RMS, more than the limit {self.step_rms:.3g}"
-        if self.bond_rms is not None and start.bond0 is not None:
-            dev = (local_edge_lengths(x, topo) - start.bond0).pow(2).mean().sqrt().item()
+        if self.bond_rms is not None and start.bonds is not None:
+            i, j = start.bonds
+            dev = ((x[i] - x[j]).norm(dim=-1) - start.lengths).pow(2).mean().sqrt().item()
             if dev > self.bond_rms:
                 return (f"local-edge (bond) lengths deviate by {dev:.3g} RMS from their reference, more than the "
                         f"limit {self.bond_rms:.3g}")

@@ -25,7 +25,7 @@ class StartError(UserError, ValueError):
 @dataclass
 class InitialState:
     """x0, v0: [N, 3] (Å and Å per frame for MD; dataset units otherwise); topo: data.topology.BatchTopology of the
-    one system; atoms: io.topology.AtomTopology; t0: start time (ps for MD); reference(k): true positions [N, 3]
+    one system; atoms: data.atoms.AtomTopology; t0: start time (ps for MD); reference(k): true positions [N, 3]
     after k model steps, or None; warnings: notes for the user."""
 
     x0: torch.Tensor
@@ -51,7 +51,7 @@ def _info(model):
 def from_dataset(ds, model, *, split: str = "test", sample: int = 0, frame: int | None = None):
     """The input frame of sample ``sample`` of ``split`` (or another stored frame of its trajectory) for ``model``
     (a Surrogate, Checkpoint or DatasetInfo: its Δ in frames gives the reference frames)."""
-    from ..io.topology import AtomTopology
+    from ..data.atoms import AtomTopology
 
     ids = ds.split_indices(split)
     if not 0 <= sample < len(ids):
@@ -103,28 +103,18 @@ def from_trajectory(traj: str | os.PathLike, model, *, top: str | os.PathLike | 
         raise StartError(f"the selection {sel!r} gives {len(ag)} atoms here that are not the {info['n_atoms']} "
                          "atoms (names and residues, in order) the model was trained on")
     n_frames = len(u.trajectory)
-    f0 = _frame_index(frame, n_frames)
     model_dt = float(dinfo.frame_dt)
     delta = int(dinfo.delta_frames)
+    try:
+        st = md.frame_state(u, ag, frame, velocities=info["velocities"], frame_dt=model_dt, lag=delta,
+                            align=bool(info.get("align", False)))
+    except md.MDInputError as exc:
+        raise StartError(str(exc)) from None
+    f0, x0, v0, t0, user_dt = st.frame, st.positions, st.velocities, st.time, st.spacing
     notes = []
-    u.trajectory[f0]
-    x0 = ag.positions.astype(np.float32).copy()
-    t0 = float(u.trajectory.ts.time)
-    user_dt = md.frame_spacing(u)
-    if info["velocities"] == "trajectory":
-        if not md.has_velocities(u):
-            raise StartError("the model was trained with the trajectory's velocities, but this trajectory has none")
-        v0 = ag.velocities.astype(np.float32) * model_dt
-    else:
-        if f0 == 0:
-            raise StartError("the velocity is the difference to the previous frame, so a rollout cannot start at "
-                             "frame 0; choose a later frame")
-        u.trajectory[f0 - 1]
-        v0 = (x0 - ag.positions.astype(np.float32)) * (model_dt / user_dt)
-        u.trajectory[f0]
-        if abs(user_dt - model_dt) > 0.01 * model_dt:
-            notes.append(f"this trajectory saves frames every {user_dt:g} ps, the model's data every {model_dt:g} ps: "
-                         "the velocity was rescaled, but a difference over a shorter interval is noisier")
+    if info["velocities"] == "difference" and abs(user_dt - model_dt) > 0.01 * model_dt:
+        notes.append(f"this trajectory saves frames every {user_dt:g} ps, the model's data every {model_dt:g} ps: "
+                     "the velocity was rescaled, but a difference over a shorter interval is noisier")
     system = md.MDSystem.from_atomgroup(ag, sel)
     # the node properties the model was trained with (a topology without charges, e.g. a PDB, still gets them)
     system = replace(system, element=np.asarray(info.get("element", system.element), np.int64),

@@ -63,11 +63,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..data.atoms import AtomTopology
 from ..data.topology import BatchTopology, EdgeSet
 from ..device import DTYPES, resolve_device
 from ..errors import UserError
 from ..io.atomic import atomic_file
-from ..io.topology import AtomTopology
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "MdsrError", "MdsrFrame", "MdsrRun", "read_mdsr", "write_mdsr",
            "write_rollout_spec"]

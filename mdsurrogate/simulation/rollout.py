@@ -18,6 +18,8 @@ from torch import Tensor
 
 from ..data.topology import BatchTopology
 from ..models.base import Prediction
+from ..models.stochastic import unwrap
+from .constraints import project_bond_lengths
 from .guard import StabilityGuard
 
 
@@ -63,17 +65,32 @@ class Chain:
         self.k = 0
         self.x = x0.to(device=surrogate.device, dtype=surrogate.dtype)
         self.v = v0.to(device=surrogate.device, dtype=surrogate.dtype)
-        self._guard_start = guard.start(self.x, self.topo) if guard is not None else None
+        reference = surrogate.bond_reference(self.topo, self.x)
+        self.bonds = reference if surrogate.projects else None
+        self._guard_start = guard.start(self.x, self.topo, reference) if guard is not None else None
 
     def predict(self) -> Prediction:
-        """The model's prediction from the current state (no step taken; a stochastic model draws from the
-        chain's random stream)."""
-        return self.surrogate.predict(self.x, self.v, self.topo, generator=self.generator)
+        """The model's prediction from the current state (no step taken)."""
+        return self.surrogate.predict(self.x, self.v, self.topo)
+
+    def next_state(self, pred: Prediction) -> tuple[Tensor, Tensor]:
+        """The state one Δ later: the prediction's mean, or a draw for a stochastic propagator (from this chain's
+        random stream), projected onto the bond lengths when asked; the velocity follows the positions when the
+        dataset defines it as the displacement over one step."""
+        sur = self.surrogate
+        x_new, v_new = pred.x, pred.v
+        if sur.stochastic:
+            x_new = unwrap(sur.model).sample(pred, self.topo.batch, self.topo.num_graphs, self.generator)
+        if self.bonds is not None:
+            x_new, _ = project_bond_lengths(x_new, *self.bonds)
+        if sur.velocity_from_positions:
+            v_new = (x_new - self.x) / float(sur.dataset.delta_frames)
+        return x_new, v_new
 
     def advance(self) -> Step:
-        """One Δ: predict, check the new state, and move to it unless the guard refuses it."""
+        """One Δ: predict, draw the next state, check it, and move to it unless the guard refuses it."""
         pred = self.predict()
-        x_new, v_new = pred.x, pred.v
+        x_new, v_new = self.next_state(pred)
         if self.guard is not None:
             reason = self.guard.check(self._guard_start, self.x, x_new, v_new, self.topo)
             if reason:
@@ -172,23 +189,24 @@ def rollout(surrogate, start, steps: int, *, on_frame: FrameCallback | None = No
 
 
 def rollout_to_file(surrogate, start, steps: int, path, *, on_step: Callable[[int], None] | None = None,
-                    guard="default", seed: int | None = None, overwrite: bool = True) -> RolloutResult:
-    """Roll out from ``start`` (an InitialState with ``atoms``) and stream every frame to ``path``; the writer
-    class chosen by the path decides what it stores (velocities, bonds as CONECT, clusters as B-factors or a
-    per-atom column, times). ``on_step(k)`` runs after frame k is written (e.g. a progress bar)."""
+                    guard="default", seed: int | None = None, overwrite: bool = False) -> RolloutResult:
+    """Roll out from ``start`` (an InitialState with ``atoms``) and stream every frame to ``path``.
+
+    The writer class the path names decides what it stores (asked, never guessed from the extension):
+    velocities (converted from the dataset's length per frame to length per time unit, Å/ps for MD), bonds as
+    CONECT records, the hard clusters of hierarchical models as B-factors or a per-atom column, times.
+    ``on_step(k)`` runs after frame k is written (e.g. a progress bar). An existing file is replaced only with
+    ``overwrite``; a stopped rollout keeps the frames before the stop in a complete file.
+    """
     from ..io.writers import open_writer
 
-    ext = str(path).lower().rsplit(".", 1)[-1]
-    opts = {}
-    if ext in ("pdb", "ent"):
-        opts["conect"] = start.atoms.bonds is not None
-        if surrogate.produces_clusters:
-            opts["bfactors"] = "cluster"
-    with open_writer(path, start.atoms, **opts) as writer:
+    frame_dt = float(surrogate.dataset.frame_dt) or 1.0
+    with open_writer(path, start.atoms, overwrite=overwrite, conect=start.atoms.bonds is not None,
+                     bfactors="cluster" if surrogate.produces_clusters else None) as writer:
 
         def on_frame(k, x, v, t, clusters):
-            extra = {"cluster": clusters} if clusters is not None and ext not in ("dcd",) else {}
-            writer.write(x, time_ps=t, velocities=v if ext in ("xyz", "extxyz") else None, **extra)
+            extra = {"cluster": clusters} if clusters is not None and writer.per_atom_columns else {}
+            writer.write(x, time_ps=t, velocities=v / frame_dt if writer.velocities else None, **extra)
             if on_step is not None:
                 on_step(k)
 

@@ -34,6 +34,9 @@ class Surrogate:
 
     Attributes:
         model: the propagator (eval mode) on ``device`` in ``dtype``.
+        sample: a stochastic propagator draws its next state (False: it steps to its mean).
+        project: project every new state onto the reference bond lengths of the local edges
+            (``constraints.project_bond_lengths``); None: yes for stochastic propagators that sample.
         featurizer: builds its ``GraphBatch`` from a state and a static topology.
         dataset: :class:`~mdsurrogate.training.checkpoint.DatasetInfo` (units, frame_dt, Δ, MD selection …).
         checkpoint: the :class:`Checkpoint` it was loaded from (None when built from a bare model).
@@ -46,6 +49,8 @@ class Surrogate:
     checkpoint: Checkpoint | None = None
     device: torch.device = torch.device("cpu")
     dtype: torch.dtype = torch.float32
+    sample: bool = True
+    project: bool | None = None
 
     # -- construction ---------------------------------------------------------------------------------------
     @classmethod
@@ -108,10 +113,38 @@ class Surrogate:
 
     @property
     def stochastic(self) -> bool:
-        """True for a propagator that samples its next state (model attribute ``stochastic = True``): its
-        ``forward(batch, generator=None)`` draws its noise from the ``torch.Generator`` it is given, so that a
-        chain's seed fixes the trajectory."""
-        return bool(getattr(self.model, "stochastic", False))
+        """True when the propagator samples its next state (and ``sample`` is on)."""
+        from ..models.stochastic import is_stochastic
+
+        return self.sample and is_stochastic(self.model)
+
+    @property
+    def projects(self) -> bool:
+        return self.stochastic if self.project is None else bool(self.project)
+
+    @property
+    def velocity_from_positions(self) -> bool:
+        """True when the dataset's velocity is the displacement over one model step per frame ("lag"), so the
+        next velocity follows from the next positions: v' = (x' − x) / Δ_frames."""
+        return bool(self.md) and self.md.get("velocities") == "lag"
+
+    def bond_reference(self, topo: BatchTopology, x0: Tensor) -> tuple[Tensor, Tensor] | None:
+        """Bonds [2, E] (each once, i < j) of the local edge set and their reference lengths [E]: the training
+        data's mean lengths when the checkpoint records them for this topology, else those of ``x0``."""
+        local = topo.edge_sets.get("local")
+        if local is None or local.index.shape[1] == 0:
+            return None
+        i, j = local.index
+        keep = i < j
+        bonds = torch.stack([i[keep], j[keep]])
+        order = torch.argsort(bonds[0] * (int(topo.ptr[-1]) + 1) + bonds[1])
+        bonds = bonds[:, order]
+        ref = (self.checkpoint.extra.get("bond_lengths") if self.checkpoint else None)
+        if ref is not None and topo.num_graphs >= 1 and len(ref) > 0 and bonds.shape[1] % len(ref) == 0:
+            lengths = torch.as_tensor(ref, dtype=self.dtype).repeat(bonds.shape[1] // len(ref))
+        else:
+            lengths = (x0[bonds[0]] - x0[bonds[1]]).norm(dim=-1)
+        return bonds.to(self.device), lengths.to(device=self.device, dtype=self.dtype)
 
     def guard(self) -> StabilityGuard:
         """The stability guard with the limits the checkpoint stores (defaults without)."""
@@ -119,14 +152,11 @@ class Surrogate:
 
     # -- computing ------------------------------------------------------------------------------------------
     @torch.no_grad()
-    def predict(self, x: Tensor, v: Tensor, topo: BatchTopology, *,
-                generator: torch.Generator | None = None) -> Prediction:
-        """The model's prediction one Δ after the state (x, v) [ΣN, 3] (on the surrogate's device and dtype); a
-        stochastic model draws its sample with ``generator`` (a deterministic one ignores it)."""
+    def predict(self, x: Tensor, v: Tensor, topo: BatchTopology) -> Prediction:
+        """The model's prediction one Δ after the state (x, v) [ΣN, 3] (on the surrogate's device and dtype)."""
         x = x.to(device=self.device, dtype=self.dtype)
         v = v.to(device=self.device, dtype=self.dtype)
-        batch = self.featurizer(x, v, topo)
-        pred = self.model(batch, generator=generator) if self.stochastic else self.model(batch)
+        pred = self.model(self.featurizer(x, v, topo))
         pred.x, pred.v = pred.x.to(self.dtype), pred.v.to(self.dtype)
         return pred
 

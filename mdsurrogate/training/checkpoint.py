@@ -213,7 +213,7 @@ class Checkpoint:
 
                 model = build_potential(self.model_name, **self.hparams)
             else:
-                from ..models.base import build_model
+                from ..models.registry import build_model
 
                 spec = self.featurizer().spec
                 model = build_model(self.model_name, node_dim=spec.node_dim, edge_dim=spec.edge_dim,

@@ -11,6 +11,8 @@ Conventions (the model sees exactly these, at ingest and at rollout):
                 difference). With ``velocities="trajectory"`` the trajectory's own velocities (Å/ps) are
                 multiplied by ``frame_dt``. Instantaneous thermal velocities are nearly uncorrelated with the
                 displacement over a frame of hundreds of ps: prefer the difference for coarse frames.
+                :func:`state_velocities` (every frame, at ingest) and :func:`frame_state` (one frame of any
+                Universe, e.g. where a rollout starts) apply this one definition (:func:`velocity`).
     node_props  ``element``: index into :data:`ELEMENTS` (one-hot feature); ``charge``: partial charge in e
                 (0 where the topology has none), featurised as q / max|q| of the selection (a constant of the
                 system, never a batch statistic).
@@ -23,6 +25,7 @@ Conventions (the model sees exactly these, at ingest and at rollout):
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import warnings
 from collections.abc import Sequence
@@ -89,7 +92,7 @@ def select_atoms(universe, selection: str):
 
 def element_ids(ag) -> np.ndarray:
     """[N] int64 indices into :data:`ELEMENTS` (from the topology's elements, else guessed from names/masses)."""
-    from ...io.topology import guess_element
+    from ..atoms import guess_element
 
     elems = getattr(ag, "elements", None) if hasattr(ag.universe.atoms, "elements") else None
     names = ag.names
@@ -187,7 +190,7 @@ class MDSystem:
         element: [N] int64 indices into ELEMENTS; charge: [N] float32 partial charges (e).
         bonds: [E, 2] undirected bonds (i < j), selection-local indices; bonds_guessed: whether they were guessed.
         selection: the MDAnalysis selection string; signature: :func:`atom_signature`.
-        atoms: io.topology.AtomTopology (names, residues, chains, elements, bonds) for the writers.
+        atoms: data.atoms.AtomTopology (names, residues, chains, elements, bonds) for the writers.
     """
 
     n_atoms: int
@@ -201,7 +204,7 @@ class MDSystem:
 
     @classmethod
     def from_atomgroup(cls, ag, selection: str) -> MDSystem:
-        from ...io.topology import AtomTopology
+        from ..atoms import AtomTopology
 
         bonds, guessed = selection_bonds(ag)
         atoms = AtomTopology.from_atomgroup(ag).with_bonds(bonds)
@@ -258,31 +261,128 @@ def has_velocities(universe) -> bool:
         return False
 
 
-def state_velocities(pos: np.ndarray, vel_traj: np.ndarray | None, frame_dt: float) -> np.ndarray:
-    """[F, N, 3] velocities in Å per frame: ``vel_traj`` (Å/ps) × frame_dt, else the backward difference
-    (frame 0, which has none, gets the forward one; samples never start at frame 0)."""
+VELOCITY_KINDS = ("trajectory", "difference", "lag")  # how a dataset defines a state's velocity (``meta["md"]``)
+
+
+def velocity(kind: str, x: np.ndarray, x_prev: np.ndarray | None, v_traj: np.ndarray | None, *, frame_dt: float,
+             spacing: float, lag: int = 1, align: bool = False) -> np.ndarray:
+    """The velocity of a state as an MD dataset defines it, in Å per dataset frame (float32).
+
+    ``kind = "trajectory"``: ``v_traj`` (Å/ps, the trajectory's own velocities) × ``frame_dt``;
+    ``kind = "difference"``: the backward difference (``x − x_prev``) × ``frame_dt / spacing``, i.e. the
+    displacement over this trajectory's frame spacing (``spacing`` ps) rescaled to the dataset's (``frame_dt``
+    ps); the factor is exactly 1 on the dataset's own trajectories;
+    ``kind = "lag"``: the displacement over one model step, (``x − x_prev``) / ``lag`` × ``frame_dt / spacing``
+    with ``x_prev`` the frame ``lag`` frames (one Δ) earlier: the state (x_t, v_t) then holds x_{t−Δ}, and a
+    rollout's next velocity follows from its next positions. Shapes: ``[..., N, 3]`` (any leading axes).
+    ``align``: superpose ``x_prev`` on ``x`` first (:mod:`mdsurrogate.data.align`), so the velocity holds no
+    rigid-body translation or rotation (datasets made with ``align``).
+    """
+    if kind == "trajectory":
+        return (v_traj * frame_dt).astype(np.float32)
+    if kind in ("difference", "lag"):
+        if align:
+            from ..align import superpose
+
+            x_prev = superpose(x_prev, x)
+        dx = x - x_prev
+        scale = (frame_dt / spacing) / (lag if kind == "lag" else 1)
+        return (dx if scale == 1 else dx * scale).astype(np.float32, copy=False)
+    raise MDInputError(f"velocities must be one of {', '.join(VELOCITY_KINDS)}, not {kind!r}")
+
+
+def state_velocities(pos: np.ndarray, vel_traj: np.ndarray | None, frame_dt: float, *,
+                     lag: int | None = None, align: bool = False) -> np.ndarray:
+    """[F, N, 3] velocities of every frame of one trajectory (frames ``frame_dt`` ps apart) in Å per frame:
+    :func:`velocity` with the trajectory's ``vel_traj`` (Å/ps) when given, else with ``lag`` the displacement over
+    ``lag`` frames per frame (the first ``lag`` frames, which have none, get 0; samples never start there), else
+    the backward difference (frame 0, which has none, gets the forward one; samples never start at frame 0)."""
     if vel_traj is not None:
-        return (vel_traj * frame_dt).astype(np.float32)
+        return velocity("trajectory", pos, None, vel_traj, frame_dt=frame_dt, spacing=frame_dt)
+    if lag is not None:
+        v = np.zeros_like(pos)
+        v[lag:] = velocity("lag", pos[lag:], pos[:-lag], None, frame_dt=frame_dt, spacing=frame_dt, lag=lag,
+                           align=align)
+        return v
     v = np.empty_like(pos)
-    v[1:] = pos[1:] - pos[:-1]
-    v[0] = pos[1] - pos[0] if len(pos) > 1 else 0.0
+    v[1:] = velocity("difference", pos[1:], pos[:-1], None, frame_dt=frame_dt, spacing=frame_dt)
+    v[0] = v[1] if len(pos) > 1 else 0.0
     return v
 
 
-def chronological_samples(n_frames: int, delta: int, ratios=(0.6, 0.2, 0.2), first: int = 1):
-    """Samples (input frame i, target i + Δ) of one trajectory and their split codes (0/1/2).
+@dataclass(frozen=True)
+class FrameState:
+    """One frame of a trajectory as an MD dataset's state.
 
-    The frames are cut into contiguous train / val / test spans by ``ratios``; a sample belongs to a span only
-    if every frame it uses (i − 1 for the velocity, i, i + Δ) lies inside it, so nothing leaks across a boundary.
+    Attributes:
+        frame: the frame index (non-negative); time: its time in ps.
+        positions: [N, 3] float32 Å; velocities: [N, 3] float32 Å per dataset frame (:func:`velocity`).
+        spacing: this trajectory's frame spacing in ps (the difference velocity was rescaled from it to the
+            dataset's ``frame_dt`` when they differ).
     """
-    if not abs(sum(ratios) - 1.0) < 1e-6 or any(r < 0 for r in ratios):
-        raise MDInputError(f"split ratios must be non-negative and sum to 1, got {ratios}")
-    bounds = np.floor(np.cumsum([0.0, *ratios]) * n_frames).astype(int)
-    bounds[-1] = n_frames
-    starts, codes = [], []
-    for code in range(3):
-        lo, hi = bounds[code], bounds[code + 1]
-        i = np.arange(max(lo + first, first), hi - delta)
-        starts.append(i)
-        codes.append(np.full(len(i), code, np.int8))
-    return np.concatenate(starts), np.concatenate(codes)
+
+    frame: int
+    time: float
+    positions: np.ndarray
+    velocities: np.ndarray
+    spacing: float
+
+
+def frame_state(universe, atoms, frame: int, *, velocities: str, frame_dt: float, lag: int = 1,
+                align: bool = False) -> FrameState:
+    """The state of ``atoms`` at frame ``frame`` of ``universe``'s trajectory, with the velocity a dataset of frame
+    spacing ``frame_dt`` ps defines (``velocities``: ``"trajectory"`` or ``"difference"``, the dataset's
+    ``meta["md"]["velocities"]``): exactly what ingest stores for that frame, here for any Universe.
+
+    Args:
+        universe: an MDAnalysis Universe; atoms: an AtomGroup of it (the model's selection).
+        frame: frame index; negative counts from the end (-1: the last frame).
+        velocities, frame_dt: how the dataset defines velocities, and its frame spacing in ps.
+        lag: for ``velocities="lag"``, Δ in dataset frames (the displacement is taken over Δ·frame_dt ps, which
+            must be a whole number of this trajectory's frames).
+        align: the dataset removed rigid-body motion (``ingest md --align``): the earlier frame is superposed on
+            this one before the difference.
+
+    Raises :class:`MDInputError` when ``frame`` is out of range, when ``velocities="trajectory"`` and the
+    trajectory has none, or when ``velocities="difference"`` and ``frame`` is the first (it has no previous one).
+    Leaves the trajectory at ``frame``.
+    """
+    if velocities not in VELOCITY_KINDS:
+        raise MDInputError(f"velocities must be one of {', '.join(VELOCITY_KINDS)}, not {velocities!r}")
+    if not (math.isfinite(frame_dt) and frame_dt > 0):
+        raise MDInputError(f"frame_dt must be a positive number of ps, got {frame_dt}")
+    traj = universe.trajectory
+    n_frames = len(traj)
+    if not -n_frames <= frame < n_frames:
+        raise MDInputError(f"frame {frame} is out of range: the trajectory has {n_frames} frames")
+    f = frame % n_frames
+    spacing = frame_spacing(universe)
+    x_prev = v_traj = None
+    back = 1
+    if velocities == "lag":
+        back = lag * frame_dt / spacing
+        if abs(back - round(back)) > 1e-3 * back or round(back) < 1:
+            raise MDInputError(f"the model's step ({lag} × {frame_dt:g} ps) is not a whole number of this "
+                               f"trajectory's frames ({spacing:g} ps apart)")
+        back = round(back)
+        if f < back:
+            raise MDInputError(f"the velocity is the displacement over the previous {back} frames, so a state cannot "
+                               f"start before frame {back}; choose a later frame")
+    if velocities == "trajectory":
+        if not has_velocities(universe):
+            raise MDInputError("the dataset uses the trajectory's own velocities, but this trajectory has none")
+    elif velocities == "lag":
+        traj[f - back]
+        x_prev = atoms.positions.astype(np.float32)
+    elif f == 0:
+        raise MDInputError("the velocity is the difference to the previous frame, so a state cannot start at frame 0; "
+                           "choose a later frame")
+    else:
+        traj[f - 1]
+        x_prev = atoms.positions.astype(np.float32)
+    ts = traj[f]
+    x = atoms.positions.astype(np.float32)
+    if velocities == "trajectory":
+        v_traj = atoms.velocities.astype(np.float32)
+    v = velocity(velocities, x, x_prev, v_traj, frame_dt=frame_dt, spacing=spacing, lag=back, align=align)
+    return FrameState(f, float(ts.time), x, np.ascontiguousarray(v, dtype=np.float32), spacing)
