@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from mdsurrogate.simulation.constraints import project_bond_lengths
+from mdsurrogate.data.constraints import project_bond_lengths
 
 from .conftest import orthogonal
 
@@ -44,3 +44,28 @@ def test_no_bonds_is_identity():
     x = torch.randn(4, 3)
     out, violation = project_bond_lengths(x, torch.zeros(2, 0, dtype=torch.long), torch.zeros(0))
     assert out is x and violation == 0.0
+
+
+def test_constraint_pairs_bonds_and_angles():
+    from mdsurrogate.data.geometry import constraint_pairs
+
+    # a chain 0-1-2-3 with a branch 2-4, bonds given in both directions
+    e = torch.tensor([[0, 1, 1, 2, 2, 3, 2, 4], [1, 0, 2, 1, 3, 2, 4, 2]])
+    assert constraint_pairs(e, 5).tolist() == [[0, 1, 2, 2], [1, 2, 3, 4]]
+    pairs = constraint_pairs(e, 5, angles=True)
+    assert set(map(tuple, pairs.T.tolist())) == {(0, 1), (1, 2), (2, 3), (2, 4), (0, 2), (1, 3), (1, 4), (3, 4)}
+
+
+def test_projection_with_angles_keeps_the_torsion_free():
+    """Fixing bonds and 1-3 distances of a 4-atom chain leaves the dihedral as the one internal freedom."""
+    from mdsurrogate.data.geometry import constraint_pairs
+
+    x = torch.tensor([[0.0, 1.0, 0.0], [0.0, 0.0, 0.0], [1.5, 0.0, 0.0], [1.5, 0.0, 1.0]], dtype=torch.float64)
+    e = torch.tensor([[0, 1, 2], [1, 2, 3]])
+    pairs = constraint_pairs(e, 4, angles=True)
+    lengths = (x[pairs[0]] - x[pairs[1]]).norm(dim=-1)
+    moved = x + 0.1 * torch.randn(x.shape, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    out, violation = project_bond_lengths(moved, pairs, lengths, tol=1e-10, iterations=5000)
+    assert violation < 1e-9
+    d = (out[pairs[0]] - out[pairs[1]]).norm(dim=-1)
+    assert torch.allclose(d, lengths, atol=1e-8)

@@ -53,6 +53,7 @@ LAYER_OF: dict[str, str] = {
     "mdsurrogate.integrations": "integrations",
     "mdsurrogate.ase": "integrations",  # short aliases of the integrations
     "mdsurrogate.mda": "integrations",
+    "mdsurrogate.openmm": "integrations",
     "mdsurrogate.apps": "apps",
     "mdsurrogate.cli": "cli",
     "mdsurrogate.__main__": "cli",

@@ -22,7 +22,7 @@ app = typer.Typer(
     help="Learned E(n)-equivariant surrogates of particle and molecular simulations: ingest, train, roll out.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
-    add_completion=False,
+    add_completion=True,  # --install-completion / --show-completion (bash, zsh, fish, PowerShell)
 )
 ingest_app = typer.Typer(help="Turn a simulation or trajectory into a training dataset.", no_args_is_help=True)
 app.add_typer(ingest_app, name="ingest")
@@ -32,6 +32,29 @@ app.add_typer(plot_app, name="plot")
 
 err = Console(stderr=True)
 out = Console()
+
+
+def version_text() -> str:
+    """``mdsurrogate X.Y.Z (torch …, Python …)``."""
+    import platform
+
+    import torch
+
+    from .. import __version__
+
+    return f"mdsurrogate {__version__} (torch {torch.__version__}, Python {platform.python_version()})"
+
+
+def _print_version(value: bool):
+    if value:
+        sys.stdout.write(version_text() + "\n")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
+                                       help="Print the mdsurrogate, torch and Python versions and exit.")):
+    """Learned E(n)-equivariant surrogates of particle and molecular simulations: ingest, train, roll out."""
 
 
 def fail(message: str, code: int = 2):

@@ -13,19 +13,37 @@ from .app import DEVICE, JSON_OUT, app, emit_json, err, fail, friendly, out
 
 @app.command()
 @friendly
-def info(path: Path = typer.Argument(..., help="A dataset directory, run directory or checkpoint.")):
-    """Describe a dataset or a checkpoint (JSON)."""
+def info(path: Path = typer.Argument(..., help="A dataset directory, run directory or checkpoint."),
+         json_out: bool = JSON_OUT):
+    """Describe a dataset or a checkpoint: kind, model, parameters, units, Δ, features, training, versions and date
+    (a table; --json for the machine-readable record)."""
+    from ..apps.describe import checkpoint_rows, checkpoint_summary, dataset_rows
     from ..data.dataset import Dataset
     from ..training.checkpoint import Checkpoint
 
     if path.is_dir() and (path / "meta.json").exists():
-        emit_json(Dataset(path).describe())
+        desc = Dataset(path).describe()
+        if json_out:
+            emit_json(desc)
+            return
+        _print_rows(f"dataset {path}", dataset_rows(desc))
         return
     ck = Checkpoint.load(path)
-    d = ck.to_payload()
-    emit_json({"kind": ck.kind, "model": {"name": ck.model_name, "hparams": ck.hparams},
-               **{k: d[k] for k in ("features", "dataset", "train_state", "n_parameters", "guard", "versions")
-                  if k in d}})
+    if json_out:
+        emit_json(checkpoint_summary(ck))
+        return
+    _print_rows(f"{ck.kind} checkpoint {ck.path}", checkpoint_rows(ck))
+
+
+def _print_rows(title: str, rows: list[tuple[str, str]]) -> None:
+    from rich.markup import escape
+
+    table = Table(title=escape(title), show_header=False, title_justify="left", title_style="bold")
+    table.add_column("field", style="bold cyan", no_wrap=True)
+    table.add_column("value", overflow="fold")
+    for key, value in rows:
+        table.add_row(escape(key), escape(value))
+    out.print(table)
 
 
 @app.command()

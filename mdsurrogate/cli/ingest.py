@@ -193,6 +193,8 @@ def ingest_adk_cmd(
                                "(offline)."),
     select: str = typer.Option("backbone", help="MDAnalysis selection (EGHN paper: backbone)."),
     delta: int = typer.Option(None, help="Δ in frames [default: 15 (3.6 ns) for equilibrium, 5 for embedded]."),
+    velocities: str = typer.Option("auto", help="auto, difference or lag (the displacement over Δ frames), as for "
+                                   "`ingest md`."),
     cutoff: float = typer.Option(10.0, help="Global-graph cutoff in Å (EGHN paper: 10)."),
     data_home: Path = typer.Option(None, help="Where MDAnalysisData keeps its downloads [~/MDAnalysis_data]."),
     overwrite: bool = OVERWRITE,
@@ -205,7 +207,8 @@ def ingest_adk_cmd(
     status = "fetching adk_equilibrium with MDAnalysisData (once) and reading it…" if source == "equilibrium" else \
         "reading the AdK trajectories of MDAnalysisTests…"
     with input_errors(), err.status(status):
-        path = ingest_adk(out_dir, source=source, select=select, delta=delta, cutoff=cutoff, data_home=data_home,
+        path = ingest_adk(out_dir, source=source, select=select, delta=delta, cutoff=cutoff, velocities=velocities,
+                          data_home=data_home,
                           overwrite=overwrite, warn=warn)
     report_dataset(path, t0, json_out)
 

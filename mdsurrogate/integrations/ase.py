@@ -2,8 +2,10 @@
 
     from mdsurrogate.integrations.ase import SurrogateCalculator, SurrogateDynamics
 
-    atoms.calc = SurrogateCalculator("runs/cu/best.pt", dtype="float64")   # energy, free_energy, forces
+    atoms.calc = SurrogateCalculator("runs/cu/best.pt", dtype="float64")   # energy, energies, forces, stress
     VelocityVerlet(atoms, 2 * units.fs).run(1000)                           # any ASE dynamics or optimiser
+    BFGS(FrechetCellFilter(atoms)).run(fmax=1e-3)                           # cell relaxation (stress)
+    results = atoms.calc.calculate_batch(list_of_atoms)                     # many structures, batched calls
 
     dyn = SurrogateDynamics(atoms, "runs/md/best.pt", trajectory="out.traj", logfile="-")
     dyn.run(100)                                                            # each step advances the model's Δ
@@ -30,7 +32,7 @@ import torch
 
 try:
     from ase import units as ase_units
-    from ase.calculators.calculator import Calculator, all_changes
+    from ase.calculators.calculator import Calculator, PropertyNotImplementedError, all_changes
     from ase.md.md import MolecularDynamics
 except ImportError as exc:  # pragma: no cover - ASE is a declared dependency
     raise ImportError("mdsurrogate.integrations.ase needs ASE: pip install ase") from exc
@@ -75,15 +77,24 @@ class SurrogateCalculator(Calculator):
         device: torch device ("cpu", "cuda", "cuda:1"). dtype: "float32" (default) or "float64".
         **kwargs: passed to ``ase.calculators.calculator.Calculator`` (label, directory, …).
 
-    Properties: ``energy`` and ``free_energy`` (eV; equal, the model has no electronic entropy) and
-    ``forces`` (eV/Å, −∂E/∂x by autograd, float64 arrays). ``stress`` is not implemented, so ASE raises
-    ``PropertyNotImplementedError`` for it (and for anything else not listed).
+    Properties (float64 arrays):
 
-    Caching follows ASE's protocol: ``get_potential_energy``/``get_forces`` recompute only when positions,
-    numbers, cell or pbc changed since the last calculation (one calculation fills energy and forces
-    together). ``initial_charges`` and ``initial_magmoms`` are in ``ignored_changes``: the model reads neither.
-    The model does not read ``atoms.info`` either, so changing it never invalidates results.
-    ``calculations`` counts the model evaluations.
+    * ``energy`` and ``free_energy`` (eV; equal, the model has no electronic entropy);
+    * ``energies`` [N] (eV): the model's per-atom energies ε_i, which sum to the energy;
+    * ``forces`` [N, 3] (eV/Å): −∂E/∂x by autograd;
+    * ``stress`` [6] (eV/Å³, Voigt order xx, yy, zz, yz, xz, xy): (1/V) ∂E/∂ε for a symmetric strain ε applied to
+      positions and cell, by autograd in the same backward pass as the forces, with ASE's sign (positive under
+      tension: ``atoms.get_stress()`` of a compressed crystal is negative). Defined for cells with a periodic
+      direction and a non-zero volume (slabs too, with their vacuum row); a free structure raises ASE's
+      ``PropertyNotImplementedError`` for it. Works with ``ase.filters.FrechetCellFilter`` (cell relaxation)
+      and ASE's NPT integrators (``ase.md.nose_hoover_chain.MTKNPT``/``IsotropicMTKNPT``, ``ase.md.npt.NPT``,
+      ``NPTBerendsen``).
+
+    Caching follows ASE's protocol: one calculation fills every property (stress whenever the cell allows it), and
+    a ``get_*`` call recomputes only when positions, numbers, cell or pbc changed. ``initial_charges`` and
+    ``initial_magmoms`` are in ``ignored_changes``: the model reads neither, nor ``atoms.info``.
+    ``calculations`` counts the model evaluations. :meth:`calculate_batch` evaluates many structures in one
+    batched model call (screening).
 
     Periodic cells of any shape and size work (cells narrower than twice the cutoff, e.g. a one-atom primitive
     cell, see several images of each neighbour); partial periodicity (slabs, wires) too.
@@ -92,7 +103,7 @@ class SurrogateCalculator(Calculator):
     ``ValueError`` for degenerate periodic cells, and ``CheckpointError`` for a checkpoint of the wrong kind.
     """
 
-    implemented_properties = ["energy", "free_energy", "forces"]
+    implemented_properties = ["energy", "free_energy", "energies", "forces", "stress"]
     ignored_changes = {"initial_charges", "initial_magmoms"}
 
     def __init__(self, checkpoint: str | os.PathLike, device: str | torch.device = "cpu", dtype="float32",
@@ -114,20 +125,81 @@ class SurrogateCalculator(Calculator):
         return {"checkpoint": str(self.checkpoint_path), "device": str(self.device),
                 "dtype": str(self.dtype).replace("torch.", "")}
 
+    @staticmethod
+    def has_stress(atoms) -> bool:
+        """True when stress is defined for ``atoms``: a periodic direction and a cell of non-zero volume."""
+        return bool(np.any(atoms.pbc)) and abs(float(np.linalg.det(np.asarray(atoms.cell.array)))) > 1e-12
+
     def calculate(self, atoms=None, properties=None, system_changes=all_changes):
-        super().calculate(atoms, properties or ["energy"], system_changes)
-        a = self.atoms
-        numbers = torch.as_tensor(np.asarray(a.numbers), dtype=torch.long, device=self.device)
-        positions = torch.as_tensor(np.asarray(a.positions), dtype=self.dtype, device=self.device)
-        out = self.model(numbers, positions, None, np.asarray(a.cell.array), np.asarray(a.pbc), 1,
-                         compute_forces=True, create_graph=False)
-        energy = float(out["energy"].detach()[0])
-        self.results = {
-            "energy": energy,
-            "free_energy": energy,
-            "forces": out["forces"].detach().to("cpu", torch.float64).numpy(),
-        }
+        properties = list(properties or ["energy"])
+        super().calculate(atoms, properties, system_changes)
+        if "stress" in properties and not self.has_stress(self.atoms):
+            raise PropertyNotImplementedError(
+                "stress needs a periodic cell with a non-zero volume; these atoms are a free structure "
+                f"(pbc = {self.atoms.pbc.tolist()})")
+        self.results = self._evaluate([self.atoms])[0]
+
+    def calculate_batch(self, images, properties=None, *, max_atoms: int = 20000) -> list[dict]:
+        """Evaluate many structures (a list of ``Atoms``) in batched model calls; one result dict per structure.
+
+        Each dict holds ``energy``, ``free_energy``, ``energies``, ``forces`` and, for structures with a periodic
+        cell, ``stress`` (Voigt, eV/Å³), equal to what :meth:`calculate` gives one by one (to float rounding).
+        Structures are grouped into calls of at most ``max_atoms`` atoms (a bigger structure goes alone). The
+        atoms' own calculators and this calculator's cache are left untouched. ``properties`` (default all) only
+        checks that what is asked for exists: asking for ``stress`` of a free structure raises
+        ``PropertyNotImplementedError``.
+        """
+        images = list(images)
+        for name in properties or []:
+            if name not in self.implemented_properties:
+                raise PropertyNotImplementedError(f"{name} is not a property of SurrogateCalculator")
+        if "stress" in (properties or []):
+            free = [k for k, a in enumerate(images) if not self.has_stress(a)]
+            if free:
+                raise PropertyNotImplementedError(f"stress needs periodic cells; structures {free[:5]} are free")
+        results: list[dict] = []
+        group: list = []
+        count = 0
+        for a in images:
+            if group and count + len(a) > max_atoms:
+                results.extend(self._evaluate(group))
+                group, count = [], 0
+            group.append(a)
+            count += len(a)
+        if group:
+            results.extend(self._evaluate(group))
+        return results
+
+    def _evaluate(self, images) -> list[dict]:
+        """One model call on a list of structures → one results dict per structure."""
+        from ase.stress import full_3x3_to_voigt_6_stress
+
+        sizes = [len(a) for a in images]
+        numbers = torch.as_tensor(np.concatenate([np.asarray(a.numbers) for a in images]), dtype=torch.long,
+                                  device=self.device)
+        positions = torch.as_tensor(np.concatenate([np.asarray(a.positions, dtype=np.float64) for a in images]),
+                                    dtype=self.dtype, device=self.device)
+        batch = torch.repeat_interleave(torch.arange(len(images), device=self.device),
+                                        torch.as_tensor(sizes, device=self.device))
+        cells = np.stack([np.asarray(a.cell.array, dtype=np.float64) for a in images])
+        pbcs = np.stack([np.asarray(a.pbc, dtype=bool) for a in images])
+        stress_ok = [self.has_stress(a) for a in images]
+        out = self.model(numbers, positions, batch, cells, pbcs, len(images), compute_forces=True,
+                         compute_stress=any(stress_ok), create_graph=False)
+        energy = out["energy"].detach().to("cpu", torch.float64).numpy()
+        eps = out["atom_energies"].detach().to("cpu", torch.float64).numpy()
+        forces = out["forces"].detach().to("cpu", torch.float64).numpy()
+        stress = out["stress"].detach().to("cpu", torch.float64).numpy() if any(stress_ok) else None
+        results, start = [], 0
+        for g, n in enumerate(sizes):
+            res = {"energy": float(energy[g]), "free_energy": float(energy[g]),
+                   "energies": eps[start:start + n].copy(), "forces": forces[start:start + n].copy()}
+            if stress_ok[g]:
+                res["stress"] = full_3x3_to_voigt_6_stress(stress[g])
+            results.append(res)
+            start += n
         self.calculations += 1
+        return results
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -5,7 +5,8 @@ energy per graph, and forces are its negative gradient. Potentials have their ow
 (:data:`POTENTIALS`), so the propagator machinery (``build_model``, the generic propagator equivariance test)
 never sees them; checkpoints of potentials carry ``kind = "potential"``.
 
-Units: positions and cells in Å, energies in eV, forces in eV/Å. Float32 or float64 (``model.double()``).
+Units: positions and cells in Å, energies in eV, forces in eV/Å, stress in eV/Å³. Float32 or float64
+(``model.double()``).
 
 ``EGNNPotential`` ("egnn_potential"), per layer l (hidden width H, K radial functions)::
 
@@ -15,7 +16,7 @@ Units: positions and cells in Å, energies in eV, forces in eV/Å. Float32 or fl
     m_ij = u(d_ij) · φ_e(h_i, h_j, e_ij)             [E, H]   scalar messages on distances only
     h_i ← h_i + φ_h(h_i, (1/ν) Σ_j m_ij)              [N, H]   ν: a fixed average neighbour count
     ε_i = σ · φ_out(h_i) + μ_{Z_i}                    per-atom energy; σ an energy scale, μ_Z reference energies
-    E_g = Σ_{i∈g} ε_i,    F_i = −∂E/∂x_i
+    E_g = Σ_{i∈g} ε_i,    F_i = −∂E/∂x_i,    σ_g = (1/V_g) ∂E/∂ε     (ε: symmetric strain of positions and cell)
 
 h⁰_i is a learned embedding of the element Z_i. Edges are all images within r_c
 (:func:`mdsurrogate.data.neighbors.neighbor_list`, the periodic search that ingest uses too): the minimum image
@@ -65,8 +66,10 @@ class Potential(nn.Module):
     """Base class of learned potentials. Subclasses set ``name`` and implement ``forward`` as below.
 
     ``forward(numbers [N], positions [N, 3], batch [N] | None, cell [B, 3, 3] | [3, 3] | None,
-    pbc [B, 3] | [3] | bool | None, num_graphs=None, *, compute_forces=True, create_graph=None)`` returns
-    ``{"energy": [B], "atom_energies": [N], "forces": [N, 3]}`` (forces only when asked).
+    pbc [B, 3] | [3] | bool | None, num_graphs=None, *, compute_forces=True, compute_stress=False,
+    create_graph=None)`` returns ``{"energy": [B], "atom_energies": [N], "forces": [N, 3], "virial": [B, 3, 3],
+    "stress": [B, 3, 3]}`` (forces, virial and stress only when asked). ``evaluate(species, positions, batch, cell,
+    edge_index, shifts, num_graphs, …)`` computes the same on a given graph (what an exported potential runs).
     """
 
     name: str = ""
@@ -197,16 +200,17 @@ class EGNNPotential(Potential):
             )
         return idx
 
-    # -- energy and forces -------------------------------------------------------------------------------
+    # -- energy, forces, stress ---------------------------------------------------------------------------
     def forward(self, numbers: Tensor, positions: Tensor, batch: Tensor | None = None, cell=None, pbc=None,
-                num_graphs: int | None = None, *, compute_forces: bool = True,
+                num_graphs: int | None = None, *, compute_forces: bool = True, compute_stress: bool = False,
                 create_graph: bool | None = None) -> dict[str, Tensor]:
-        """Energies [B] (eV), per-atom energies [N] and, if asked, forces [N, 3] (eV/Å) = −∂E/∂x.
+        """Energies [B] (eV), per-atom energies [N] and, if asked, forces [N, 3] (eV/Å) = −∂E/∂x and the strain
+        derivatives ``virial`` [B, 3, 3] (eV) and ``stress`` [B, 3, 3] (eV/Å³).
 
-        ``create_graph`` (default: ``self.training``) keeps the force graph so that a loss on forces can be
+        Builds the neighbour list (all periodic images within the cutoff) and calls :meth:`evaluate`.
+        ``create_graph`` (default: ``self.training``) keeps the derivative graph so that a loss on forces can be
         back-propagated into the parameters.
         """
-        dtype = self.energy_scale.dtype
         device = self.energy_scale.device
         n = positions.shape[0]
         if batch is None:
@@ -216,29 +220,82 @@ class EGNNPotential(Potential):
             num_graphs = int(batch.max()) + 1 if n else 1
         cell64, pbc_t = graph_cells(cell, pbc, num_graphs, device)
         species = self.species(numbers)
-        create_graph = self.training if create_graph is None else create_graph
-        x = positions.to(device=device, dtype=dtype)
-        if compute_forces and not x.requires_grad:
-            x = x.detach().requires_grad_(True)
+        x = positions.to(device=device, dtype=self.energy_scale.dtype)
         edge_index, shifts = neighbor_list(x, self.cutoff, batch, cell64, pbc_t)
-        with torch.set_grad_enabled(compute_forces or torch.is_grad_enabled()):
-            i, j = edge_index
-            offset = torch.einsum("ek,ekc->ec", shifts.to(dtype), cell64.to(dtype)[batch[i]])  # s·C_g [E, 3]
-            rel = x.index_select(0, i) - x.index_select(0, j) - offset
-            d = (rel * rel).sum(-1).clamp(min=1e-12).sqrt()
-            rbf = self.rbf(d)
-            env = cutoff_envelope(d, self.cutoff).unsqueeze(-1)
-            h = self.embedding(species)
-            inv_nu = 1.0 / max(self.avg_neighbors, 1e-6)
-            for layer in self.layers:
-                h = layer(h, edge_index, rbf, env, inv_nu)
-            eps = self.readout(h).squeeze(-1) * self.energy_scale + self.reference_energies[species]
+        return self.evaluate(species, x, batch, cell64, edge_index, shifts, num_graphs,
+                             compute_forces=compute_forces, compute_stress=compute_stress, create_graph=create_graph)
+
+    def evaluate(self, species: Tensor, positions: Tensor, batch: Tensor, cell: Tensor, edge_index: Tensor,
+                 shifts: Tensor, num_graphs: int, *, compute_forces: bool = True, compute_stress: bool = False,
+                 create_graph: bool | None = None) -> dict[str, Tensor]:
+        """The model on a given graph: what :meth:`forward` computes once the neighbour list is built (and what an
+        exported potential runs, with the graph as an input).
+
+        Args:
+            species: [N] indices into ``elements`` (:meth:`species`); positions: [N, 3] Å; batch: [N] sorted graph
+                ids; cell: [B, 3, 3] lattice rows (Å; zeros for free graphs); edge_index: [2, E] (receiver,
+                sender); shifts: [E, 3] lattice shifts with r_ij = x_i − x_j − s_ij·C_g; num_graphs: B.
+            compute_forces: add ``forces`` [N, 3] = −∂E/∂x. compute_stress: add ``virial`` [B, 3, 3] = −∂E/∂ε and
+                ``stress`` [B, 3, 3] = (1/V) ∂E/∂ε (ASE's sign: positive under tension), where ε is a symmetric
+                homogeneous strain applied to positions and cell, x → x(1 + ε), C → C(1 + ε), and V = |det C|
+                (NaN for graphs without a cell volume).
+
+        Forces and strain derivatives come from one backward pass.
+        """
+        dtype = self.energy_scale.dtype
+        create_graph = self.training if create_graph is None else create_graph
+        x_in = positions.to(dtype)
+        need_grad = compute_forces or compute_stress
+        if need_grad and not x_in.requires_grad:
+            x_in = x_in.detach().requires_grad_(True)
+        cell_t = cell.to(dtype)
+        with torch.set_grad_enabled(need_grad or torch.is_grad_enabled()):
+            x, cell_s = x_in, cell_t
+            strain = None
+            if compute_stress:
+                strain = torch.zeros(num_graphs, 3, 3, dtype=dtype, device=x_in.device, requires_grad=True)
+                sym = 0.5 * (strain + strain.transpose(1, 2))
+                x = x_in + torch.bmm(x_in.unsqueeze(1), sym.index_select(0, batch)).squeeze(1)
+                cell_s = cell_t + torch.bmm(cell_t, sym)
+            eps = self.atom_energies(species, x, batch, cell_s, edge_index, shifts)
             energy = scatter_sum(eps, batch, num_graphs)
             out = {"energy": energy, "atom_energies": eps}
-            if compute_forces:
-                (grad,) = torch.autograd.grad(energy.sum(), x, create_graph=create_graph)
-                out["forces"] = -grad
+            if need_grad:
+                inputs = [x_in] + ([strain] if strain is not None else [])
+                grads = torch.autograd.grad(energy.sum(), inputs, create_graph=create_graph)
+                if compute_forces:
+                    out["forces"] = -grads[0]
+                if strain is not None:
+                    de = grads[1]
+                    volume = torch.linalg.det(cell_t).abs()
+                    volume = torch.where(volume > 0, volume, torch.full_like(volume, float("nan")))
+                    out["virial"] = -de
+                    out["stress"] = de / volume.view(-1, 1, 1)
         return out
+
+    def atom_energies(self, species: Tensor, x: Tensor, batch: Tensor, cell: Tensor, edge_index: Tensor,
+                      shifts: Tensor) -> Tensor:
+        """ε_i [N] (eV) for positions x [N, 3] and cells [B, 3, 3] (both in the model dtype, differentiable)."""
+        i, j = edge_index[0], edge_index[1]
+        offset = torch.bmm(shifts.to(x.dtype).unsqueeze(1), cell.index_select(0, batch.index_select(0, i))).squeeze(1)
+        rel = x.index_select(0, i) - x.index_select(0, j) - offset  # r_ij [E, 3]
+        return self.energies_from_edges(species, edge_index, rel)
+
+    def energies_from_edges(self, species: Tensor, edge_index: Tensor, rel: Tensor) -> Tensor:
+        """ε_i [N] (eV) from the edge vectors r_ij [E, 3] (Å) of ``edge_index`` [2, E].
+
+        Edges longer than the cutoff may be included: their messages carry the envelope u = 0 and contribute
+        nothing (nor to the gradient), so a complete graph gives the radius graph's energy (what the TorchScript
+        module for OpenMM uses: a fixed-size graph for a fixed system).
+        """
+        d = (rel * rel).sum(-1).clamp(min=1e-12).sqrt()
+        rbf = self.rbf(d)
+        env = cutoff_envelope(d, self.cutoff).unsqueeze(-1)
+        h = self.embedding(species)
+        inv_nu = 1.0 / max(self.avg_neighbors, 1e-6)
+        for layer in self.layers:
+            h = layer(h, edge_index, rbf, env, inv_nu)
+        return self.readout(h).squeeze(-1) * self.energy_scale + self.reference_energies[species]
 
 
 def fit_reference_energies(counts: Tensor, energies: Tensor) -> Tensor:

@@ -41,7 +41,8 @@ from .scatter import Aggregator, scatter_sum
 
 NOISE_MODES = ("node", "cluster")
 #: hyper-parameters the stochastic wrapper takes (any propagator's recipe may set them)
-STOCHASTIC_KEYS = ("noise", "noise_init", "noise_hidden", "noise_layers", "noise_min")
+STOCHASTIC_KEYS = ("noise", "noise_init", "noise_hidden", "noise_layers", "noise_min", "project")
+PROJECTIONS = ("none", "bonds", "angles")
 
 
 class ScaleNet(nn.Module):
@@ -88,18 +89,25 @@ class StochasticPropagator(Propagator):
         noise: "node" or "cluster" (the base must return ``extras["cluster_scores"]``, as EGHN does).
         noise_init: initial σ (and τ) in the dataset's length unit; noise_min: floor added to every scale.
         noise_hidden, noise_layers: size of the invariant scale network.
+        project: what a sampled state is projected onto in rollouts and in training chains: "bonds" (the local
+            edges' reference lengths), "angles" (bonds and 1-3 distances: rigid bond angles, for small molecules
+            whose motion lives in their torsions) or "none".
     ``forward`` returns the base model's Prediction (x = the mean μ) with ``extras["noise_scale"]`` σ [ΣN] and,
     for ``cluster``, ``extras["cluster_noise_scale"]`` τ [B·K].
     """
 
     def __init__(self, base: Propagator, *, node_dim: int, edge_dim: int, local_edge_dim: int, noise: str = "node",
-                 noise_init: float = 0.1, noise_hidden: int = 32, noise_layers: int = 2, noise_min: float = 1e-4):
+                 noise_init: float = 0.1, noise_hidden: int = 32, noise_layers: int = 2, noise_min: float = 1e-4,
+                 project: str = "bonds"):
         super().__init__()
         if noise not in NOISE_MODES:
             raise ValueError(f"noise must be one of {', '.join(NOISE_MODES)} (or 'none'), not {noise!r}")
         if noise == "cluster" and not base.produces_clusters:
             raise ValueError(f"noise = 'cluster' needs a hierarchical model (such as eghn); {base.name!r} has no "
                              "clusters: use noise = 'node'")
+        if project not in PROJECTIONS:
+            raise ValueError(f"project must be one of {', '.join(PROJECTIONS)}, not {project!r}")
+        self.project = project
         if not noise_init > 0 or not noise_min >= 0:
             raise ValueError("noise_init must be > 0 and noise_min ≥ 0")
         self.base, self.noise, self.noise_min = base, noise, float(noise_min)

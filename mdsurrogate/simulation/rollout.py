@@ -16,10 +16,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ..data.constraints import project_bond_lengths
 from ..data.topology import BatchTopology
 from ..models.base import Prediction
 from ..models.stochastic import unwrap
-from .constraints import project_bond_lengths
 from .guard import StabilityGuard
 
 
@@ -65,8 +65,8 @@ class Chain:
         self.k = 0
         self.x = x0.to(device=surrogate.device, dtype=surrogate.dtype)
         self.v = v0.to(device=surrogate.device, dtype=surrogate.dtype)
-        reference = surrogate.bond_reference(self.topo, self.x)
-        self.bonds = reference if surrogate.projects else None
+        self.bonds = surrogate.bond_reference(self.topo, self.x) if surrogate.projects else None
+        reference = surrogate.bond_reference(self.topo, self.x, angles=False)
         self._guard_start = guard.start(self.x, self.topo, reference) if guard is not None else None
 
     def predict(self) -> Prediction:
@@ -82,7 +82,7 @@ class Chain:
         if sur.stochastic:
             x_new = unwrap(sur.model).sample(pred, self.topo.batch, self.topo.num_graphs, self.generator)
         if self.bonds is not None:
-            x_new, _ = project_bond_lengths(x_new, *self.bonds)
+            x_new, _ = project_bond_lengths(x_new, *self.bonds, tol=1e-5)
         if sur.velocity_from_positions:
             v_new = (x_new - self.x) / float(sur.dataset.delta_frames)
         return x_new, v_new

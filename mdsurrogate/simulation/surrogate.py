@@ -21,9 +21,11 @@ import torch
 from torch import Tensor
 
 from ..data.featurize import Featurizer
+from ..data.geometry import constraint_pairs
 from ..data.topology import BatchTopology
 from ..device import resolve_device, resolve_dtype
 from ..models.base import Prediction
+from ..models.stochastic import is_stochastic, unwrap
 from ..training.checkpoint import Checkpoint, DatasetInfo
 from .guard import StabilityGuard
 
@@ -35,8 +37,8 @@ class Surrogate:
     Attributes:
         model: the propagator (eval mode) on ``device`` in ``dtype``.
         sample: a stochastic propagator draws its next state (False: it steps to its mean).
-        project: project every new state onto the reference bond lengths of the local edges
-            (``constraints.project_bond_lengths``); None: yes for stochastic propagators that sample.
+        project: project every new state onto reference distances (``data.constraints.project_bond_lengths``):
+            "bonds", "angles" (bonds and 1-3 pairs), "none"; None: the stochastic propagator's own setting.
         featurizer: builds its ``GraphBatch`` from a state and a static topology.
         dataset: :class:`~mdsurrogate.training.checkpoint.DatasetInfo` (units, frame_dt, Δ, MD selection …).
         checkpoint: the :class:`Checkpoint` it was loaded from (None when built from a bare model).
@@ -50,7 +52,7 @@ class Surrogate:
     device: torch.device = torch.device("cpu")
     dtype: torch.dtype = torch.float32
     sample: bool = True
-    project: bool | None = None
+    project: str | bool | None = None
 
     # -- construction ---------------------------------------------------------------------------------------
     @classmethod
@@ -114,13 +116,7 @@ class Surrogate:
     @property
     def stochastic(self) -> bool:
         """True when the propagator samples its next state (and ``sample`` is on)."""
-        from ..models.stochastic import is_stochastic
-
         return self.sample and is_stochastic(self.model)
-
-    @property
-    def projects(self) -> bool:
-        return self.stochastic if self.project is None else bool(self.project)
 
     @property
     def velocity_from_positions(self) -> bool:
@@ -128,23 +124,36 @@ class Surrogate:
         next velocity follows from the next positions: v' = (x' − x) / Δ_frames."""
         return bool(self.md) and self.md.get("velocities") == "lag"
 
-    def bond_reference(self, topo: BatchTopology, x0: Tensor) -> tuple[Tensor, Tensor] | None:
-        """Bonds [2, E] (each once, i < j) of the local edge set and their reference lengths [E]: the training
-        data's mean lengths when the checkpoint records them for this topology, else those of ``x0``."""
+    @property
+    def projection(self) -> str:
+        """What a new state is projected onto: "none", "bonds" or "angles" (bonds and 1-3 distances). ``project``
+        overrides; by default stochastic propagators use their ``project`` setting (default "bonds")."""
+        if self.project is not None:
+            return self.project if isinstance(self.project, str) else ("bonds" if self.project else "none")
+        if not self.stochastic:
+            return "none"
+        return getattr(unwrap(self.model), "project", "bonds")
+
+    @property
+    def projects(self) -> bool:
+        return self.projection != "none"
+
+    def bond_reference(self, topo: BatchTopology, x0: Tensor, *, angles: bool | None = None):
+        """Constraint pairs [2, P] (each once; the local edges, and their 1-3 pairs when the projection fixes
+        angles) and their reference lengths [P]: the training data's mean lengths when the checkpoint records them
+        for this topology, else those of ``x0``; None without local edges."""
         local = topo.edge_sets.get("local")
         if local is None or local.index.shape[1] == 0:
             return None
-        i, j = local.index
-        keep = i < j
-        bonds = torch.stack([i[keep], j[keep]])
-        order = torch.argsort(bonds[0] * (int(topo.ptr[-1]) + 1) + bonds[1])
-        bonds = bonds[:, order]
-        ref = (self.checkpoint.extra.get("bond_lengths") if self.checkpoint else None)
-        if ref is not None and topo.num_graphs >= 1 and len(ref) > 0 and bonds.shape[1] % len(ref) == 0:
-            lengths = torch.as_tensor(ref, dtype=self.dtype).repeat(bonds.shape[1] // len(ref))
+        angles = self.projection == "angles" if angles is None else angles
+        pairs = constraint_pairs(local.index, int(topo.ptr[-1]), angles=angles)
+        ref = self.checkpoint.extra.get("angle_pair_lengths" if angles else "bond_lengths") if self.checkpoint \
+            else None
+        if ref is not None and len(ref) > 0 and pairs.shape[1] % len(ref) == 0:
+            lengths = torch.as_tensor(ref, dtype=self.dtype).repeat(pairs.shape[1] // len(ref))
         else:
-            lengths = (x0[bonds[0]] - x0[bonds[1]]).norm(dim=-1)
-        return bonds.to(self.device), lengths.to(device=self.device, dtype=self.dtype)
+            lengths = (x0[pairs[0]] - x0[pairs[1]]).norm(dim=-1)
+        return pairs.to(self.device), lengths.to(device=self.device, dtype=self.dtype)
 
     def guard(self) -> StabilityGuard:
         """The stability guard with the limits the checkpoint stores (defaults without)."""

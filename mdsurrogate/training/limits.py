@@ -6,10 +6,11 @@ From the training split (at most ``max_samples`` samples, spread evenly):
 * ``step_rms``: the RMS displacement of one step (target − input, per graph) — its largest value in the data
   times ``margin``;
 * for datasets of one molecular system (MD: the same atoms in every frame), ``bond_lengths`` [E]: the mean length
-  of every local edge (each bond once, i < j, in the order of ``Surrogate.bond_reference``), ``bond_rms``: the
-  largest per-frame RMS deviation from those means times ``margin`` (floored at ``bond_floor`` × the mean length,
-  so that a data set with rigid bonds does not give a zero limit), and ``rg_bounds``: the data's radius-of-gyration
-  range widened by ``rg_margin`` on each side (as factors);
+  of every local edge (each bond once, in the order of :func:`~mdsurrogate.data.geometry.constraint_pairs`),
+  ``angle_pair_lengths``: the same for the bonds and 1-3 pairs (for rollouts that also fix bond angles),
+  ``bond_rms``: the largest per-frame RMS deviation from those means times ``margin`` (floored at ``bond_floor``
+  × the mean length, so that a data set with rigid bonds does not give a zero limit), and ``rg_bounds``: the
+  data's radius-of-gyration range widened by ``rg_margin`` on each side (as factors);
 * ``data``: the raw statistics (means, spreads, extremes) for reports.
 
 The guard stops a rollout with a sentence naming the quantity, the step and the limit; nothing here depends on
@@ -22,16 +23,8 @@ import numpy as np
 import torch
 
 from ..data.dataset import Dataset
-from ..data.geometry import radius_of_gyration
+from ..data.geometry import constraint_pairs, radius_of_gyration
 from ..models.scatter import scatter_mean
-
-
-def _bonds_once(local_index: torch.Tensor, n_nodes: int) -> torch.Tensor:
-    i, j = local_index
-    keep = i < j
-    bonds = torch.stack([i[keep], j[keep]])
-    order = torch.argsort(bonds[0] * (n_nodes + 1) + bonds[1])
-    return bonds[:, order]
 
 
 def data_limits(ds: Dataset, *, margin: float = 3.0, rg_margin: float = 0.2, bond_floor: float = 0.01,
@@ -43,7 +36,7 @@ def data_limits(ds: Dataset, *, margin: float = 3.0, rg_margin: float = 0.2, bon
     if len(ids) > max_samples:
         ids = ids[np.linspace(0, len(ids) - 1, max_samples).round().astype(np.int64)]
     single_system = bool(ds.meta.get("md")) and len(set(ds.traj_nodes.tolist())) == 1
-    steps, rgs, lengths = [], [], []
+    steps, rgs, lengths, lengths13 = [], [], [], []
     for s in range(0, len(ids), batch_size):
         x0, _, x1, _, topo = ds.gather(ids[s:s + batch_size])
         x0, x1 = x0.double(), x1.double()
@@ -53,9 +46,10 @@ def data_limits(ds: Dataset, *, margin: float = 3.0, rg_margin: float = 0.2, bon
             rgs.append(radius_of_gyration(x0, topo))
             local = topo.edge_sets.get("local")
             if local is not None and local.index.shape[1] > 0:
-                bonds = _bonds_once(local.index, int(topo.ptr[-1]))
-                n_graph = topo.num_graphs
-                lengths.append((x0[bonds[0]] - x0[bonds[1]]).norm(dim=-1).view(n_graph, -1))
+                n_graph, n_all = topo.num_graphs, int(topo.ptr[-1])
+                for out, angles in ((lengths, False), (lengths13, True)):
+                    pairs = constraint_pairs(local.index, n_all, angles=angles)
+                    out.append((x0[pairs[0]] - x0[pairs[1]]).norm(dim=-1).view(n_graph, -1))
     step = torch.cat(steps)
     data = {"step_rms_mean": float(step.mean()), "step_rms_max": float(step.max()), "samples": int(len(ids))}
     limits = {"step_rms": margin * float(step.max())}
@@ -72,5 +66,6 @@ def data_limits(ds: Dataset, *, margin: float = 3.0, rg_margin: float = 0.2, bon
                         bond_std=float((lens - mean).pow(2).mean().sqrt()), bonds=int(mean.numel()))
             limits["bond_rms"] = max(margin * float(dev.max()), bond_floor * float(mean.mean()))
             extra["bond_lengths"] = mean.float()
+            extra["angle_pair_lengths"] = torch.cat(lengths13).mean(0).float()
     limits["data"] = data
     return limits, extra

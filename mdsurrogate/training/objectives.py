@@ -29,6 +29,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from ..data.constraints import project_bond_lengths
+from ..data.geometry import constraint_pairs
 from ..models.stochastic import is_stochastic, unwrap
 
 
@@ -62,10 +64,15 @@ class RolloutObjective:
             if self.lag_velocity:
                 v0 = v0 + eps / float(self.delta_frames)
         stochastic = is_stochastic(model)
+        pairs = lengths = None
+        project = getattr(unwrap(model), "project", "none") if stochastic else "none"
+        local = topo.edge_sets.get("local")
+        if project != "none" and self.rollout_noise == "sample" and local is not None and local.index.shape[1]:
+            pairs = constraint_pairs(local.index, x0.shape[0], angles=project == "angles")
+            lengths = (x0[pairs[0]] - x0[pairs[1]]).norm(dim=-1).detach()  # the data's own (before input noise)
         x, v = x0, v0
         total, parts = x0.new_zeros(()), {}
         bond = x0.new_zeros(())
-        local = topo.edge_sets.get("local")
         for k in range(steps):
             pred = model(featurizer(x, v, topo))
             x_new = pred.x.float() if pred.x.dtype == torch.bfloat16 else pred.x
@@ -96,6 +103,8 @@ class RolloutObjective:
                 if stochastic and self.rollout_noise == "sample":
                     draw = unwrap(model).sample(pred, topo.batch, topo.num_graphs, generator)
                     x_new = x_new + (draw - pred.x).detach()
+                    if pairs is not None:  # as in a rollout: the draw projected onto the constraints
+                        x_new, _ = project_bond_lengths(x_new, pairs, lengths, iterations=30, tol=0.0)
                 v = (x_new - x) / float(self.delta_frames) if self.lag_velocity else pred.v
                 x = x_new
         # keep the single-step loss on its usual scale: the chain's terms average over the steps
