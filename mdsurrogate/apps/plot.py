@@ -3,6 +3,7 @@
     plot_skeletons(RUN_OR_CKPT, OUT.png, dataset=DS, split="test", samples=4)   # rows: samples; columns: input,
                                                                                # true next, predicted next (3-D)
     plot_curves([RUN_A, RUN_B], OUT.png)                                       # train loss | val/test metric
+    plot_fidelity(RESULT_OR_JSON, OUT.png)                                     # rollout fidelity per horizon
 
 matplotlib is the optional extra ``plot`` (``pip install 'mdsurrogate[plot]'``); it is imported only when a figure
 is drawn, and only through its object-oriented API (``matplotlib.figure.Figure`` with the Agg canvas), so no
@@ -55,6 +56,11 @@ def _check_output(out: Path) -> str:
     if fmt not in known:
         raise UserError(f"cannot write {out.name}: the extension must be one of {', '.join('.' + k for k in known)}")
     return fmt
+
+
+def figure_format(out: str | os.PathLike) -> str:
+    """The image format of ``out`` (png, pdf, svg, …); a UserError, before any work, for what cannot be written."""
+    return _check_output(Path(out))
 
 
 def save_figure(fig, out: str | os.PathLike) -> Path:
@@ -284,6 +290,153 @@ def curves_figure(run_dirs, *, labels: list[str] | None = None):
     right.set_ylabel(EVAL_LABEL[kind])
     fig.tight_layout()
     return fig, {"runs": [str(r) for r in run_dirs], "kind": kind, "lines": [len(left.lines), len(right.lines)]}
+
+
+# ----------------------------------------------------------------------------------------------------------
+# rollout fidelity
+# ----------------------------------------------------------------------------------------------------------
+
+FIDELITY_STYLE = {"model": ("C3", "-"), "baseline": ("C0", "-"), "stay_still": ("0.35", "--"),
+                  "constant_velocity": ("C2", ":"), "drift": ("C1", "-."), "reference": ("k", "-")}
+
+
+def read_fidelity(path: str | os.PathLike) -> dict:
+    """A rollout-fidelity record (``mdsurrogate eval RUN --rollout K --json``; the JSON object on the file's last
+    non-empty line, so the command's stdout redirected to a file works)."""
+    f = Path(path)
+    if not f.is_file():
+        raise UserError(f"{f} does not exist")
+    lines = [ln for ln in f.read_text().splitlines() if ln.strip()]
+    try:
+        rec = json.loads(lines[-1]) if lines else None
+    except json.JSONDecodeError:
+        rec = None
+    if not isinstance(rec, dict) or "horizons" not in rec or "methods" not in rec:
+        raise UserError(f"{f} is not a rollout-fidelity record (the --json output of `mdsurrogate eval RUN "
+                        "--rollout K`)")
+    return rec
+
+
+def _arr(values) -> np.ndarray:
+    return np.array([np.nan if v is None else v for v in values], dtype=np.float64)
+
+
+def plot_fidelity(result: dict | str | os.PathLike, out: str | os.PathLike) -> Path:
+    """:func:`fidelity_figure` of a record (or a JSON file holding one) written to ``out`` atomically."""
+    out = Path(out)
+    _check_output(out)
+    rec = result if isinstance(result, dict) else read_fidelity(result)
+    fig = fidelity_figure(rec)
+    return save_figure(fig, out)
+
+
+def fidelity_figure(rec: dict):
+    """Eight panels against the horizon k (model steps) of a rollout-fidelity record:
+
+    RMSD to the reference of the model and every null model; skill of the model against each null model with its
+    bootstrap interval (band); local-edge RMS deviation, radius of gyration and per-step RMS displacement of the
+    model (and baseline) beside the reference frames, over the data's envelope (grey band) and the data's RMS
+    (dotted); the fraction of the model's (and baseline's) rollouts that have left the envelope, in any quantity
+    and in each; the energy score of the model against the
+    trivial ensembles; the spread–skill ratio (1 = calibrated; 0.7–1.4 band) for a stochastic model.
+    """
+    k = np.asarray(rec["horizons"], dtype=np.float64)
+    labels = rec.get("labels", {})
+    methods = rec["methods"]
+    d = rec["data"]
+    lu = rec.get("units", {}).get("length", "")
+    lu = "" if lu in ("", "1") else f" ({lu})"
+    fig = _figure(17.0, 7.6)
+    ax = [fig.add_subplot(2, 4, i + 1) for i in range(8)]
+
+    def line(a, name, values, **kw):
+        color, ls = FIDELITY_STYLE.get(name, ("C4", "-"))
+        a.plot(k, _arr(values), color=color, ls=ls, marker="o", ms=3, lw=1.3,
+               label=labels.get(name, name) if name != "reference" else "reference", **kw)
+
+    def band(a, lo, hi, label="data envelope"):
+        lo = 0.0 if lo is None else lo
+        if hi is not None:
+            a.axhspan(lo, hi, color="0.85", zorder=0, label=label)
+
+    for name in methods:
+        line(ax[0], name, methods[name]["rmsd"])
+    ax[0].set_title(f"RMSD to the reference{lu}")
+
+    for name, s in rec["skill"].items():
+        color, ls = FIDELITY_STYLE.get(name, ("C4", "-"))
+        ax[1].plot(k, _arr(s["rmsd"]), color=color, ls=ls, marker="o", ms=3, label=f"vs {labels.get(name, name)}")
+        ax[1].fill_between(k, _arr(s["rmsd_lo"]), _arr(s["rmsd_hi"]), color=color, alpha=0.15)
+    ax[1].axhline(0, color="k", lw=0.8)
+    level = int(round(100 * rec.get("bootstrap", {}).get("level", 0.9)))
+    ax[1].set_title(f"skill 1 − RMSD/RMSD_null ({level} % interval)")
+
+    geo = [n for n in ("model", "baseline") if n in methods]
+    band(ax[2], None, d["bond_dev_envelope"][1])
+    if d.get("bond_spread") is not None:
+        ax[2].axhline(d["bond_spread"], color="k", ls=":", lw=1, label="data RMS")
+    for name in geo:
+        line(ax[2], name, methods[name]["bond_dev"])
+    line(ax[2], "reference", rec["reference"]["bond_dev"])
+    ax[2].set_title(f"local-edge RMS deviation{lu}")
+
+    band(ax[3], *d["rg_envelope"])
+    for name in geo:
+        line(ax[3], name, methods[name]["rg"])
+    line(ax[3], "reference", rec["reference"]["rg"])
+    ax[3].set_title(f"radius of gyration{lu}")
+
+    band(ax[4], *d["step_envelope"])
+    if d.get("step_rms") is not None:
+        ax[4].axhline(d["step_rms"], color="k", ls=":", lw=1, label="data RMS")
+    for name in geo:
+        line(ax[4], name, methods[name]["step"])
+    line(ax[4], "reference", rec["reference"]["step"])
+    ax[4].set_title(f"RMS displacement per step{lu}")
+
+    for name in geo:
+        color = FIDELITY_STYLE[name][0]
+        for key, ls, what in (("left_any", "-", "any"), ("left_bond", "--", "bonds"), ("left_rg", ":", "Rg"),
+                              ("left_step", "-.", "step size")):
+            ax[5].plot(k, _arr(methods[name][key]), color=color, ls=ls, marker="o", ms=2.5, lw=1.2,
+                       label=f"{labels.get(name, name)}: {what}")
+    ax[5].set_ylim(-0.03, 1.03)
+    ax[5].set_title("fraction that left the data's envelope")
+
+    ens = rec["ensemble"]
+    line(ax[6], "model", ens["energy_score"])
+    for kind, color in (("tethered", "C5"), ("random_walk", "C9")):
+        ax[6].plot(k, _arr(ens["trivial"][kind]["energy_score"]), color=color, ls="--", marker="s", ms=3,
+                   label=kind.replace("_", " ") + " noise")
+    ax[6].set_title(f"energy score (RMSD norm){lu}")
+
+    if ens.get("spread_skill") is not None:
+        ax[7].axhspan(0.7, 1.4, color="0.85", zorder=0, label="0.7–1.4")
+        ax[7].axhline(1.0, color="k", lw=0.8)
+        ax[7].plot(k, _arr(ens["spread_skill"]), color="C3", marker="o", ms=3, label=labels.get("model", "model"))
+        if ens.get("spread_skill_lo") is not None:
+            ax[7].fill_between(k, _arr(ens["spread_skill_lo"]), _arr(ens["spread_skill_hi"]), color="C3", alpha=0.15)
+    else:
+        ax[7].text(0.5, 0.5, "deterministic model:\nno ensemble spread", ha="center", va="center",
+                   transform=ax[7].transAxes, fontsize=9)
+    ax[7].set_title("spread–skill ratio √((R+1)/R)·spread/RMSE")
+
+    from matplotlib.ticker import MaxNLocator
+
+    for a in ax:
+        a.xaxis.set_major_locator(MaxNLocator(integer=True))
+        a.set_xlabel("step k")
+        a.grid(True, alpha=0.3)
+        if a.lines:
+            a.legend(fontsize=6)
+    src = rec.get("source", {})
+    where = src.get("traj") or f"{src.get('path', '')} ({src.get('split', '')})"
+    dt = rec.get("delta_time")
+    tu = rec.get("units", {}).get("time", "")
+    fig.suptitle(f"{labels.get('model', rec.get('model', 'model'))}: rollout fidelity from {rec['starts']} starts of "
+                 f"{where}; Δ = {dt:g} {tu}, {rec['replicas']} replica(s)", fontsize=10)
+    fig.tight_layout()
+    return fig
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -46,6 +46,21 @@ def plot_curves_cmd(
     err.print(f"[green]wrote[/] {out_file} ({len(runs)} run(s))")
 
 
+@plot_app.command("fidelity")
+@friendly
+def plot_fidelity_cmd(
+    result: Path = typer.Argument(..., help="JSON record of `mdsurrogate eval RUN --rollout K --json` (its stdout "
+                                  "redirected to a file)."),
+    out_file: Path = typer.Option(..., "--out", help="Figure file: .png (or .pdf, .svg)."),
+):
+    """Rollout fidelity per horizon: RMSD and skill against null models, bond deviation, Rg and step size against
+    the data's envelope, envelope exits, energy score and spread–skill ratio."""
+    from ..apps.plot import plot_fidelity
+
+    plot_fidelity(result, out_file)
+    err.print(f"[green]wrote[/] {out_file}")
+
+
 @plot_app.command("ramachandran")
 @friendly
 def plot_ramachandran_cmd(

@@ -64,6 +64,30 @@ class BatchTopology:
             self.batch.to(device),
         )
 
+    def repeat(self, r: int) -> BatchTopology:
+        """``r`` copies of the whole batch, one after the other: copy c's node i is node c·ΣN + i, its graph b is
+        graph c·B + b (edges and properties repeated, node offsets added). Used to run ``r`` replicas of the same
+        systems in one model call: x of the copies is ``x.repeat(r, 1)`` [r·ΣN, 3]."""
+        r = int(r)
+        if r < 1:
+            raise ValueError(f"the number of copies must be ≥ 1, not {r}")
+        n, b = int(self.ptr[-1]), self.num_graphs
+        dev = self.ptr.device
+        sizes = (self.ptr[1:] - self.ptr[:-1]).repeat(r)
+        ptr = torch.zeros(sizes.numel() + 1, dtype=self.ptr.dtype, device=dev)
+        torch.cumsum(sizes, 0, out=ptr[1:])
+        copy = torch.arange(r, device=dev)
+
+        def rows(t: Tensor) -> Tensor:
+            return t.repeat(r, *([1] * (t.dim() - 1)))
+
+        sets = {}
+        for name, e in self.edge_sets.items():
+            shift = (copy * n).repeat_interleave(e.index.shape[1]).to(e.index.dtype)
+            sets[name] = EdgeSet(e.index.repeat(1, r) + shift, {k: rows(t) for k, t in e.props.items()})
+        batch = self.batch.repeat(r) + (copy * b).repeat_interleave(n).to(self.batch.dtype)
+        return BatchTopology(ptr, {k: rows(t) for k, t in self.node_props.items()}, sets, batch)
+
     def permuted(self, perm: Tensor) -> BatchTopology:
         """Relabel nodes: new node k is old node ``perm[k]`` (perm must keep every node in its own graph)."""
         inv = torch.empty_like(perm)
