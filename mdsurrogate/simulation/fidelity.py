@@ -182,9 +182,13 @@ def trajectory_starts(traj: str | os.PathLike, surrogate, *, top: str | os.PathL
     info = surrogate.dataset.md
     (u,) = md.open_universe(top if top is not None else traj, [traj] if top is not None else [])
     ag = md.select_atoms(u, info["selection"])
-    pos, _, _ = md.read_frames(u, ag)
+    from ..data.periodic import Unwrapper
+
+    bonds = md.MDSystem.from_atomgroup(ag, info["selection"]).bonds
+    frames_read = md.read_frames(u, ag, unwrap=Unwrapper(len(ag), bonds), path=traj)  # as ingest reads them
+    pos = frames_read.positions
     n_frames = len(pos)
-    user_dt = md.frame_spacing(u)
+    user_dt = md.frame_spacing(u, frames_read.times, path=traj)
     model_dt, delta = float(surrogate.dataset.frame_dt), int(surrogate.dataset.delta_frames)
     ratio = delta * model_dt / user_dt
     if not math.isclose(ratio, round(ratio), rel_tol=1e-3) or round(ratio) < 1:
