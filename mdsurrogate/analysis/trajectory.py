@@ -13,7 +13,8 @@ def phi_psi_from_files(top: str | os.PathLike, trajs: Sequence[str | os.PathLike
     """φ, ψ [F, R] (degrees) of every residue with a complete backbone over all frames of ``trajs`` (in order),
     the [R] residue numbers (resids) and the frame spacing in ps. Raises MDInputError for unreadable files and
     ValueError when no residue has φ and ψ."""
-    from ..data.sources.md import frame_spacing, open_universe, read_frames
+    from ..data.periodic import Unwrapper
+    from ..data.sources.md import frame_spacing, open_universe, read_frames, selection_bonds
     from .dihedrals import backbone_quadruples, dihedral_angles
 
     universes = open_universe(top, list(trajs))
@@ -27,9 +28,11 @@ def phi_psi_from_files(top: str | os.PathLike, trajs: Sequence[str | os.PathLike
     remap = np.searchsorted(need, np.stack([phi_q, psi_q]))
     phis, psis, spacing = [], [], []
     for u in universes:
-        x, _, times = read_frames(u, u.atoms[need])
-        phis.append(dihedral_angles(x, remap[0]))
-        psis.append(dihedral_angles(x, remap[1]))
-        spacing.append(frame_spacing(u, times))
+        ag = u.atoms[need]
+        bonds, _ = selection_bonds(ag)  # periodic frames: the backbone made whole before measuring angles
+        frames = read_frames(u, ag, unwrap=Unwrapper(len(ag), bonds))
+        phis.append(dihedral_angles(frames.positions, remap[0]))
+        psis.append(dihedral_angles(frames.positions, remap[1]))
+        spacing.append(frame_spacing(u, frames.times))
     resids = np.asarray(universes[0].residues.resids)[residues]
     return np.concatenate(phis), np.concatenate(psis), resids, float(np.median(spacing))
