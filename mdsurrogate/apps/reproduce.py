@@ -150,8 +150,8 @@ TABLES: dict[str, PaperTable] = {
         PaperTable(
             name="eghn-mocap",
             title="EGHN paper, Table 2: CMU motion capture, Run (subject 9), test MSE",
-            source="Han, Huang, Xu & Rong, NeurIPS 2022, Table 2, Run column (docs/protocols.md §7; printed there ×10⁻², "
-                   "3 runs). No Linear row in the paper.",
+            source="Han, Huang, Xu & Rong, NeurIPS 2022, Table 2, Run column (docs/protocols.md §7; printed there "
+                   "×10⁻², 3 runs). No Linear row in the paper.",
             models=("gnn", "rf", "tfn", "se3_transformer", "egnn", "gmn", "eghn", "linear", "segnn"),
             paper={"": {"gnn": 0.664, "rf": 5.213, "tfn": 0.566, "se3_transformer": 0.612, "egnn": 0.509,
                         "gmn": 0.441, "eghn": 0.259}},

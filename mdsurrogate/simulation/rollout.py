@@ -212,7 +212,8 @@ def rollout_to_file(surrogate, start, steps: int, path, *, on_step: Callable[[in
 
         def on_frame(k, x, v, t, clusters):
             extra = {"cluster": clusters} if clusters is not None and writer.per_atom_columns else {}
-            writer.write(x, time_ps=t if in_ps else None, velocities=v / frame_dt if writer.velocities else None, **extra)
+            velocities = v / frame_dt if writer.velocities else None
+            writer.write(x, time_ps=t if in_ps else None, velocities=velocities, **extra)
             if on_step is not None:
                 on_step(k)
 

@@ -1,4 +1,5 @@
-"""Mocap ingest: CMU motion capture → datasets, the Walk / Run benchmarks of the GMN and EGHN papers (docs/protocols.md §3).
+"""Mocap ingest: CMU motion capture → datasets, the Walk / Run benchmarks of the GMN and EGHN papers
+(docs/protocols.md §3).
 
 Two entry points:
 
