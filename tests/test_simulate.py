@@ -242,3 +242,14 @@ def test_plot_ramachandran(cli_run, tmp_path):
     rec = json.loads((out / "simulate.json").read_text())
     assert res["populations"] == rec["ramachandran"]["populations"] and res["frames"] == 20
     assert_clean_error(invoke("plot", "ramachandran", tmp_path, "--out", fig), "not a `mdsurrogate simulate`")
+
+
+def test_library_errors_name_parameters_and_the_cli_names_options(tmp_path):
+    from mdsurrogate.errors import UserError
+    from mdsurrogate.teacher.settings import SimulationSettings
+
+    with pytest.raises(UserError, match="`frame_ps`") as caught:
+        SimulationSettings(frame_ps=-1.0).validate()
+    assert "--" not in str(caught.value)
+    r = invoke("simulate", "ala2", tmp_path / "x", "--frame-ps", "-1")
+    assert r.exit_code == 2 and "--frame-ps" in r.output and "`" not in r.output

@@ -61,14 +61,14 @@ def fail(message: str, code: int = 2):
     """Print one red sentence on stderr and exit with ``code`` (2: bad input)."""
     from rich.markup import escape
 
-    err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)  # "[plot]" is no markup
+    err.print(f"[bold red]error:[/] {escape(as_flags(message))}", highlight=False, soft_wrap=True)  # "[plot]" is no markup
     raise typer.Exit(code)
 
 
 def warn(message: str) -> None:
     from rich.markup import escape
 
-    err.print(f"[bold yellow]warning:[/] {escape(message)}", highlight=False, soft_wrap=True)
+    err.print(f"[bold yellow]warning:[/] {escape(as_flags(message))}", highlight=False, soft_wrap=True)
 
 
 def friendly(fn):
@@ -91,6 +91,21 @@ def friendly(fn):
             fail(f"{exc.__class__.__name__}: {exc} (set MDSURROGATE_DEBUG=1 for the traceback)", code=1)
 
     return wrapper
+
+
+#: library parameters whose CLI option has another name
+PARAMETER_ALIASES = {"cutoff_nm": "cutoff"}
+
+
+def as_flags(message: str) -> str:
+    """A library error names parameters in backquotes (`frame_ps`); the CLI speaks in options: `frame_ps` becomes
+    --frame-ps (``PARAMETER_ALIASES`` for the few options named otherwise)."""
+    import re
+
+    def flag(match):
+        return "--" + PARAMETER_ALIASES.get(match.group(1), match.group(1)).replace("_", "-")
+
+    return re.sub(r"`([a-z_][a-z0-9_]*)`", flag, message) if "`" in message else message
 
 
 @contextlib.contextmanager

@@ -159,16 +159,16 @@ def simulate(input: str | os.PathLike, out: str | os.PathLike, settings: Simulat
     if (out / RECORD).exists() or work.exists():
         if not overwrite:
             what = "an unfinished run" if work.exists() else "a finished simulation"
-            raise SimulateInputError(f"{out} already holds {what}: pass --resume to continue it or --overwrite to "
+            raise SimulateInputError(f"{out} already holds {what}: pass `resume` to continue it or `overwrite` to "
                                      "start again (old files are replaced only when the new run completes)")
     elif out.exists() and any(out.iterdir()) and not overwrite:
-        raise SimulateInputError(f"{out} exists and is not empty: choose a new directory or pass --overwrite")
+        raise SimulateInputError(f"{out} exists and is not empty: choose a new directory or pass `overwrite`")
     if settings.platform.lower() != "auto":
         platform_candidates(settings.platform, 0, settings.threads)  # an unavailable platform: say so first
     t_setup = time.perf_counter()
     prepared = load_input(input, forcefield=settings.forcefield, coordinates=coordinates)
     if prepared.prmtop is not None and settings.forcefield != DEFAULT_FORCEFIELD:
-        warn(f"{prepared.name} is an Amber prmtop: its own force field is used, not --forcefield "
+        warn(f"{prepared.name} is an Amber prmtop: its own force field is used, not `forcefield` "
              f"{settings.forcefield}")
     system = build_system(prepared, forcefield=settings.forcefield, solvent=settings.solvent,
                           constraints=settings.constraints, hydrogen_mass=settings.hydrogen_mass,
@@ -206,7 +206,7 @@ def resume(out: str | os.PathLike, *, ns: float | None = None, progress: Progres
         done = len(record["energies"]["time_ps"])
         target = ns if ns is not None else record["settings"]["ns"]
         if round(target * 1000.0 / record["settings"]["frame_ps"]) <= done:
-            raise SimulateInputError(f"{out} holds a finished run of {done} frames; pass a larger --ns to extend it")
+            raise SimulateInputError(f"{out} holds a finished run of {done} frames; pass a larger `ns` to extend it")
         if work.exists():
             shutil.rmtree(work)
         work.mkdir()
@@ -220,7 +220,7 @@ def resume(out: str | os.PathLike, *, ns: float | None = None, progress: Progres
         settings.ns = float(ns)
     settings.validate()
     if settings.n_frames() < len(record["energies"]["time_ps"]):
-        raise SimulateInputError(f"--ns {settings.ns} is shorter than the {len(record['energies']['time_ps'])} "
+        raise SimulateInputError(f"`ns` = {settings.ns} is shorter than the {len(record['energies']['time_ps'])} "
                                  "frames already simulated")
     record["settings"] = settings.to_dict()
     if command:
@@ -355,8 +355,8 @@ def _prepare(run: _Run, prepared: PreparedInput, progress: Progress) -> None:
 
 
 def _blew_up(t_ps: float, phase: str) -> str:
-    return (f"the simulation blew up (non-finite energy) {t_ps:g} ps into {phase}: use a smaller --timestep-fs, "
-            "keep --constraints hbonds with --hydrogen-mass, or check the structure")
+    return (f"the simulation blew up (non-finite energy) {t_ps:g} ps into {phase}: use a smaller `timestep_fs`, "
+            "keep `constraints` = hbonds with `hydrogen_mass`, or check the structure")
 
 
 def _ns_per_day(ps: float, wall_s: float) -> float | None:

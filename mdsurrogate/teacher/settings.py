@@ -70,36 +70,37 @@ class SimulationSettings:
         return max(1, int(round(self.checkpoint_ps / self.frame_ps)))
 
     def validate(self) -> None:
-        """SimulateInputError naming the option for anything that cannot run."""
+        """SimulateInputError naming the parameter (in backquotes; the CLI names its option) for anything that
+        cannot run."""
         def bad(msg):
             raise SimulateInputError(msg)
 
         for name in ("ns", "frame_ps", "temperature", "friction", "timestep_fs", "checkpoint_ps"):
             value = getattr(self, name)
             if not (isinstance(value, int | float) and math.isfinite(value) and value > 0):
-                bad(f"--{name.replace('_', '-')} must be a positive number, got {value}")
+                bad(f"`{name}` must be a positive number, got {value}")
         if self.timestep_fs > 10:
-            bad(f"--timestep-fs {self.timestep_fs} is far beyond what Langevin MD of atoms can take (≤ 5 fs)")
+            bad(f"`timestep_fs` = {self.timestep_fs} is far beyond what Langevin MD of atoms can take (≤ 5 fs)")
         spf = self.frame_ps / self.timestep_ps
         if abs(spf - round(spf)) > 1e-6 * max(1.0, spf) or round(spf) < 1:
-            bad(f"--frame-ps {self.frame_ps} must be a whole number of time steps of {self.timestep_fs} fs")
+            bad(f"`frame_ps` = {self.frame_ps} must be a whole number of time steps of {self.timestep_fs} fs")
         nf = self.ns * 1000.0 / self.frame_ps
         if abs(nf - round(nf)) > 1e-6 * max(1.0, nf) or round(nf) < 1:
-            bad(f"--ns {self.ns} must be a whole number (≥ 1) of frames of {self.frame_ps} ps")
+            bad(f"`ns` = {self.ns} must be a whole number (≥ 1) of frames of {self.frame_ps} ps")
         if self.equilibration_ps < 0:
-            bad(f"--equilibration-ps must be ≥ 0, got {self.equilibration_ps}")
+            bad(f"`equilibration_ps` must be ≥ 0, got {self.equilibration_ps}")
         if self.minimize_iterations < 0:
-            bad(f"--minimize-iterations must be ≥ 0, got {self.minimize_iterations}")
+            bad(f"`minimize_iterations` must be ≥ 0, got {self.minimize_iterations}")
         if not 0 <= self.seed < 2**31 - 2:
-            bad(f"--seed must be an integer in [0, {2**31 - 3}], got {self.seed}")
+            bad(f"`seed` must be an integer in [0, {2**31 - 3}], got {self.seed}")
         if self.threads < 1:
-            bad(f"--threads must be ≥ 1, got {self.threads}")
+            bad(f"`threads` must be ≥ 1, got {self.threads}")
         if self.forcefield not in FORCEFIELDS:
             bad(f"unknown force field {self.forcefield!r}: choose one of {', '.join(FORCEFIELDS)}")
         if self.solvent not in ("implicit", "vacuum"):
-            bad(f"--solvent must be implicit or vacuum, not {self.solvent!r}")
+            bad(f"`solvent` must be implicit or vacuum, not {self.solvent!r}")
         if self.cutoff_nm is not None and not self.cutoff_nm > 0:
-            bad(f"--cutoff must be positive, got {self.cutoff_nm}")
+            bad(f"`cutoff_nm` must be positive, got {self.cutoff_nm}")
 
 
 def available_platforms() -> list[str]:
@@ -126,7 +127,7 @@ def platform_candidates(name: str, n_atoms: int, threads: int = 1) -> list[tuple
     if name.lower() not in have:
         hint = (" (no GPU platform here: OpenMM needs an NVIDIA GPU and its CUDA plugin, "
                 "pip install 'openmm[cuda12]')" if name.lower() in ("cuda", "opencl") else "")
-        raise SimulateInputError(f"--platform {name} is not available: OpenMM here has "
+        raise SimulateInputError(f"`platform` {name} is not available: OpenMM here has "
                                  f"{', '.join(have.values())}{hint}")
     p = have[name.lower()]
     return [(p, props(p))]

@@ -338,8 +338,8 @@ def _load_amber(path: Path, coordinates) -> PreparedInput:
     if coordinates is None:
         found = [path.with_suffix(s) for s in COORD_SUFFIXES if path.with_suffix(s).is_file()]
         if not found:
-            raise SimulateInputError(f"{path.name} is a prmtop: give its coordinates with --coordinates FILE.inpcrd "
-                                     "(or put FILE.inpcrd / .rst7 beside it with the same name)")
+            raise SimulateInputError(f"{path.name} is a prmtop: give its coordinates with `coordinates` "
+                                     "(FILE.inpcrd), or put FILE.inpcrd / .rst7 beside it with the same name")
         coordinates = found[0]
     coordinates = Path(coordinates)
     if not coordinates.is_file():
@@ -382,7 +382,7 @@ def build_system(prepared: PreparedInput, *, forcefield: str = DEFAULT_FORCEFIEL
     kwargs = {"nonbondedMethod": method, "constraints": cons, "hydrogenMass": hmass}
     if cutoff_nm is not None:
         if cutoff_nm <= 0:
-            raise SimulateInputError(f"--cutoff must be positive, got {cutoff_nm}")
+            raise SimulateInputError(f"`cutoff_nm` must be positive, got {cutoff_nm}")
         kwargs["nonbondedCutoff"] = cutoff_nm * unit.nanometer
     if prepared.prmtop is not None:
         implicit = app.OBC2 if solvent == "implicit" else None
