@@ -448,3 +448,41 @@ def test_nbody_energy_drift(tiny_nbody):
     assert all(e > 0 for e in rec["energy"]["model_abs_drift"])
     with pytest.raises(FidelityError, match="steps ≤ 20"):
         rollout_fidelity(sur, steps=21, dataset=ds)
+
+
+def test_replicas_to_files_one_file_each_read_back(tmp_path):
+    """ensemble_to_files writes R trajectories (one chain), each equal to its replica, refusing to replace files."""
+    import MDAnalysis as mda
+
+    from mdsurrogate.data.atoms import AtomTopology
+    from mdsurrogate.simulation.ensemble import ensemble_to_files, replica_paths
+
+    sur = jitter(FEATURES)
+    base = start_state()
+    atoms = AtomTopology.generic(base.x0.shape[0])
+    start = InitialState(base.x0, base.v0, base.topo, atoms, 0.0, None, [])
+    out = tmp_path / "ens.pdb"
+    res, paths = ensemble_to_files(sur, start, 3, 4, out, seed=5)
+    assert paths == replica_paths(out, 4)
+    assert [p.name for p in paths] == ["ens_r00.pdb", "ens_r01.pdb", "ens_r02.pdb", "ens_r03.pdb"]
+    for r, p in enumerate(paths):
+        u = mda.Universe(str(p))
+        got = np.stack([u.atoms.positions.copy() for _ in u.trajectory])
+        np.testing.assert_allclose(got, res.positions[r], atol=1e-3)   # PDB keeps 3 decimals
+    assert np.abs(res.positions[0, -1] - res.positions[1, -1]).max() > 1e-3
+    with pytest.raises(Exception, match="exists"):
+        ensemble_to_files(sur, start, 3, 4, out, seed=5)
+
+
+def test_rollout_cli_replicas(toy, tmp_path):
+    path, run, _ = toy
+    out = tmp_path / "r.xyz"
+    r = invoke("rollout", path, "--model", run, "--steps", "3", "--out", out, "--replicas", "3", "--json")
+    assert r.exit_code == 0, r.output
+    assert "deterministic" in r.output                      # a deterministic model's replicas are copies
+    assert last_json(r)["out"] == [str(tmp_path / f"r_r0{i}.xyz") for i in range(3)]
+    assert all((tmp_path / f"r_r0{i}.xyz").is_file() for i in range(3))
+    again = invoke("rollout", path, "--model", run, "--steps", "3", "--out", out, "--replicas", "3")
+    assert again.exit_code == 2 and "--overwrite" in again.output
+    bad = invoke("rollout", path, "--model", run, "--out", tmp_path / "r.mdsr", "--replicas", "2")
+    assert bad.exit_code == 2 and "--replicas" in bad.output

@@ -61,7 +61,8 @@ def fail(message: str, code: int = 2):
     """Print one red sentence on stderr and exit with ``code`` (2: bad input)."""
     from rich.markup import escape
 
-    err.print(f"[bold red]error:[/] {escape(as_flags(message))}", highlight=False, soft_wrap=True)  # "[plot]" is no markup
+    # escaped: "[plot]" is no markup
+    err.print(f"[bold red]error:[/] {escape(as_flags(message))}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 

@@ -36,6 +36,8 @@ def rollout(
                                "--no-guard stops on NaN/inf only."),
     seed: int = typer.Option(None, help="Seed of a stochastic propagator's noise (same seed → same trajectory) "
                              "\\[default: 0]."),
+    replicas: int = typer.Option(1, help="Independent trajectories of a stochastic propagator, advanced together in "
+                                 "one model call per step and written to OUT_r00, OUT_r01, … (same format)."),
     overwrite: bool = OVERWRITE,
     device: str = DEVICE,
     json_out: bool = JSON_OUT,
@@ -50,7 +52,11 @@ def rollout(
 
     if steps < 1:
         fail("--steps must be ≥ 1")
+    if replicas < 1:
+        fail("--replicas must be ≥ 1")
     ext = out_file.suffix.lower()
+    if replicas > 1 and ext == ".mdsr":
+        fail("--replicas writes trajectory files; a .mdsr file holds one rollout")
     if ext != ".mdsr":
         from ..io.writers import supported_extensions, writer_class
 
@@ -115,6 +121,10 @@ def rollout(
     from ..io.writers import FrameError
     from ..simulation.rollout import rollout_to_file
 
+    if replicas > 1:
+        _write_replicas(sur, start, steps, replicas, out_file, seed, guard, overwrite, json_out, t_start)
+        return
+
     try:
         with Progress(console=err, transient=True) as bar:
             task = bar.add_task("rolling out", total=steps)
@@ -137,5 +147,27 @@ def rollout(
         emit_json({"out": str(out_file), "steps": res.steps_done, "stopped": res.stopped, "seconds": secs,
                    "times": res.times.tolist(),
                    "errors": [None if np.isnan(e) else e for e in res.errors.tolist()]})
+    if res.stopped:
+        raise typer.Exit(3)
+
+
+def _write_replicas(sur, start, steps, replicas, out_file, seed, guard, overwrite, json_out, t_start):
+    """rollout --replicas R: one ensemble chain, R files."""
+    from ..simulation.ensemble import ensemble_to_files
+    from ..simulation.guard import StabilityGuard
+
+    if not sur.stochastic:
+        warn(f"{sur.name} is deterministic: its {replicas} replicas are identical copies of one trajectory")
+    with err.status(f"rolling {replicas} replicas out for {steps} steps…"):
+        res, paths = ensemble_to_files(sur, start, steps, replicas, out_file, seed=seed, overwrite=overwrite,
+                                       guard="default" if guard else StabilityGuard(max_expansion=float("inf")))
+    secs = time.perf_counter() - t_start
+    if res.stopped:
+        warn(f"{res.stopped}; every replica keeps the {res.steps_done} steps before it")
+    err.print(f"[green]wrote[/] {len(paths)} files {paths[0].name} … {paths[-1].name} ({res.steps_done + 1} frames "
+              f"each, {secs:.2f} s)")
+    if json_out:
+        emit_json({"out": [str(p) for p in paths], "replicas": replicas, "steps": res.steps_done,
+                   "stopped": res.stopped, "seconds": secs, "times": res.times.tolist()})
     if res.stopped:
         raise typer.Exit(3)

@@ -65,3 +65,32 @@ def ensemble_rollout(surrogate, start, steps: int, replicas: int, seed: int | No
     vel = np.stack(vs).reshape(len(vs), r, n, 3).swapaxes(0, 1)
     times = float(getattr(start, "t0", 0.0)) + surrogate.delta_time * np.arange(len(xs))
     return EnsembleResult(np.ascontiguousarray(pos), np.ascontiguousarray(vel), times, stopped)
+
+
+def replica_paths(path, replicas: int) -> list:
+    """``run.dcd`` → ``run_r00.dcd`` … ``run_r{R-1}.dcd`` (one file per replica, the format unchanged)."""
+    from pathlib import Path
+
+    path = Path(path)
+    width = max(2, len(str(int(replicas) - 1)))
+    return [path.with_name(f"{path.stem}_r{r:0{width}d}{path.suffix}") for r in range(int(replicas))]
+
+
+def ensemble_to_files(surrogate, start, steps: int, replicas: int, path, *, seed: int | None = None,
+                      guard="default", overwrite: bool = False) -> tuple[EnsembleResult, list]:
+    """:func:`ensemble_rollout` (R replicas in one model call per step), then one trajectory file per replica
+    (:func:`replica_paths`), each written as :func:`~mdsurrogate.simulation.rollout.rollout_to_file` writes one.
+    Existing files are replaced only with ``overwrite`` (checked before any step). Returns (result, paths)."""
+    from .rollout import open_frame_writer, write_frame
+
+    paths = replica_paths(path, replicas)
+    if not overwrite:
+        taken = [p for p in paths if p.exists()]
+        if taken:
+            raise UserError(f"{taken[0]} exists; pass `overwrite` to replace the replica files")
+    res = ensemble_rollout(surrogate, start, steps, replicas, seed, guard=guard)
+    for r, p in enumerate(paths):
+        with open_frame_writer(surrogate, start.atoms, p, overwrite=overwrite) as writer:
+            for k in range(len(res.times)):
+                write_frame(writer, surrogate, res.positions[r, k], res.velocities[r, k], float(res.times[k]))
+    return res, paths

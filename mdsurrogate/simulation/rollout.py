@@ -192,28 +192,39 @@ def rollout(surrogate, start, steps: int, *, on_frame: FrameCallback | None = No
     return RolloutResult(np.stack(xs), np.stack(vs), np.asarray(times), np.asarray(errs), clusters, stopped)
 
 
+def open_frame_writer(surrogate, atoms, path, *, overwrite: bool = False):
+    """A streaming writer for ``path`` (its class decides what it stores) set up for the surrogate's frames: CONECT
+    records when ``atoms`` has bonds, the hard clusters of hierarchical models as B-factors."""
+    from ..io.writers import open_writer
+
+    return open_writer(path, atoms, overwrite=overwrite, conect=atoms.bonds is not None,
+                       bfactors="cluster" if surrogate.produces_clusters else None)
+
+
+def write_frame(writer, surrogate, x, v, t, clusters=None) -> None:
+    """One frame of a rollout: velocities converted from the dataset's length per frame to length per time unit
+    (Å/ps for MD), times in ps when the dataset's time unit is ps (dimensionless simulators such as N-body and
+    M-complex state none: the writer's own frame numbering), clusters as a per-atom column where the format has
+    one."""
+    frame_dt = float(surrogate.dataset.frame_dt) or 1.0
+    extra = {"cluster": clusters} if clusters is not None and writer.per_atom_columns else {}
+    velocities = v / frame_dt if writer.velocities else None
+    writer.write(x, time_ps=t if surrogate.units.get("time") == "ps" else None, velocities=velocities, **extra)
+
+
 def rollout_to_file(surrogate, start, steps: int, path, *, on_step: Callable[[int], None] | None = None,
                     guard="default", seed: int | None = None, overwrite: bool = False) -> RolloutResult:
     """Roll out from ``start`` (an InitialState with ``atoms``) and stream every frame to ``path``.
 
-    The writer class the path names decides what it stores (asked, never guessed from the extension):
-    velocities (converted from the dataset's length per frame to length per time unit, Å/ps for MD), bonds as
-    CONECT records, the hard clusters of hierarchical models as B-factors or a per-atom column, times (in ps when
-    the dataset's time unit is ps; for dimensionless data the writer's own frame numbering).
-    ``on_step(k)`` runs after frame k is written (e.g. a progress bar). An existing file is replaced only with
-    ``overwrite``; a stopped rollout keeps the frames before the stop in a complete file.
+    The writer class the path names decides what it stores (asked, never guessed from the extension; see
+    :func:`open_frame_writer` and :func:`write_frame`). ``on_step(k)`` runs after frame k is written (e.g. a
+    progress bar). An existing file is replaced only with ``overwrite``; a stopped rollout keeps the frames before
+    the stop in a complete file.
     """
-    from ..io.writers import open_writer
-
-    frame_dt = float(surrogate.dataset.frame_dt) or 1.0
-    in_ps = surrogate.units.get("time") == "ps"  # dimensionless simulators (N-body, M-complex) have no ps to state
-    with open_writer(path, start.atoms, overwrite=overwrite, conect=start.atoms.bonds is not None,
-                     bfactors="cluster" if surrogate.produces_clusters else None) as writer:
+    with open_frame_writer(surrogate, start.atoms, path, overwrite=overwrite) as writer:
 
         def on_frame(k, x, v, t, clusters):
-            extra = {"cluster": clusters} if clusters is not None and writer.per_atom_columns else {}
-            velocities = v / frame_dt if writer.velocities else None
-            writer.write(x, time_ps=t if in_ps else None, velocities=velocities, **extra)
+            write_frame(writer, surrogate, x, v, t, clusters)
             if on_step is not None:
                 on_step(k)
 
