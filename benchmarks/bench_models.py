@@ -49,7 +49,12 @@ WORKLOAD_MODEL_ARGS = {
 }
 
 
-def workload(name: str, device):
+DEFAULT_BATCH = {"nbody": 100, "mcomplex": 100, "adk": 8}
+
+
+def workload(name: str, device, batch: int | None = None):
+    """(featurizer, x [ΣN, 3], v [ΣN, 3], topology) of one workload; ``batch`` graphs (default: performance.md's
+    ``DEFAULT_BATCH``). The random draws do not depend on ``batch`` beyond the sizes of the tensors drawn."""
     g = torch.Generator().manual_seed(0)
     if name == "nbody":
         b, n, groups = 100, 5, None
@@ -68,6 +73,7 @@ def workload(name: str, device):
         scale = 1.0  # real AdK backbone coordinates, see adk_backbone_copies
     else:
         raise SystemExit(f"unknown workload {name}")
+    b = batch or b
     ptr = sizes_to_ptr(torch.full((b,), n))
     x = torch.randn(b * n, 3, generator=g) * scale
     if name == "adk":
