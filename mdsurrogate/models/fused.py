@@ -1,0 +1,454 @@
+"""The fused, chunked edge pipeline shared by the message-passing layers (EGCL, EMMP, GMN, MPNN, the velocity
+readout).
+
+Every one of those layers computes, for each edge e = (i ← j) of an edge set,
+
+    (s_e, B_e) = geometry(z_i, z_j)                        invariant scalars [S_g] and a vector basis [3, q]
+    p_e  = P_i + Q_j + W_s [s_e, a_e] + b₁                 P = h W_iᵀ, Q = h W_jᵀ: node projections [N, H]
+    m_e  = σ(W₂ σ(p_e) + b₂)                               message [H]                      (optional)
+    c_e  = W₄ σ(W₃ u_e + b₃) + b₄,  u_e = m_e (or σ(p_e))   coefficients [q·o]; the W₃ layer is optional
+    V_e  = clamp(B_e C_e, ±clip),   C_e = c_e as [q, o]     vector message [3, o]            (optional)
+
+and reduces  M_i = Σ_{e→i} w_e m_e  and  U_i = Σ_{e→i} w_e V_e  (w_e the optional smooth-cutoff weight,
+``GraphBatch.edge_weight``). The reference implementation materialises every [E, H] intermediate and lets
+autograd store them; ``edge_pipeline`` walks the edges in chunks of ``chunk_size`` (a cache-sized block; edges
+are sorted by receiver, so a chunk touches few receivers), never builds an [E, H] tensor, and is a custom
+``torch.autograd.Function`` whose backward recomputes a chunk instead of storing it. Activations are kept when
+they are small (``store_limit_bytes``), which saves the recomputation on small graphs. The narrow geometry
+(a few columns per edge) is differentiated by autograd on the chunk (or by a hand-written vector-Jacobian
+product where one is given).
+
+The arithmetic is that of the reference layers up to the summation order of the reductions: tests compare both
+paths in float64 (forward and gradients). ``edge_impl()`` selects the path: ``"fused"`` (default) or
+``"reference"``, set by ``MDSURROGATE_EDGE_IMPL``, ``set_edge_impl`` or the ``use_edge_impl`` context manager.
+The fused path supports σ = SiLU (the default activation of every model); layers with another activation use
+the reference path. It is first-order only (``once_differentiable``): a loss on forces = −∂E/∂x needs the
+reference path (the learned potentials do not use these layers).
+
+Shapes: N nodes (receivers and senders index the same node arrays), E edges (``edge_index[0]`` = i receiver,
+``edge_index[1]`` = j sender), H hidden width, S = S_g + A scalar inputs, q basis vectors, o output channels.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torch.autograd.function import once_differentiable
+
+IMPLS = ("fused", "reference")
+_impl = os.environ.get("MDSURROGATE_EDGE_IMPL", "fused")
+if _impl not in IMPLS:
+    raise ValueError(f"MDSURROGATE_EDGE_IMPL must be one of {', '.join(IMPLS)}, not {_impl!r}")
+
+CHUNK_SIZE = 2048  # edges per chunk: a few [C, H] blocks stay in a 1 MiB L2 for H ≤ 128
+STORE_LIMIT_BYTES = 32 << 20  # keep the chunks' activations for backward when they total less than this
+
+
+def edge_impl() -> str:
+    """The current edge-pipeline implementation: ``"fused"`` or ``"reference"``."""
+    return _impl
+
+
+def set_edge_impl(name: str) -> None:
+    global _impl
+    if name not in IMPLS:
+        raise ValueError(f"edge implementation must be one of {', '.join(IMPLS)}, not {name!r}")
+    _impl = name
+
+
+@contextmanager
+def use_edge_impl(name: str) -> Iterator[None]:
+    """``with use_edge_impl("reference"): ...`` runs the layers with that implementation, then restores it."""
+    old = _impl
+    set_edge_impl(name)
+    try:
+        yield
+    finally:
+        set_edge_impl(old)
+
+
+def fused_enabled(act: str) -> bool:
+    """True when the layers should take the fused path (it implements σ = SiLU only)."""
+    return _impl == "fused" and act == "silu"
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Geometry: per-edge invariants and vector basis from the gathered node states of a chunk
+# ------------------------------------------------------------------------------------------------------------
+class Geometry:
+    """Per-edge scalars and vector basis of a chunk: ``(z_i [C, G], z_j [C, G]) → (s [C, S_g], B [C, 3, q])``.
+
+    ``vjp`` maps the gradients of (s, B) back to (z_i, z_j); the default differentiates ``__call__`` with
+    autograd on the chunk, so a new geometry only needs ``__call__``.
+    """
+
+    n_scalars: int = 0
+    n_basis: int = 0  # q; 0 for a geometry without vectors
+
+    def __call__(self, zi: Tensor, zj: Tensor) -> tuple[Tensor, Tensor | None]:  # pragma: no cover
+        raise NotImplementedError
+
+    def vjp(self, zi: Tensor, zj: Tensor, gs: Tensor, gb: Tensor | None) -> tuple[Tensor, Tensor]:
+        with torch.enable_grad():
+            zi = zi.detach().requires_grad_()
+            zj = zj.detach().requires_grad_()
+            s, b = self(zi, zj)
+            outs, grads = [s], [gs]
+            if b is not None and gb is not None:
+                outs.append(b)
+                grads.append(gb)
+            gi, gj = torch.autograd.grad(outs, (zi, zj), grads, allow_unused=True)
+        return (torch.zeros_like(zi) if gi is None else gi), (torch.zeros_like(zj) if gj is None else gj)
+
+
+class RelativePosition(Geometry):
+    """EGNN's geometry on positions z = x [N, 3]: s = ‖x_i − x_j‖² [C, 1], B = (x_i − x_j) [C, 3, 1]."""
+
+    n_scalars, n_basis = 1, 1
+
+    def __call__(self, zi, zj):
+        rel = zi - zj
+        return (rel * rel).sum(-1, keepdim=True), rel.unsqueeze(-1)
+
+    def vjp(self, zi, zj, gs, gb):
+        rel = zi - zj
+        g = 2.0 * rel * gs
+        if gb is not None:
+            g = g + gb.squeeze(-1)
+        return g, -g
+
+
+class DifferenceGram(Geometry):
+    """EMMP's "difference" geometry on Z = [x, V] (z = Z flattened [N, 3·m]): B = [x_i − x_j, V_i, V_j]
+    [C, 3, 2m−1], s = [normalised Gram of B (q² entries), ‖x_i − x_j‖²]."""
+
+    def __init__(self, channels: int, gram):
+        self.m, self.gram = channels, gram
+        self.n_basis = 2 * channels - 1
+        self.n_scalars = self.n_basis**2 + 1
+
+    def __call__(self, zi, zj):
+        zi, zj = zi.view(-1, 3, self.m), zj.view(-1, 3, self.m)
+        basis = torch.cat([zi[..., :1] - zj[..., :1], zi[..., 1:], zj[..., 1:]], dim=-1)
+        d2 = basis[..., 0].square().sum(-1, keepdim=True)
+        return torch.cat([self.gram(basis), d2], dim=-1), basis
+
+
+class CrossGram(Geometry):
+    """The official EGHN pooling layer's geometry (every column translation invariant): B = Z_j [C, 3, m],
+    s = normalised Z_jᵀ Z_i (m² entries)."""
+
+    def __init__(self, channels: int, gram):
+        self.m, self.gram = channels, gram
+        self.n_basis = channels
+        self.n_scalars = channels**2
+
+    def __call__(self, zi, zj):
+        zi, zj = zi.view(-1, 3, self.m), zj.view(-1, 3, self.m)
+        return self.gram(zj, zi), zj
+
+
+# ------------------------------------------------------------------------------------------------------------
+# The edge network's weights
+# ------------------------------------------------------------------------------------------------------------
+@dataclass
+class EdgeNet:
+    """Weights of the edge MLP (views of the layer's parameters; see the module docstring).
+
+    w_s [H, S], b1 [H]: the edge-scalar block and bias of the first layer (its node blocks give P, Q).
+    w2 [H, H], b2 [H]: the message layer, or None (no message: u = σ(p)).
+    w3 [H, H], b3 [H]: the hidden layer of the coefficient head, or None (c = W₄ u + b₄).
+    w4 [q·o, H], b4 [q·o] or None: the head's last layer, or w4 None (no vector message).
+    """
+
+    w_s: Tensor
+    b1: Tensor
+    w2: Tensor | None = None
+    b2: Tensor | None = None
+    w3: Tensor | None = None
+    b3: Tensor | None = None
+    w4: Tensor | None = None
+    b4: Tensor | None = None
+
+
+@dataclass
+class _Config:
+    geometry: Geometry | None
+    n_out: int
+    clip: float | None
+    num_nodes: int
+    chunk: int
+    store: bool
+
+
+def _silu_grad(g: Tensor, z: Tensor) -> Tensor:
+    return torch.ops.aten.silu_backward(g, z)
+
+
+def _chunks(n_edges: int, chunk: int):
+    for e0 in range(0, n_edges, chunk):
+        yield e0, min(n_edges, e0 + chunk)
+
+
+def _chunk_forward(cfg: _Config, i, j, nodes, pi, pj, attr, net: EdgeNet):
+    """The forward of one chunk: returns the activations (a dict) needed by the reduction and the backward."""
+    act = {}
+    if cfg.geometry is not None:
+        zi, zj = nodes.index_select(0, i), nodes.index_select(0, j)
+        s_geo, basis = cfg.geometry(zi, zj)
+        act.update(zi=zi, zj=zj, basis=basis)
+        s = s_geo if attr is None else torch.cat([s_geo, attr], dim=-1)
+    else:
+        s = attr
+    act["s"] = s
+    if s is not None and s.shape[-1]:
+        pre = torch.addmm(net.b1, s, net.w_s.t())
+    else:
+        pre = net.b1.expand(i.shape[0], -1).clone()
+    pre += pi.index_select(0, i)
+    pre += pj.index_select(0, j)
+    a1 = F.silu(pre)
+    act.update(pre=pre, a1=a1)
+    u = a1
+    if net.w2 is not None:
+        z2 = torch.addmm(net.b2, a1, net.w2.t())
+        u = F.silu(z2)
+        act.update(z2=z2, m=u)
+    if net.w4 is not None:
+        u3 = u
+        if net.w3 is not None:
+            z3 = torch.addmm(net.b3, u, net.w3.t())
+            u3 = F.silu(z3)
+            act["z3"] = z3
+        act["u3"] = u3
+        c = u3 @ net.w4.t() if net.b4 is None else torch.addmm(net.b4, u3, net.w4.t())
+        basis = act["basis"]
+        q, o = basis.shape[-1], cfg.n_out
+        if q == 1 and o == 1:
+            vec = basis.squeeze(-1) * c  # [C, 3]
+        else:
+            vec = (basis.unsqueeze(-1) * c.view(-1, 1, q, o)).sum(2).reshape(-1, 3 * o)
+        act.update(c=c, vec=vec)
+    return act
+
+
+def _weighted(t: Tensor, w: Tensor | None) -> Tensor:
+    return t if w is None else t * w.unsqueeze(-1)
+
+
+def _run_forward(cfg: _Config, edge_index, nodes, pi, pj, attr, weight, net: EdgeNet, keep: list | None):
+    n, E = cfg.num_nodes, edge_index.shape[1]
+    ref = pi
+    msum = ref.new_zeros(n, net.w2.shape[0]) if net.w2 is not None else ref.new_zeros(n, 0)
+    vsum = ref.new_zeros(n, 3 * cfg.n_out) if net.w4 is not None else ref.new_zeros(n, 0)
+    for e0, e1 in _chunks(E, cfg.chunk):
+        i, j = edge_index[0, e0:e1], edge_index[1, e0:e1]
+        w = None if weight is None else weight[e0:e1]
+        act = _chunk_forward(cfg, i, j, nodes, pi, pj, None if attr is None else attr[e0:e1], net)
+        if net.w2 is not None:
+            msum.index_add_(0, i, _weighted(act["m"], w))
+        if net.w4 is not None:
+            vec = act["vec"]
+            if cfg.clip is not None:
+                vec = vec.clamp(-cfg.clip, cfg.clip)
+            vsum.index_add_(0, i, _weighted(vec, w))
+        if keep is not None:
+            keep.append(act)
+    return msum, vsum
+
+
+class _EdgePipeline(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, cfg, edge_index, nodes, pi, pj, attr, weight, w_s, b1, w2, b2, w3, b3, w4, b4):
+        net = EdgeNet(w_s, b1, w2, b2, w3, b3, w4, b4)
+        keep = [] if cfg.store else None
+        msum, vsum = _run_forward(cfg, edge_index, nodes, pi, pj, attr, weight, net, keep)
+        ctx.cfg, ctx.keep = cfg, keep
+        ctx.save_for_backward(edge_index, nodes, pi, pj, attr, weight, w_s, b1, w2, b2, w3, b3, w4, b4)
+        ctx.set_materialize_grads(False)
+        return msum, vsum
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, g_msum, g_vsum):
+        cfg: _Config = ctx.cfg
+        edge_index, nodes, pi, pj, attr, weight, w_s, b1, w2, b2, w3, b3, w4, b4 = ctx.saved_tensors
+        net = EdgeNet(w_s, b1, w2, b2, w3, b3, w4, b4)
+        need = ctx.needs_input_grad  # (cfg, edge_index, nodes, pi, pj, attr, weight, w_s, b1, w2, b2, ...)
+        if w2 is None:
+            g_msum = None
+        if w4 is None:
+            g_vsum = None
+        E = edge_index.shape[1]
+        n_geo = cfg.geometry.n_scalars if cfg.geometry is not None else 0
+
+        def zeros(t, flag):
+            return torch.zeros_like(t) if (t is not None and flag) else None
+
+        g_nodes, g_pi, g_pj = zeros(nodes, need[2]), zeros(pi, need[3]), zeros(pj, need[4])
+        g_attr, g_weight = zeros(attr, need[5]), zeros(weight, need[6])
+        g_ws, g_b1, g_w2, g_b2 = zeros(w_s, need[7]), zeros(b1, need[8]), zeros(w2, need[9]), zeros(b2, need[10])
+        g_w3, g_b3, g_w4, g_b4 = zeros(w3, need[11]), zeros(b3, need[12]), zeros(w4, need[13]), zeros(b4, need[14])
+        need_s = g_ws is not None or g_attr is not None or (g_nodes is not None and n_geo > 0)
+        for k, (e0, e1) in enumerate(_chunks(E, cfg.chunk)):
+            i, j = edge_index[0, e0:e1], edge_index[1, e0:e1]
+            w = None if weight is None else weight[e0:e1].unsqueeze(-1)
+            if ctx.keep is not None:
+                act = ctx.keep[k]
+            else:
+                act = _chunk_forward(cfg, i, j, nodes, pi, pj, None if attr is None else attr[e0:e1], net)
+            g_u = None  # gradient reaching u (m, or σ(p) without a message layer)
+            g_basis = None
+            if g_vsum is not None:
+                gv = g_vsum.index_select(0, i)  # [C, 3·o]
+                vec = act["vec"]
+                if g_weight is not None:
+                    vc = vec if cfg.clip is None else vec.clamp(-cfg.clip, cfg.clip)
+                    g_weight[e0:e1] += (gv * vc).sum(-1)
+                if w is not None:
+                    gv = gv * w
+                if cfg.clip is not None:
+                    gv = gv * ((vec >= -cfg.clip) & (vec <= cfg.clip))
+                basis, c, u3 = act["basis"], act["c"], act["u3"]
+                q, o = basis.shape[-1], cfg.n_out
+                if q == 1 and o == 1:
+                    g_c = (gv * basis.squeeze(-1)).sum(-1, keepdim=True)
+                    g_basis = (gv * c).unsqueeze(-1)
+                else:
+                    gv3 = gv.view(-1, 3, 1, o)
+                    g_c = (basis.unsqueeze(-1) * gv3).sum(1).reshape(-1, q * o)
+                    g_basis = (gv3 * c.view(-1, 1, q, o)).sum(-1)
+                if g_w4 is not None:
+                    g_w4.addmm_(g_c.t(), u3)
+                if g_b4 is not None:
+                    g_b4 += g_c.sum(0)
+                g_u3 = g_c @ w4
+                if w3 is not None:
+                    g_z3 = _silu_grad(g_u3, act["z3"])
+                    if g_w3 is not None:
+                        g_w3.addmm_(g_z3.t(), act["m"] if w2 is not None else act["a1"])
+                    if g_b3 is not None:
+                        g_b3 += g_z3.sum(0)
+                    g_u = g_z3 @ w3
+                else:
+                    g_u = g_u3
+            if w2 is not None:
+                g_m = g_u
+                if g_msum is not None:
+                    gm = g_msum.index_select(0, i)
+                    if g_weight is not None:
+                        g_weight[e0:e1] += (gm * act["m"]).sum(-1)
+                    if w is not None:
+                        gm = gm * w
+                    g_m = gm if g_m is None else g_m + gm
+                if g_m is None:
+                    continue
+                g_z2 = _silu_grad(g_m, act["z2"])
+                if g_w2 is not None:
+                    g_w2.addmm_(g_z2.t(), act["a1"])
+                if g_b2 is not None:
+                    g_b2 += g_z2.sum(0)
+                g_a1 = g_z2 @ w2
+            else:
+                if g_u is None:
+                    continue
+                g_a1 = g_u
+            g_pre = _silu_grad(g_a1, act["pre"])
+            if g_pi is not None:
+                g_pi.index_add_(0, i, g_pre)
+            if g_pj is not None:
+                g_pj.index_add_(0, j, g_pre)
+            if g_b1 is not None:
+                g_b1 += g_pre.sum(0)
+            s = act["s"]
+            if s is not None and s.shape[-1]:
+                if g_ws is not None:
+                    g_ws.addmm_(g_pre.t(), s)
+                g_s = g_pre @ w_s if need_s else None
+            else:
+                g_s = None
+            if g_attr is not None and g_s is not None:
+                g_attr[e0:e1] = g_s[:, n_geo:]
+            if g_nodes is not None and cfg.geometry is not None:
+                gs_geo = g_s[:, :n_geo] if g_s is not None else torch.zeros_like(s[:, :n_geo])
+                g_zi, g_zj = cfg.geometry.vjp(act["zi"], act["zj"], gs_geo, g_basis)
+                g_nodes.index_add_(0, i, g_zi)
+                g_nodes.index_add_(0, j, g_zj)
+        ctx.keep = None
+        return (None, None, g_nodes, g_pi, g_pj, g_attr, g_weight, g_ws, g_b1, g_w2, g_b2, g_w3, g_b3, g_w4, g_b4)
+
+
+def edge_pipeline(net: EdgeNet, edge_index: Tensor, *, pi: Tensor, pj: Tensor, nodes: Tensor | None = None,
+                  geometry: Geometry | None = None, attr: Tensor | None = None, edge_weight: Tensor | None = None,
+                  n_out: int = 1, clip: float | None = None, chunk_size: int | None = None,
+                  store_limit_bytes: int | None = None) -> tuple[Tensor | None, Tensor | None]:
+    """Σ_{e→i} w_e m_e and Σ_{e→i} w_e V_e of the module docstring, chunked, with a recomputing backward.
+
+    Args:
+        net: the edge MLP's weights. edge_index [2, E] (receiver first). pi, pj [N, H]: node projections P, Q.
+        nodes [N, G] and geometry: the node states the geometry reads (None: no geometry, s = attr only).
+        attr [E, A] edge scalars (appended after the geometry's scalars), or None.
+        edge_weight [E] smooth-cutoff weights w_e, or None (all 1).
+        n_out: o, output channels of the vector message (``net.w4`` has q·o rows).
+        clip: clamp of every entry of V_e to ±clip (before the weight), or None.
+        chunk_size: edges per chunk (default ``CHUNK_SIZE``). store_limit_bytes: keep the activations for the
+            backward when they need less than this (default ``STORE_LIMIT_BYTES``), else recompute.
+    Returns: (M [N, H] or None without a message layer, U [N, 3·o] or None without a vector head).
+    """
+    n, h = pi.shape
+    E = edge_index.shape[1]
+    chunk = max(1, int(chunk_size or CHUNK_SIZE))
+    limit = STORE_LIMIT_BYTES if store_limit_bytes is None else store_limit_bytes
+    n_blocks = 2 + 2 * (net.w2 is not None) + 2 * (net.w3 is not None)  # [E, H] activations kept per edge
+    store = torch.is_grad_enabled() and E * h * n_blocks * pi.element_size() <= limit
+    cfg = _Config(geometry, n_out, clip, n, chunk, store)
+    if geometry is not None and nodes is None:
+        raise ValueError("a geometry needs the node states it reads")
+    msum, vsum = _EdgePipeline.apply(cfg, edge_index, nodes, pi, pj, attr, edge_weight, net.w_s, net.b1, net.w2,
+                                     net.b2, net.w3, net.b3, net.w4, net.b4)
+    return (msum if net.w2 is not None else None), (vsum if net.w4 is not None else None)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Chunked neighbour sums (e.g. (A S)_i = Σ_{j→i} w_ij S_j for EGHN's coarsened adjacency)
+# ------------------------------------------------------------------------------------------------------------
+class _NeighbourSum(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, edge_index, src, weight, num_nodes, chunk):
+        out = src.new_zeros((num_nodes,) + src.shape[1:])
+        for e0, e1 in _chunks(edge_index.shape[1], chunk):
+            rows = src.index_select(0, edge_index[1, e0:e1])
+            out.index_add_(0, edge_index[0, e0:e1], _weighted(rows, None if weight is None else weight[e0:e1]))
+        ctx.save_for_backward(edge_index, src, weight)
+        ctx.chunk = chunk
+        return out
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, g_out):
+        edge_index, src, weight = ctx.saved_tensors
+        need_src, need_w = ctx.needs_input_grad[1], ctx.needs_input_grad[2]
+        g_src = torch.zeros_like(src) if need_src else None
+        g_w = torch.zeros_like(weight) if (need_w and weight is not None) else None
+        for e0, e1 in _chunks(edge_index.shape[1], ctx.chunk):
+            i, j = edge_index[0, e0:e1], edge_index[1, e0:e1]
+            g = g_out.index_select(0, i)
+            if g_w is not None:
+                g_w[e0:e1] = (g * src.index_select(0, j)).flatten(1).sum(-1)
+            if g_src is not None:
+                g_src.index_add_(0, j, _weighted(g, None if weight is None else weight[e0:e1]))
+        return None, g_src, g_w, None, None
+
+
+def neighbour_sum(src: Tensor, edge_index: Tensor, num_nodes: int, weight: Tensor | None = None,
+                  chunk_size: int | None = None) -> Tensor:
+    """(A src)_i = Σ_{e = (i ← j)} w_e src_j, chunked (no [E, …] tensor): src [N, …], edge_index [2, E],
+    weight [E] or None → [num_nodes, …]. Differentiable in src and weight (first order)."""
+    chunk = max(1, int(chunk_size or 4 * CHUNK_SIZE))
+    return _NeighbourSum.apply(edge_index, src, weight, num_nodes, chunk)
