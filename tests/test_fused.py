@@ -9,7 +9,7 @@ import torch
 
 from mdsurrogate.data.graph import GraphBatch
 from mdsurrogate.models import fused
-from mdsurrogate.models.eghn import normalised_gram
+from mdsurrogate.models.eghn import GRAM_EPS, normalised_gram
 from mdsurrogate.models.fused import (
     CrossGram,
     DifferenceGram,
@@ -115,26 +115,27 @@ def test_an_edge_set_without_edges():
 # ------------------------------------------------------------------------------------------------------------
 # edge_pipeline itself: a dense per-edge reference and finite differences
 # ------------------------------------------------------------------------------------------------------------
-def random_net(h, s, q, o, gen, message=True, hidden_head=True, head=True, bias4=True):
+def random_net(f, h, s, q, o, gen, message=True, hidden_head=True, head=True, bias4=True):
     def r(*shape):
         return torch.randn(*shape, generator=gen, dtype=DT) * 0.4
-    return EdgeNet(r(h, s), r(h), *(r(h, h), r(h)) if message else (None, None),
+    return EdgeNet(r(h, 2 * f + s), r(h), *(r(h, h), r(h)) if message else (None, None),
                    *(r(h, h), r(h)) if hidden_head else (None, None),
                    r(q * o, h) if head else None, r(q * o) if (head and bias4) else None)
 
 
-def dense_pipeline(net, edge_index, pi, pj, nodes, geometry, attr, weight, n_out, clip, n):
+def dense_pipeline(net, edge_index, hn, nodes, geometry, attr, weight, n_out, clip):
     """The module docstring's formulas edge by edge (all [E, …] tensors materialised)."""
+    n = hn.shape[0]
     i, j = edge_index
     s, basis = (None, None) if geometry is None else geometry(nodes[i], nodes[j])
     s = attr if s is None else (s if attr is None else torch.cat([s, attr], -1))
+    parts = [hn[i], hn[j]] + ([s] if s is not None else [])
     act = torch.nn.functional.silu
-    p = pi[i] + pj[j] + net.b1 + (s @ net.w_s.t() if s is not None and s.shape[-1] else 0)
-    u = act(p)
+    u = act(torch.cat(parts, -1) @ net.w1.t() + net.b1)
     m = act(u @ net.w2.t() + net.b2) if net.w2 is not None else None
     u = m if m is not None else u
     w = torch.ones(i.shape[0], dtype=DT) if weight is None else weight
-    msum = torch.zeros(n, pi.shape[1], dtype=DT).index_add(0, i, m * w[:, None]) if m is not None else None
+    msum = torch.zeros(n, net.w1.shape[0], dtype=DT).index_add(0, i, m * w[:, None]) if m is not None else None
     vsum = None
     if net.w4 is not None:
         if net.w3 is not None:
@@ -156,8 +157,25 @@ def random_graph(n, e, gen):
     return ei[:, torch.argsort(ei[0], stable=True)]
 
 
-GEOMETRIES = {"relative": (RelativePosition(), 3, 1), "difference": (DifferenceGram(2, normalised_gram), 6, 2),
-              "cross": (CrossGram(3, normalised_gram), 9, 3), "none": (None, 0, 1)}
+GEOMETRIES = {"relative": (RelativePosition(), 3, 1),
+              "difference": (DifferenceGram(2, normalised_gram, GRAM_EPS), 6, 2),
+              "difference3": (DifferenceGram(3, normalised_gram, GRAM_EPS), 9, 3),
+              "cross": (CrossGram(3, normalised_gram, GRAM_EPS), 9, 3), "none": (None, 0, 1)}
+
+
+@pytest.mark.parametrize("geo", ["relative", "difference", "difference3", "cross"])
+def test_geometry_vjp_matches_autograd(geo):
+    geometry = GEOMETRIES[geo][0]
+    gen = torch.Generator().manual_seed(4)
+    width = GEOMETRIES[geo][1]
+    zi, zj = (torch.randn(11, width, generator=gen, dtype=DT) for _ in range(2))
+    s, b = geometry(zi, zj)
+    gs, gb = torch.randn(s.shape, generator=gen, dtype=DT), torch.randn(b.shape, generator=gen, dtype=DT)
+    for g_b in (gb, None):
+        want = fused.Geometry.vjp(geometry, zi, zj, gs, g_b)  # autograd on __call__
+        got = geometry.vjp(zi, zj, gs, g_b)
+        for a_, b_ in zip(want, got, strict=True):
+            assert torch.allclose(a_, b_, rtol=1e-12, atol=1e-13)
 
 
 @pytest.mark.parametrize("geo", list(GEOMETRIES))
@@ -167,20 +185,20 @@ def test_edge_pipeline_matches_dense_formulas(geo, variant):
     if geometry is None and variant != "no_head":
         pytest.skip("a vector head needs a basis")
     gen = torch.Generator().manual_seed(3)
-    n, h, a = 9, 6, 2
+    n, f, h, a = 9, 5, 6, 2
     ei = random_graph(n, 40, gen)
     q = geometry.n_basis if geometry is not None else 1
     s = (geometry.n_scalars if geometry is not None else 0) + a
-    net = random_net(h, s, q, n_out, gen, message=variant != "no_message", hidden_head=variant != "no_hidden_head",
-                     head=variant != "no_head", bias4=geo != "relative")
-    pi, pj = torch.randn(n, h, generator=gen, dtype=DT), torch.randn(n, h, generator=gen, dtype=DT)
+    net = random_net(f, h, s, q, n_out, gen, message=variant != "no_message",
+                     hidden_head=variant != "no_hidden_head", head=variant != "no_head", bias4=geo != "relative")
+    hn = torch.randn(n, f, generator=gen, dtype=DT)
     nodes = torch.randn(n, width, generator=gen, dtype=DT) if width else None
     attr = torch.randn(ei.shape[1], a, generator=gen, dtype=DT)
     weight = torch.rand(ei.shape[1], generator=gen, dtype=DT)
     clip = 0.05 if variant == "clip" else None
-    want = dense_pipeline(net, ei, pi, pj, nodes, geometry, attr, weight, n_out, clip, n)
+    want = dense_pipeline(net, ei, hn, nodes, geometry, attr, weight, n_out, clip)
     for chunk in (3, 1000):
-        got = edge_pipeline(net, ei, pi=pi, pj=pj, nodes=nodes, geometry=geometry, attr=attr, edge_weight=weight,
+        got = edge_pipeline(net, ei, hn, nodes=nodes, geometry=geometry, attr=attr, edge_weight=weight,
                             n_out=n_out, clip=clip, chunk_size=chunk)
         for a_, b_ in zip(want, got, strict=True):
             assert (a_ is None) == (b_ is None)
@@ -188,44 +206,44 @@ def test_edge_pipeline_matches_dense_formulas(geo, variant):
                 assert torch.allclose(a_, b_, rtol=1e-12, atol=1e-12)
 
 
-@pytest.mark.parametrize("geo", ["relative", "difference", "cross"])
+@pytest.mark.parametrize("geo", ["relative", "difference", "difference3", "cross"])
 @pytest.mark.parametrize("store", [0, 1 << 40])
 def test_edge_pipeline_gradcheck(geo, store, monkeypatch):
     monkeypatch.setattr(fused, "STORE_LIMIT_BYTES", store)
     geometry, width, n_out = GEOMETRIES[geo]
     gen = torch.Generator().manual_seed(5)
-    n, h, a = 6, 4, 1
+    n, f, h, a = 6, 3, 4, 1
     ei = random_graph(n, 20, gen)
-    net = random_net(h, geometry.n_scalars + a, geometry.n_basis, n_out, gen)
-    tensors = [torch.randn(n, h, generator=gen, dtype=DT), torch.randn(n, h, generator=gen, dtype=DT),
+    net = random_net(f, h, geometry.n_scalars + a, geometry.n_basis, n_out, gen)
+    tensors = [torch.randn(n, f, generator=gen, dtype=DT),
                torch.randn(n, width, generator=gen, dtype=DT), torch.randn(ei.shape[1], a, generator=gen, dtype=DT),
                torch.rand(ei.shape[1], generator=gen, dtype=DT) + 0.1,
-               net.w_s, net.b1, net.w2, net.b2, net.w3, net.b3, net.w4, net.b4]
+               net.w1, net.b1, net.w2, net.b2, net.w3, net.b3, net.w4, net.b4]
     tensors = [t.clone().requires_grad_() for t in tensors]
 
-    def f(pi, pj, nodes, attr, weight, *w):
-        msum, vsum = edge_pipeline(EdgeNet(*w), ei, pi=pi, pj=pj, nodes=nodes, geometry=geometry, attr=attr,
+    def fn(hn, nodes, attr, weight, *w):
+        msum, vsum = edge_pipeline(EdgeNet(*w), ei, hn, nodes=nodes, geometry=geometry, attr=attr,
                                    edge_weight=weight, n_out=n_out, clip=None, chunk_size=7)
         return msum, vsum
 
-    assert torch.autograd.gradcheck(f, tensors, eps=1e-6, atol=1e-7)
+    assert torch.autograd.gradcheck(fn, tensors, eps=1e-6, atol=1e-7)
 
 
 def test_edge_pipeline_clip_gradient_matches_clamp():
     gen = torch.Generator().manual_seed(8)
     geometry, width, _ = GEOMETRIES["relative"]
-    n, h = 7, 5
+    n, f, h = 7, 4, 5
     ei = random_graph(n, 30, gen)
-    net = random_net(h, 1, 1, 1, gen, bias4=False)
-    pi = torch.randn(n, h, generator=gen, dtype=DT, requires_grad=True)
+    net = random_net(f, h, 1, 1, 1, gen, bias4=False)
+    hn = torch.randn(n, f, generator=gen, dtype=DT, requires_grad=True)
     nodes = torch.randn(n, 3, generator=gen, dtype=DT, requires_grad=True)
     grads = []
     for impl in ("dense", "fused"):
         if impl == "dense":
-            _, vsum = dense_pipeline(net, ei, pi, pi, nodes, geometry, None, None, 1, 0.02, n)
+            _, vsum = dense_pipeline(net, ei, hn, nodes, geometry, None, None, 1, 0.02)
         else:
-            _, vsum = edge_pipeline(net, ei, pi=pi, pj=pi, nodes=nodes, geometry=geometry, clip=0.02, chunk_size=4)
-        grads.append(torch.autograd.grad(vsum.square().sum(), (pi, nodes)))
+            _, vsum = edge_pipeline(net, ei, hn, nodes=nodes, geometry=geometry, clip=0.02, chunk_size=4)
+        grads.append(torch.autograd.grad(vsum.square().sum(), (hn, nodes)))
     for a_, b_ in zip(*grads, strict=True):
         assert torch.allclose(a_, b_, rtol=1e-12, atol=1e-14)
 
@@ -311,3 +329,43 @@ def test_graph_batch_to_keeps_a_missing_edge_weight():
     batch.edge_weight = torch.rand(batch.edge_index.shape[1], dtype=DT)
     moved = batch.to(dtype=torch.float32)
     assert moved.edge_weight.dtype == torch.float32 and moved.with_state(moved.x, moved.v).edge_weight is not None
+
+
+# ------------------------------------------------------------------------------------------------------------
+# fused_mlp: node MLPs with a hand-written backward
+# ------------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("act_last", [False, True])
+@pytest.mark.parametrize("n_heads", [1, 2])
+def test_fused_mlp_matches_the_modules(act_last, n_heads):
+    from mdsurrogate.models.layers import mlp
+
+    torch.manual_seed(0)
+    heads = [mlp(7, 5 + k, 3 - k, act_last=act_last).double() for k in range(n_heads)]
+    gen = torch.Generator().manual_seed(1)
+    xs = [torch.randn(6, 4, generator=gen, dtype=DT, requires_grad=True),
+          torch.randn(6, 3, generator=gen, dtype=DT, requires_grad=True)]
+    with use_edge_impl("fused"):
+        got = fused.fused_mlp(heads, *xs)
+    want = [hd(torch.cat(xs, -1)) for hd in heads]
+    for a_, b_ in zip(want, got, strict=True):
+        assert torch.allclose(a_, b_, rtol=1e-13, atol=1e-13)
+    params = [p for hd in heads for p in hd.parameters()]
+
+    def fn(*t):
+        return fused.fused_mlp(heads, *t[:2])
+
+    assert torch.autograd.gradcheck(fn, (*xs,))
+    loss = sum((o * (k + 1)).square().sum() for k, o in enumerate(fused.fused_mlp(heads, *xs)))
+    g_fused = torch.autograd.grad(loss, params + xs)
+    loss = sum((o * (k + 1)).square().sum() for k, o in enumerate(hd(torch.cat(xs, -1)) for hd in heads))
+    g_ref = torch.autograd.grad(loss, params + xs)
+    for a_, b_ in zip(g_ref, g_fused, strict=True):
+        assert torch.allclose(a_, b_, rtol=1e-12, atol=1e-13)
+
+
+def test_fused_mlp_falls_back_for_other_modules():
+    from mdsurrogate.models.layers import mlp
+
+    relu = mlp(4, 5, 2, act="relu").double()
+    x = torch.randn(3, 4, dtype=DT)
+    assert torch.equal(fused.fused_mlp([relu], x)[0], relu(x))

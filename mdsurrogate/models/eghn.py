@@ -96,7 +96,16 @@ from torch import Tensor, nn
 
 from ..data.graph import GraphBatch
 from .base import Prediction, Propagator, register
-from .fused import CrossGram, DifferenceGram, EdgeNet, edge_impl, edge_pipeline, fused_enabled, neighbour_sum
+from .fused import (
+    CrossGram,
+    DifferenceGram,
+    EdgeNet,
+    edge_impl,
+    edge_pipeline,
+    fused_enabled,
+    fused_mlp,
+    neighbour_sum,
+)
 from .layers import EGCL, PairLinear, activation, mlp
 from .scatter import Aggregator
 
@@ -213,8 +222,8 @@ class EMMP(nn.Module):
             raise ValueError(f"gram must be 'difference' or 'cross', not {gram!r}")
         self.difference, self.channels, self.residual, self.act = gram == "difference", channels, residual, act
         self.basis_dim = 2 * channels - 1 if self.difference else channels  # columns of Ẑ_ij
-        self.geometry = (DifferenceGram(channels, normalised_gram) if self.difference
-                         else CrossGram(channels, normalised_gram))
+        self.geometry = (DifferenceGram(channels, normalised_gram, GRAM_EPS) if self.difference
+                         else CrossGram(channels, normalised_gram, GRAM_EPS))
         n_scalars = self.basis_dim**2 + (1 if self.difference else 0) + edge_dim
         self.edge_in = PairLinear(hidden, n_scalars, hidden)  # first layer of φ_m, fused
         self.edge_out = nn.Sequential(activation(act), nn.Linear(hidden, hidden), activation(act))
@@ -249,7 +258,7 @@ class EMMP(nn.Module):
             msum, dZ = self.edges_reference(h, Z, edge_index, edge_attr, agg, edge_weight)
         if dZ is not None:
             Z = Z + dZ.view_as(Z)  # (6)
-        out = self.node(torch.cat([h, msum], dim=-1))  # (5)
+        out = fused_mlp([self.node], h, msum)[0]  # (5)
         return (h + out if self.residual else out), Z
 
     def edges_reference(self, h, Z, edge_index, edge_attr, agg: Aggregator, edge_weight=None):
@@ -267,13 +276,12 @@ class EMMP(nn.Module):
 
     def edges_fused(self, h, Z, edge_index, edge_attr, edge_weight=None):
         """(Σ_j w_ij m_ij, Σ_j w_ij M_ij or None) by ``fused.edge_pipeline`` (a sum: divide for the mean)."""
-        pi, pj = self.edge_in.node_projections(h)
         lin2 = self.edge_out[1]
-        net = EdgeNet(self.edge_in.scalar_weight, self.edge_in.linear.bias, lin2.weight, lin2.bias)
+        net = EdgeNet(self.edge_in.linear.weight, self.edge_in.linear.bias, lin2.weight, lin2.bias)
         if self.coef is not None:
             hid, last = self.coef[0], self.coef[2]
             net.w3, net.b3, net.w4, net.b4 = hid.weight, hid.bias, last.weight, last.bias
-        return edge_pipeline(net, edge_index, pi=pi, pj=pj, nodes=Z.reshape(Z.shape[0], -1), geometry=self.geometry,
+        return edge_pipeline(net, edge_index, h, nodes=Z.reshape(Z.shape[0], -1), geometry=self.geometry,
                              attr=edge_attr, edge_weight=edge_weight, n_out=self.channels)
 
 

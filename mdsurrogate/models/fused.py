@@ -4,7 +4,7 @@ readout).
 Every one of those layers computes, for each edge e = (i ← j) of an edge set,
 
     (s_e, B_e) = geometry(z_i, z_j)                        invariant scalars [S_g] and a vector basis [3, q]
-    p_e  = P_i + Q_j + W_s [s_e, a_e] + b₁                 P = h W_iᵀ, Q = h W_jᵀ: node projections [N, H]
+    p_e  = W₁ [h_i, h_j, s_e, a_e] + b₁ = P_i + Q_j + W_s [s_e, a_e] + b₁,  P = h W_iᵀ, Q = h W_jᵀ [N, H]
     m_e  = σ(W₂ σ(p_e) + b₂)                               message [H]                      (optional)
     c_e  = W₄ σ(W₃ u_e + b₃) + b₄,  u_e = m_e (or σ(p_e))   coefficients [q·o]; the W₃ layer is optional
     V_e  = clamp(B_e C_e, ±clip),   C_e = c_e as [q, o]     vector message [3, o]            (optional)
@@ -124,28 +124,52 @@ class RelativePosition(Geometry):
         return g, -g
 
 
+def _normalised_gram_vjp(g: Tensor, g_hat: Tensor, eps: float) -> Tensor:
+    """Gradient w.r.t. G [C, p, q] of Ĝ = G / sqrt(‖G‖²_F + eps) given ∂L/∂Ĝ ``g_hat`` [C, p·q]."""
+    gf = g.flatten(1)
+    r = torch.rsqrt(gf.square().sum(-1, keepdim=True) + eps)  # [C, 1]
+    return (g_hat * r - gf * (r * r * r * (g_hat * gf).sum(-1, keepdim=True))).view_as(g)
+
+
 class DifferenceGram(Geometry):
     """EMMP's "difference" geometry on Z = [x, V] (z = Z flattened [N, 3·m]): B = [x_i − x_j, V_i, V_j]
-    [C, 3, 2m−1], s = [normalised Gram of B (q² entries), ‖x_i − x_j‖²]."""
+    [C, 3, 2m−1], s = [normalised Gram of B (q² entries), ‖x_i − x_j‖²]. ``gram`` is
+    ``eghn.normalised_gram`` (whose ε is ``eps``); ``vjp`` is its hand-written derivative."""
 
-    def __init__(self, channels: int, gram):
-        self.m, self.gram = channels, gram
+    def __init__(self, channels: int, gram, eps: float):
+        self.m, self.gram, self.eps = channels, gram, eps
         self.n_basis = 2 * channels - 1
         self.n_scalars = self.n_basis**2 + 1
 
-    def __call__(self, zi, zj):
+    def basis(self, zi, zj):
         zi, zj = zi.view(-1, 3, self.m), zj.view(-1, 3, self.m)
-        basis = torch.cat([zi[..., :1] - zj[..., :1], zi[..., 1:], zj[..., 1:]], dim=-1)
+        return torch.cat([zi[..., :1] - zj[..., :1], zi[..., 1:], zj[..., 1:]], dim=-1)
+
+    def __call__(self, zi, zj):
+        basis = self.basis(zi, zj)
         d2 = basis[..., 0].square().sum(-1, keepdim=True)
         return torch.cat([self.gram(basis), d2], dim=-1), basis
+
+    def vjp(self, zi, zj, gs, gb):
+        m, q = self.m, self.n_basis
+        basis = self.basis(zi, zj)  # B [C, 3, q]
+        gram = basis.transpose(-1, -2) @ basis  # G = BᵀB [C, q, q]
+        g_gram = _normalised_gram_vjp(gram, gs[:, : q * q], self.eps)
+        g_basis = basis @ (g_gram + g_gram.transpose(-1, -2))  # ∂/∂B of BᵀB
+        if gb is not None:
+            g_basis = g_basis + gb
+        g_basis[..., 0] += 2.0 * basis[..., 0] * gs[:, q * q :]  # d2 = ‖B_{:,0}‖²
+        g_zi = torch.cat([g_basis[..., :1], g_basis[..., 1:m]], dim=-1).reshape(-1, 3 * m)
+        g_zj = torch.cat([-g_basis[..., :1], g_basis[..., m:]], dim=-1).reshape(-1, 3 * m)
+        return g_zi, g_zj
 
 
 class CrossGram(Geometry):
     """The official EGHN pooling layer's geometry (every column translation invariant): B = Z_j [C, 3, m],
-    s = normalised Z_jᵀ Z_i (m² entries)."""
+    s = normalised Z_jᵀ Z_i (m² entries); ``vjp`` is the hand-written derivative."""
 
-    def __init__(self, channels: int, gram):
-        self.m, self.gram = channels, gram
+    def __init__(self, channels: int, gram, eps: float):
+        self.m, self.gram, self.eps = channels, gram, eps
         self.n_basis = channels
         self.n_scalars = channels**2
 
@@ -153,21 +177,31 @@ class CrossGram(Geometry):
         zi, zj = zi.view(-1, 3, self.m), zj.view(-1, 3, self.m)
         return self.gram(zj, zi), zj
 
+    def vjp(self, zi, zj, gs, gb):
+        zi, zj = zi.view(-1, 3, self.m), zj.view(-1, 3, self.m)
+        g_gram = _normalised_gram_vjp(zj.transpose(-1, -2) @ zi, gs, self.eps)  # G = Z_jᵀ Z_i [C, m, m]
+        g_zi = zj @ g_gram
+        g_zj = zi @ g_gram.transpose(-1, -2)
+        if gb is not None:
+            g_zj = g_zj + gb
+        return g_zi.reshape(-1, 3 * self.m), g_zj.reshape(-1, 3 * self.m)
+
 
 # ------------------------------------------------------------------------------------------------------------
 # The edge network's weights
 # ------------------------------------------------------------------------------------------------------------
 @dataclass
 class EdgeNet:
-    """Weights of the edge MLP (views of the layer's parameters; see the module docstring).
+    """Weights of the edge MLP (the layer's parameters themselves; see the module docstring).
 
-    w_s [H, S], b1 [H]: the edge-scalar block and bias of the first layer (its node blocks give P, Q).
+    w1 [H, 2F + S], b1 [H]: the first layer on [h_i, h_j, s_e] (``PairLinear``): W_i = w1[:, :F],
+        W_j = w1[:, F:2F], W_s = w1[:, 2F:].
     w2 [H, H], b2 [H]: the message layer, or None (no message: u = σ(p)).
     w3 [H, H], b3 [H]: the hidden layer of the coefficient head, or None (c = W₄ u + b₄).
     w4 [q·o, H], b4 [q·o] or None: the head's last layer, or w4 None (no vector message).
     """
 
-    w_s: Tensor
+    w1: Tensor
     b1: Tensor
     w2: Tensor | None = None
     b2: Tensor | None = None
@@ -196,7 +230,12 @@ def _chunks(n_edges: int, chunk: int):
         yield e0, min(n_edges, e0 + chunk)
 
 
-def _chunk_forward(cfg: _Config, i, j, nodes, pi, pj, attr, net: EdgeNet):
+def _node_weight(w1: Tensor, f: int) -> Tensor:
+    """[2H, F]: (W_i; W_j) stacked, so that h @ ᵀ gives (P | Q) = (h W_iᵀ | h W_jᵀ) in one matmul."""
+    return torch.cat([w1[:, :f], w1[:, f : 2 * f]], dim=0)
+
+
+def _chunk_forward(cfg: _Config, i, j, nodes, pi, pj, attr, net: EdgeNet, w_s):
     """The forward of one chunk: returns the activations (a dict) needed by the reduction and the backward."""
     act = {}
     if cfg.geometry is not None:
@@ -207,12 +246,10 @@ def _chunk_forward(cfg: _Config, i, j, nodes, pi, pj, attr, net: EdgeNet):
     else:
         s = attr
     act["s"] = s
-    if s is not None and s.shape[-1]:
-        pre = torch.addmm(net.b1, s, net.w_s.t())
-    else:
-        pre = net.b1.expand(i.shape[0], -1).clone()
-    pre += pi.index_select(0, i)
+    pre = pi.index_select(0, i)  # P_i + b₁ (the bias is folded into P)
     pre += pj.index_select(0, j)
+    if s is not None and s.shape[-1]:
+        pre.addmm_(s, w_s.t())
     a1 = F.silu(pre)
     act.update(pre=pre, a1=a1)
     u = a1
@@ -242,15 +279,14 @@ def _weighted(t: Tensor, w: Tensor | None) -> Tensor:
     return t if w is None else t * w.unsqueeze(-1)
 
 
-def _run_forward(cfg: _Config, edge_index, nodes, pi, pj, attr, weight, net: EdgeNet, keep: list | None):
+def _run_forward(cfg: _Config, edge_index, nodes, pi, pj, attr, weight, net: EdgeNet, w_s, keep: list | None):
     n, E = cfg.num_nodes, edge_index.shape[1]
-    ref = pi
-    msum = ref.new_zeros(n, net.w2.shape[0]) if net.w2 is not None else ref.new_zeros(n, 0)
-    vsum = ref.new_zeros(n, 3 * cfg.n_out) if net.w4 is not None else ref.new_zeros(n, 0)
+    msum = pi.new_zeros(n, net.w2.shape[0]) if net.w2 is not None else pi.new_zeros(n, 0)
+    vsum = pi.new_zeros(n, 3 * cfg.n_out) if net.w4 is not None else pi.new_zeros(n, 0)
     for e0, e1 in _chunks(E, cfg.chunk):
         i, j = edge_index[0, e0:e1], edge_index[1, e0:e1]
         w = None if weight is None else weight[e0:e1]
-        act = _chunk_forward(cfg, i, j, nodes, pi, pj, None if attr is None else attr[e0:e1], net)
+        act = _chunk_forward(cfg, i, j, nodes, pi, pj, None if attr is None else attr[e0:e1], net, w_s)
         if net.w2 is not None:
             msum.index_add_(0, i, _weighted(act["m"], w))
         if net.w4 is not None:
@@ -265,12 +301,17 @@ def _run_forward(cfg: _Config, edge_index, nodes, pi, pj, attr, weight, net: Edg
 
 class _EdgePipeline(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, cfg, edge_index, nodes, pi, pj, attr, weight, w_s, b1, w2, b2, w3, b3, w4, b4):
-        net = EdgeNet(w_s, b1, w2, b2, w3, b3, w4, b4)
+    def forward(ctx, cfg, edge_index, h, nodes, attr, weight, w1, b1, w2, b2, w3, b3, w4, b4):
+        net = EdgeNet(w1, b1, w2, b2, w3, b3, w4, b4)
+        f = h.shape[1]
+        H = w1.shape[0]
+        proj = h @ _node_weight(w1, f).t()  # [N, 2H]: (P | Q)
+        proj[:, :H] += b1  # (P + b₁ | Q): the bias once per node, not per edge
+        pi, pj, w_s = proj[:, :H], proj[:, H:], w1[:, 2 * f :]
         keep = [] if cfg.store else None
-        msum, vsum = _run_forward(cfg, edge_index, nodes, pi, pj, attr, weight, net, keep)
+        msum, vsum = _run_forward(cfg, edge_index, nodes, pi, pj, attr, weight, net, w_s, keep)
         ctx.cfg, ctx.keep = cfg, keep
-        ctx.save_for_backward(edge_index, nodes, pi, pj, attr, weight, w_s, b1, w2, b2, w3, b3, w4, b4)
+        ctx.save_for_backward(edge_index, h, nodes, attr, weight, w1, b1, w2, b2, w3, b3, w4, b4, proj)
         ctx.set_materialize_grads(False)
         return msum, vsum
 
@@ -278,9 +319,11 @@ class _EdgePipeline(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, g_msum, g_vsum):
         cfg: _Config = ctx.cfg
-        edge_index, nodes, pi, pj, attr, weight, w_s, b1, w2, b2, w3, b3, w4, b4 = ctx.saved_tensors
-        net = EdgeNet(w_s, b1, w2, b2, w3, b3, w4, b4)
-        need = ctx.needs_input_grad  # (cfg, edge_index, nodes, pi, pj, attr, weight, w_s, b1, w2, b2, ...)
+        edge_index, h, nodes, attr, weight, w1, b1, w2, b2, w3, b3, w4, b4, proj = ctx.saved_tensors
+        net = EdgeNet(w1, b1, w2, b2, w3, b3, w4, b4)
+        need = ctx.needs_input_grad  # (cfg, edge_index, h, nodes, attr, weight, w1, b1, w2, b2, w3, b3, w4, b4)
+        f, H = h.shape[1], w1.shape[0]
+        pi, pj, w_s = proj[:, :H], proj[:, H:], w1[:, 2 * f :]
         if w2 is None:
             g_msum = None
         if w4 is None:
@@ -291,10 +334,12 @@ class _EdgePipeline(torch.autograd.Function):
         def zeros(t, flag):
             return torch.zeros_like(t) if (t is not None and flag) else None
 
-        g_nodes, g_pi, g_pj = zeros(nodes, need[2]), zeros(pi, need[3]), zeros(pj, need[4])
-        g_attr, g_weight = zeros(attr, need[5]), zeros(weight, need[6])
-        g_ws, g_b1, g_w2, g_b2 = zeros(w_s, need[7]), zeros(b1, need[8]), zeros(w2, need[9]), zeros(b2, need[10])
-        g_w3, g_b3, g_w4, g_b4 = zeros(w3, need[11]), zeros(b3, need[12]), zeros(w4, need[13]), zeros(b4, need[14])
+        g_proj = torch.zeros_like(proj) if (need[2] or need[6]) else None
+        g_pi, g_pj = (g_proj[:, :H], g_proj[:, H:]) if g_proj is not None else (None, None)
+        g_nodes, g_attr, g_weight = zeros(nodes, need[3]), zeros(attr, need[4]), zeros(weight, need[5])
+        g_w1, g_b1, g_w2, g_b2 = zeros(w1, need[6]), zeros(b1, need[7]), zeros(w2, need[8]), zeros(b2, need[9])
+        g_w3, g_b3, g_w4, g_b4 = zeros(w3, need[10]), zeros(b3, need[11]), zeros(w4, need[12]), zeros(b4, need[13])
+        g_ws = g_w1[:, 2 * f :] if g_w1 is not None else None
         need_s = g_ws is not None or g_attr is not None or (g_nodes is not None and n_geo > 0)
         for k, (e0, e1) in enumerate(_chunks(E, cfg.chunk)):
             i, j = edge_index[0, e0:e1], edge_index[1, e0:e1]
@@ -302,7 +347,7 @@ class _EdgePipeline(torch.autograd.Function):
             if ctx.keep is not None:
                 act = ctx.keep[k]
             else:
-                act = _chunk_forward(cfg, i, j, nodes, pi, pj, None if attr is None else attr[e0:e1], net)
+                act = _chunk_forward(cfg, i, j, nodes, pi, pj, None if attr is None else attr[e0:e1], net, w_s)
             g_u = None  # gradient reaching u (m, or σ(p) without a message layer)
             g_basis = None
             if g_vsum is not None:
@@ -360,19 +405,18 @@ class _EdgePipeline(torch.autograd.Function):
                     continue
                 g_a1 = g_u
             g_pre = _silu_grad(g_a1, act["pre"])
-            if g_pi is not None:
+            if g_proj is not None:
                 g_pi.index_add_(0, i, g_pre)
-            if g_pj is not None:
                 g_pj.index_add_(0, j, g_pre)
-            if g_b1 is not None:
+            elif g_b1 is not None:
                 g_b1 += g_pre.sum(0)
             s = act["s"]
+            g_s = None
             if s is not None and s.shape[-1]:
                 if g_ws is not None:
                     g_ws.addmm_(g_pre.t(), s)
-                g_s = g_pre @ w_s if need_s else None
-            else:
-                g_s = None
+                if need_s:
+                    g_s = g_pre @ w_s
             if g_attr is not None and g_s is not None:
                 g_attr[e0:e1] = g_s[:, n_geo:]
             if g_nodes is not None and cfg.geometry is not None:
@@ -381,17 +425,29 @@ class _EdgePipeline(torch.autograd.Function):
                 g_nodes.index_add_(0, i, g_zi)
                 g_nodes.index_add_(0, j, g_zj)
         ctx.keep = None
-        return (None, None, g_nodes, g_pi, g_pj, g_attr, g_weight, g_ws, g_b1, g_w2, g_b2, g_w3, g_b3, g_w4, g_b4)
+        g_h = None
+        if g_proj is not None and g_b1 is not None:
+            g_b1 = g_pi.sum(0)  # every edge's ∂L/∂p went through P + b₁
+        if g_proj is not None:
+            w_node = _node_weight(w1, f)
+            if need[2]:
+                g_h = g_proj @ w_node  # [N, F]
+            if g_w1 is not None:
+                g_node = g_proj.t() @ h  # [2H, F]
+                g_w1[:, :f] = g_node[:H]
+                g_w1[:, f : 2 * f] = g_node[H:]
+        return (None, None, g_h, g_nodes, g_attr, g_weight, g_w1, g_b1, g_w2, g_b2, g_w3, g_b3, g_w4, g_b4)
 
 
-def edge_pipeline(net: EdgeNet, edge_index: Tensor, *, pi: Tensor, pj: Tensor, nodes: Tensor | None = None,
+def edge_pipeline(net: EdgeNet, edge_index: Tensor, h: Tensor, *, nodes: Tensor | None = None,
                   geometry: Geometry | None = None, attr: Tensor | None = None, edge_weight: Tensor | None = None,
                   n_out: int = 1, clip: float | None = None, chunk_size: int | None = None,
                   store_limit_bytes: int | None = None) -> tuple[Tensor | None, Tensor | None]:
     """Σ_{e→i} w_e m_e and Σ_{e→i} w_e V_e of the module docstring, chunked, with a recomputing backward.
 
     Args:
-        net: the edge MLP's weights. edge_index [2, E] (receiver first). pi, pj [N, H]: node projections P, Q.
+        net: the edge MLP's weights. edge_index [2, E] (receiver first). h [N, F]: node scalars (P = h W_iᵀ and
+            Q = h W_jᵀ are computed once per node, inside).
         nodes [N, G] and geometry: the node states the geometry reads (None: no geometry, s = attr only).
         attr [E, A] edge scalars (appended after the geometry's scalars), or None.
         edge_weight [E] smooth-cutoff weights w_e, or None (all 1).
@@ -401,17 +457,19 @@ def edge_pipeline(net: EdgeNet, edge_index: Tensor, *, pi: Tensor, pj: Tensor, n
             backward when they need less than this (default ``STORE_LIMIT_BYTES``), else recompute.
     Returns: (M [N, H] or None without a message layer, U [N, 3·o] or None without a vector head).
     """
-    n, h = pi.shape
+    H = net.w1.shape[0]
     E = edge_index.shape[1]
+    if net.w1.shape[1] < 2 * h.shape[1]:
+        raise ValueError(f"w1 has {net.w1.shape[1]} columns, fewer than 2F = {2 * h.shape[1]}")
+    if geometry is not None and nodes is None:
+        raise ValueError("a geometry needs the node states it reads")
     chunk = max(1, int(chunk_size or CHUNK_SIZE))
     limit = STORE_LIMIT_BYTES if store_limit_bytes is None else store_limit_bytes
     n_blocks = 2 + 2 * (net.w2 is not None) + 2 * (net.w3 is not None)  # [E, H] activations kept per edge
-    store = torch.is_grad_enabled() and E * h * n_blocks * pi.element_size() <= limit
-    cfg = _Config(geometry, n_out, clip, n, chunk, store)
-    if geometry is not None and nodes is None:
-        raise ValueError("a geometry needs the node states it reads")
-    msum, vsum = _EdgePipeline.apply(cfg, edge_index, nodes, pi, pj, attr, edge_weight, net.w_s, net.b1, net.w2,
-                                     net.b2, net.w3, net.b3, net.w4, net.b4)
+    store = torch.is_grad_enabled() and E * H * n_blocks * h.element_size() <= limit
+    cfg = _Config(geometry, n_out, clip, h.shape[0], chunk, store)
+    msum, vsum = _EdgePipeline.apply(cfg, edge_index, h, nodes, attr, edge_weight, net.w1, net.b1, net.w2, net.b2,
+                                     net.w3, net.b3, net.w4, net.b4)
     return (msum if net.w2 is not None else None), (vsum if net.w4 is not None else None)
 
 
@@ -452,3 +510,112 @@ def neighbour_sum(src: Tensor, edge_index: Tensor, num_nodes: int, weight: Tenso
     weight [E] or None → [num_nodes, …]. Differentiable in src and weight (first order)."""
     chunk = max(1, int(chunk_size or 4 * CHUNK_SIZE))
     return _NeighbourSum.apply(edge_index, src, weight, num_nodes, chunk)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Node MLPs: Linear → SiLU → Linear (→ SiLU) on concatenated inputs, several heads sharing one first matmul
+# ------------------------------------------------------------------------------------------------------------
+def _mlp_shape(seq) -> bool | None:
+    """True/False (trailing SiLU or not) for Sequential(Linear, SiLU, Linear[, SiLU]), None for anything else."""
+    from torch import nn
+
+    if not isinstance(seq, nn.Sequential) or len(seq) not in (3, 4):
+        return None
+    if not (isinstance(seq[0], nn.Linear) and isinstance(seq[1], nn.SiLU) and isinstance(seq[2], nn.Linear)):
+        return None
+    if len(seq) == 4 and not isinstance(seq[3], nn.SiLU):
+        return None
+    return len(seq) == 4
+
+
+class _MLPHeads(torch.autograd.Function):
+    """out_k = [σ](W₂ₖ σ(W₁ₖ [x_1, …, x_n] + b₁ₖ) + b₂ₖ), the first layers of all heads in one matmul per input."""
+
+    @staticmethod
+    def forward(ctx, cfg, *tensors):
+        n_in, n_heads, act_last = cfg
+        xs, ws = tensors[:n_in], tensors[n_in:]
+        w1 = torch.cat(ws[0:4 * n_heads:4], dim=0) if n_heads > 1 else ws[0]  # [ΣH, D]
+        b1 = torch.cat(ws[1:4 * n_heads:4], dim=0) if n_heads > 1 else ws[1]
+        z1, off = None, 0
+        for x in xs:
+            blk = w1[:, off : off + x.shape[1]]
+            z1 = torch.addmm(b1, x, blk.t()) if z1 is None else z1.addmm_(x, blk.t())
+            off += x.shape[1]
+        a = F.silu(z1)
+        outs, zs, r = [], [], 0
+        for k in range(n_heads):
+            w2, b2 = ws[4 * k + 2], ws[4 * k + 3]
+            hk = w2.shape[1]
+            z2 = torch.addmm(b2, a[:, r : r + hk], w2.t())
+            zs.append(z2)
+            outs.append(F.silu(z2) if act_last else z2)
+            r += hk
+        ctx.cfg = cfg
+        ctx.save_for_backward(*xs, *ws, z1, a, *zs)
+        ctx.set_materialize_grads(False)
+        return tuple(outs)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, *g_outs):
+        n_in, n_heads, act_last = ctx.cfg
+        saved = ctx.saved_tensors
+        xs, ws = saved[:n_in], saved[n_in : n_in + 4 * n_heads]
+        z1, a, zs = saved[n_in + 4 * n_heads], saved[n_in + 4 * n_heads + 1], saved[n_in + 4 * n_heads + 2 :]
+        need = ctx.needs_input_grad[1:]
+        g_a = torch.zeros_like(a)
+        g_ws: list = [None] * (4 * n_heads)
+        r = 0
+        for k in range(n_heads):
+            w2 = ws[4 * k + 2]
+            hk = w2.shape[1]
+            g = g_outs[k]
+            if g is not None:
+                if act_last:
+                    g = _silu_grad(g, zs[k])
+                if need[n_in + 4 * k + 2]:
+                    g_ws[4 * k + 2] = g.t() @ a[:, r : r + hk]
+                if need[n_in + 4 * k + 3]:
+                    g_ws[4 * k + 3] = g.sum(0)
+                g_a[:, r : r + hk] = g @ w2
+            r += hk
+        g_z1 = _silu_grad(g_a, z1)
+        w1 = torch.cat(ws[0:4 * n_heads:4], dim=0) if n_heads > 1 else ws[0]
+        r = 0
+        for k in range(n_heads):
+            hk = ws[4 * k].shape[0]
+            gk = g_z1[:, r : r + hk]
+            if need[n_in + 4 * k]:
+                g_w = torch.empty_like(ws[4 * k])
+                off = 0
+                for x in xs:
+                    g_w[:, off : off + x.shape[1]] = gk.t() @ x
+                    off += x.shape[1]
+                g_ws[4 * k] = g_w
+            if need[n_in + 4 * k + 1]:
+                g_ws[4 * k + 1] = gk.sum(0)
+            r += hk
+        g_xs, off = [], 0
+        for m, x in enumerate(xs):
+            g_xs.append(g_z1 @ w1[:, off : off + x.shape[1]] if need[m] else None)
+            off += x.shape[1]
+        return (None, *g_xs, *g_ws)
+
+
+def fused_mlp(seqs, *inputs: Tensor) -> list[Tensor]:
+    """[seq(cat(inputs)) for seq in seqs] for MLPs ``Sequential(Linear, SiLU, Linear[, SiLU])`` that share their
+    inputs: the first layers of all heads as one matmul per input (no concatenation of the inputs, no
+    [N, ΣH] autograd bookkeeping), a hand-written backward. Falls back to the modules themselves when the edge
+    implementation is ``"reference"`` or a module has another form. inputs [N, D_k] → list of [N, out_k]."""
+    kinds = {_mlp_shape(s) for s in seqs}
+    if _impl != "fused" or None in kinds or len(kinds) != 1:
+        x = inputs[0] if len(inputs) == 1 else torch.cat(inputs, dim=-1)
+        return [s(x) for s in seqs]
+    ws = []
+    for s in seqs:
+        ws += [s[0].weight, s[0].bias, s[2].weight, s[2].bias]
+    if any(w is None for w in ws):
+        x = inputs[0] if len(inputs) == 1 else torch.cat(inputs, dim=-1)
+        return [s(x) for s in seqs]
+    return list(_MLPHeads.apply((len(inputs), len(seqs), kinds.pop()), *inputs, *ws))

@@ -37,7 +37,7 @@ from torch import Tensor, nn
 from ..data.graph import GraphBatch
 from .base import Prediction, Propagator, register
 from .eghn import EMMP
-from .fused import EdgeNet, edge_pipeline, fused_enabled
+from .fused import EdgeNet, edge_pipeline, fused_enabled, fused_mlp
 from .layers import VelocityReadout, activation, mlp
 from .scatter import Aggregator
 
@@ -67,11 +67,10 @@ class GMNLayer(EMMP):
                 edge_weight: Tensor | None = None):
         Z = torch.stack([x, v], dim=-1)
         if fused_enabled(self.act):
-            pi, pj = self.edge_in.node_projections(h)
             lin2, hid, last = self.edge_out[1], self.force[0], self.force[2]
-            net = EdgeNet(self.edge_in.scalar_weight, self.edge_in.linear.bias, lin2.weight, lin2.bias,
+            net = EdgeNet(self.edge_in.linear.weight, self.edge_in.linear.bias, lin2.weight, lin2.bias,
                           hid.weight, hid.bias, last.weight, last.bias)
-            msum, fsum = edge_pipeline(net, edge_index, pi=pi, pj=pj, nodes=Z.reshape(Z.shape[0], -1),
+            msum, fsum = edge_pipeline(net, edge_index, h, nodes=Z.reshape(Z.shape[0], -1),
                                        geometry=self.geometry, attr=edge_attr, edge_weight=edge_weight, n_out=1,
                                        clip=self.clip)
             f_mean = fsum * agg.inv_degree(fsum.dtype, edge_weight)
@@ -83,9 +82,9 @@ class GMNLayer(EMMP):
             if edge_weight is not None:
                 m = m * edge_weight.unsqueeze(-1)
             msum, f_mean = agg.sum(m), agg.mean(f, edge_weight)
-        v = self.vel(h) * v + f_mean
+        v = fused_mlp([self.vel], h)[0] * v + f_mean
         x = x + v
-        out = self.node(torch.cat([h, msum], dim=-1))
+        out = fused_mlp([self.node], h, msum)[0]
         return h + out, x, v
 
 

@@ -30,7 +30,7 @@ from torch import nn
 
 from ..data.graph import GraphBatch
 from .base import Prediction, Propagator, register
-from .fused import EdgeNet, edge_pipeline, fused_enabled
+from .fused import EdgeNet, edge_pipeline, fused_enabled, fused_mlp
 from .layers import PairLinear, activation, mlp
 from .scatter import Aggregator
 
@@ -54,14 +54,13 @@ class MPNNLayer(nn.Module):
 
     def forward(self, h, edge_index, edge_attr, agg: Aggregator, edge_weight=None):
         if fused_enabled(self.act):
-            pi, pj = self.edge_in.node_projections(h)
             lin2 = self.edge_out[1]
-            net = EdgeNet(self.edge_in.scalar_weight, self.edge_in.linear.bias, lin2.weight, lin2.bias)
-            msum, _ = edge_pipeline(net, edge_index, pi=pi, pj=pj, attr=edge_attr, edge_weight=edge_weight)
+            net = EdgeNet(self.edge_in.linear.weight, self.edge_in.linear.bias, lin2.weight, lin2.bias)
+            msum, _ = edge_pipeline(net, edge_index, h, attr=edge_attr, edge_weight=edge_weight)
         else:
             m = self.edge_out(self.edge_in(h, edge_index, edge_attr))
             msum = agg.sum(m if edge_weight is None else m * edge_weight.unsqueeze(-1))
-        out = self.node(torch.cat([h, msum], dim=-1))
+        out = fused_mlp([self.node], h, msum)[0]
         return h + out if self.residual else out
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from .fused import EdgeNet, RelativePosition, edge_pipeline, fused_enabled
+from .fused import EdgeNet, RelativePosition, edge_pipeline, fused_enabled, fused_mlp
 from .scatter import Aggregator, segment_count
 
 RELATIVE_POSITION = RelativePosition()
@@ -134,11 +134,10 @@ class EGCL(nn.Module):
 
     def edges_fused(self, h, x, edge_index, edge_attr, edge_weight=None):
         """(Σ_j w_ij m_ij, Σ_j w_ij clamp(r_ij φ_x(m_ij))) by ``fused.edge_pipeline`` (a sum: divide for the mean)."""
-        pi, pj = self.edge_in.node_projections(h)
         lin2, hid, last = self.edge_out[1], self.coord[0], self.coord[2]
-        net = EdgeNet(self.edge_in.scalar_weight, self.edge_in.linear.bias, lin2.weight, lin2.bias,
+        net = EdgeNet(self.edge_in.linear.weight, self.edge_in.linear.bias, lin2.weight, lin2.bias,
                       hid.weight, hid.bias, last.weight, last.bias)
-        return edge_pipeline(net, edge_index, pi=pi, pj=pj, nodes=x, geometry=RELATIVE_POSITION, attr=edge_attr,
+        return edge_pipeline(net, edge_index, h, nodes=x, geometry=RELATIVE_POSITION, attr=edge_attr,
                              edge_weight=edge_weight, n_out=1, clip=self.clip if self.clip_on == "edge" else None)
 
     def update(self, h, x, v, msum, dx):
@@ -147,8 +146,8 @@ class EGCL(nn.Module):
             dx = dx.clamp(-self.clip, self.clip)
         x = x + dx
         if self.vel is not None:
-            x = x + self.vel(h) * v
-        out = self.node(torch.cat([h, msum], dim=-1))
+            x = x + fused_mlp([self.vel], h)[0] * v
+        out = fused_mlp([self.node], h, msum)[0]
         h = h + out if self.residual else out
         return h, x
 
@@ -183,10 +182,9 @@ class VelocityReadout(nn.Module):
 
     def forward(self, h, x, x_new, v, edge_index, agg: Aggregator, edge_weight: Tensor | None = None):
         if fused_enabled(self.act):
-            pi, pj = self.pair.node_projections(h)
             last = self.gamma[-1]
-            net = EdgeNet(self.pair.scalar_weight, self.pair.linear.bias, w4=last.weight, b4=last.bias)
-            _, pair_sum = edge_pipeline(net, edge_index, pi=pi, pj=pj, nodes=x_new, geometry=RELATIVE_POSITION,
+            net = EdgeNet(self.pair.linear.weight, self.pair.linear.bias, w4=last.weight, b4=last.bias)
+            _, pair_sum = edge_pipeline(net, edge_index, h, nodes=x_new, geometry=RELATIVE_POSITION,
                                         edge_weight=edge_weight)
             pair_term = pair_sum * agg.inv_degree(pair_sum.dtype, edge_weight)
         else:
@@ -194,6 +192,7 @@ class VelocityReadout(nn.Module):
             rel = x_new.index_select(0, i) - x_new.index_select(0, j)
             d2 = (rel * rel).sum(-1, keepdim=True)
             pair_term = agg.mean(rel * self.gamma(self.pair(h, edge_index, d2)), edge_weight)
-        return self.alpha(h) * v + self.beta(h) * (x_new - x) + pair_term
+        alpha, beta = fused_mlp([self.alpha, self.beta], h)
+        return alpha * v + beta * (x_new - x) + pair_term
 
 
