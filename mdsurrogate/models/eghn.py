@@ -343,7 +343,7 @@ class EPool(nn.Module):
         agg = Aggregator(edge_index[0], h.shape[0])
         for layer in self.layers:
             h, Z = layer(h, Z, edge_index, edge_attr, agg)  # (7) internal EMMP, local graph
-        return torch.softmax(self.head(h), dim=-1)  # (8) S [ΣN, K]
+        return torch.softmax(fused_mlp([self.head], h)[0], dim=-1)  # (8) S [ΣN, K]
 
     def forward(self, h, Z_score, Z_pool, edge_index, edge_attr, graphs: Aggregator):
         S = self.scores(h, Z_score, edge_index, edge_attr)
@@ -377,9 +377,10 @@ class MatrixNet(nn.Module):
         self.scalar = mlp(hidden, hidden, hidden, act) if scalar_out else None
 
     def forward(self, C: Tensor, scalars: Tensor):
-        s = self.inp(torch.cat([normalised_gram(C), scalars], dim=-1))
-        out = C @ self.coef(s).view(-1, self.n_vectors, self.n_out)  # [n, 3, o]
-        return out, (self.scalar(s) if self.scalar is not None else None)
+        s = fused_mlp([self.inp], normalised_gram(C), scalars)[0]
+        heads = fused_mlp([self.coef] if self.scalar is None else [self.coef, self.scalar], s)  # one first matmul
+        out = C @ heads[0].view(-1, self.n_vectors, self.n_out)  # [n, 3, o]
+        return out, (heads[1] if self.scalar is not None else None)
 
 
 class EUnPool(nn.Module):
