@@ -24,7 +24,9 @@ from .conftest import make_batch, perturbed_model
 
 DT = torch.float64
 SMALL = {"egnn": {"hidden": 16, "layers": 2}, "gmn": {"hidden": 16, "layers": 2}, "gnn": {"hidden": 16, "layers": 2},
-         "eghn": {"hidden": 16, "n_clusters": 3, "layers": 2}}
+         "eghn": {"hidden": 16, "n_clusters": 3, "layers": 2}, "rf": {"hidden": 16, "layers": 2},
+         "segnn": {"hidden": 8, "lmax_hidden": 1, "lmax_attr": 1, "layers": 2},
+         "tfn": {"channels": 4, "lmax": 1, "layers": 3}}
 CASES = [("egnn", {}), ("gmn", {}), ("gnn", {}), ("eghn", {}), ("eghn", {"variant": "official"}),
          ("egnn", {"predict_velocity": False})]
 SETTINGS = [(5, 0), (5, 1 << 40), (4096, 0), (4096, 1 << 40)]  # (chunk size, store limit): many/one chunk(s)
@@ -261,7 +263,7 @@ def test_neighbour_sum_matches_gather_and_gradcheck():
 # ------------------------------------------------------------------------------------------------------------
 # Smooth-cutoff weights (GraphBatch.edge_weight)
 # ------------------------------------------------------------------------------------------------------------
-WEIGHTED_MODELS = ["egnn", "gmn", "gnn", "eghn"]
+WEIGHTED_MODELS = ["egnn", "gmn", "gnn", "eghn", "rf", "segnn", "tfn"]  # every model with edges
 
 
 @pytest.mark.parametrize("name", WEIGHTED_MODELS)

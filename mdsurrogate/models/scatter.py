@@ -27,6 +27,19 @@ def scatter_mean(src: Tensor, index: Tensor, dim_size: int, count: Tensor | None
     return total / count.clamp(min=1).view(shape)
 
 
+def weighted_scatter(src: Tensor, index: Tensor, dim_size: int, weight: Tensor | None, mean: bool) -> Tensor:
+    """Σ_e w_e src_e per bucket (``mean``: divided by max(Σ_e w_e, 1), the smooth-cutoff soft degree, see
+    ``Aggregator.inv_degree``); ``weight`` None gives ``scatter_sum`` / ``scatter_mean``."""
+    if weight is None:
+        return scatter_mean(src, index, dim_size) if mean else scatter_sum(src, index, dim_size)
+    w = weight.to(src.dtype)
+    total = scatter_sum(src * w.view((-1,) + (1,) * (src.dim() - 1)), index, dim_size)
+    if not mean:
+        return total
+    soft = scatter_sum(w, index, dim_size).clamp(min=1.0)
+    return total / soft.view((-1,) + (1,) * (src.dim() - 1))
+
+
 SEGMENT_MAX_WIDTH = 16
 
 
