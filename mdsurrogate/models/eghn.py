@@ -100,8 +100,8 @@ from .fused import (
     CrossGram,
     DifferenceGram,
     EdgeNet,
-    edge_impl,
     edge_pipeline,
+    fused_active,
     fused_enabled,
     fused_mlp,
     neighbour_sum,
@@ -157,7 +157,7 @@ def coarsen_adjacency(S: Tensor, edge_index: Tensor, graphs: Aggregator,
     ``edges``: the edge set's receiver plan, built here when not given. Cost ΣN·K² + E·K, no dense ΣN×ΣN; the
     fused path (``fused.neighbour_sum``) never builds the [E, K] gather either.
     """
-    if edge_impl() == "fused":
+    if fused_active():
         AS = neighbour_sum(S, edge_index, S.shape[0], edge_weight)  # (A S)_i = Σ_{j→i} A_ij S_j  [ΣN, K]
     else:
         if edges is None:

@@ -22,8 +22,9 @@ The arithmetic is that of the reference layers up to the summation order of the 
 paths in float64 (forward and gradients). ``edge_impl()`` selects the path: ``"fused"`` (default) or
 ``"reference"``, set by ``MDSURROGATE_EDGE_IMPL``, ``set_edge_impl`` or the ``use_edge_impl`` context manager.
 The fused path supports σ = SiLU (the default activation of every model); layers with another activation use
-the reference path. It is first-order only (``once_differentiable``): a loss on forces = −∂E/∂x needs the
-reference path (the learned potentials do not use these layers).
+the reference path, and so does code traced by ``torch.compile`` or run under autocast (``fused_active``). It is
+first-order only (``once_differentiable``): a loss on forces = −∂E/∂x needs the reference path (the learned
+potentials do not use these layers).
 
 Shapes: N nodes (receivers and senders index the same node arrays), E edges (``edge_index[0]`` = i receiver,
 ``edge_index[1]`` = j sender), H hidden width, S = S_g + A scalar inputs, q basis vectors, o output channels.
@@ -73,9 +74,20 @@ def use_edge_impl(name: str) -> Iterator[None]:
         set_edge_impl(old)
 
 
+def _autocast_on() -> bool:
+    return torch.is_autocast_enabled("cuda") or torch.is_autocast_enabled("cpu")
+
+
+def fused_active() -> bool:
+    """True when the hand-written fused kernels should run: the implementation is ``"fused"``, Dynamo is not
+    tracing (``torch.compile`` fuses the reference operations itself) and autocast is off (under autocast the
+    reference operations run in the autocast dtype; see ``accel``)."""
+    return _impl == "fused" and not torch.compiler.is_compiling() and not _autocast_on()
+
+
 def fused_enabled(act: str) -> bool:
-    """True when the layers should take the fused path (it implements σ = SiLU only)."""
-    return _impl == "fused" and act == "silu"
+    """True when the layers should take the fused path (``fused_active`` and σ = SiLU, the one it implements)."""
+    return act == "silu" and fused_active()
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -609,7 +621,7 @@ def fused_mlp(seqs, *inputs: Tensor) -> list[Tensor]:
     [N, ΣH] autograd bookkeeping), a hand-written backward. Falls back to the modules themselves when the edge
     implementation is ``"reference"`` or a module has another form. inputs [N, D_k] → list of [N, out_k]."""
     kinds = {_mlp_shape(s) for s in seqs}
-    if _impl != "fused" or None in kinds or len(kinds) != 1:
+    if not fused_active() or None in kinds or len(kinds) != 1:
         x = inputs[0] if len(inputs) == 1 else torch.cat(inputs, dim=-1)
         return [s(x) for s in seqs]
     ws = []
