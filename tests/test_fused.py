@@ -129,7 +129,10 @@ def dense_pipeline(net, edge_index, hn, nodes, geometry, attr, weight, n_out, cl
     """The module docstring's formulas edge by edge (all [E, …] tensors materialised)."""
     n = hn.shape[0]
     i, j = edge_index
-    s, basis = (None, None) if geometry is None else geometry(nodes[i], nodes[j])
+    s, basis = None, None
+    if geometry is not None:  # geometries work component-major: [G, E] → ([S, E], [q, 3, E])
+        s_t, basis_t = geometry(nodes[i].t(), nodes[j].t())
+        s, basis = s_t.t(), basis_t.permute(2, 1, 0)  # [E, S], [E, 3, q]
     s = attr if s is None else (s if attr is None else torch.cat([s, attr], -1))
     parts = [hn[i], hn[j]] + ([s] if s is not None else [])
     act = torch.nn.functional.silu
@@ -160,9 +163,26 @@ def random_graph(n, e, gen):
 
 
 GEOMETRIES = {"relative": (RelativePosition(), 3, 1),
-              "difference": (DifferenceGram(2, normalised_gram, GRAM_EPS), 6, 2),
-              "difference3": (DifferenceGram(3, normalised_gram, GRAM_EPS), 9, 3),
-              "cross": (CrossGram(3, normalised_gram, GRAM_EPS), 9, 3), "none": (None, 0, 1)}
+              "difference": (DifferenceGram(2, GRAM_EPS), 6, 2),
+              "difference3": (DifferenceGram(3, GRAM_EPS), 9, 3),
+              "cross": (CrossGram(3, GRAM_EPS), 9, 3), "none": (None, 0, 1)}
+
+
+@pytest.mark.parametrize("geo", ["difference", "difference3", "cross"])
+def test_geometry_is_the_reference_layers_geometry(geo):
+    """The component-major geometries compute EMMP.message's scalars and basis (eghn.normalised_gram)."""
+    geometry, width, _ = GEOMETRIES[geo]
+    m = geometry.m
+    gen = torch.Generator().manual_seed(6)
+    zi, zj = (torch.randn(13, 3, m, generator=gen, dtype=DT) for _ in range(2))
+    s_t, b_t = geometry(zi.reshape(13, -1).t(), zj.reshape(13, -1).t())
+    if geo == "cross":
+        want_s, want_b = normalised_gram(zj, zi), zj
+    else:
+        want_b = torch.cat([zi[..., :1] - zj[..., :1], zi[..., 1:], zj[..., 1:]], dim=-1)
+        want_s = torch.cat([normalised_gram(want_b), want_b[..., 0].square().sum(-1, keepdim=True)], dim=-1)
+    assert torch.allclose(s_t.t(), want_s, rtol=1e-12, atol=1e-14)
+    assert torch.allclose(b_t.permute(2, 1, 0), want_b, rtol=0, atol=0)
 
 
 @pytest.mark.parametrize("geo", ["relative", "difference", "difference3", "cross"])
@@ -170,7 +190,7 @@ def test_geometry_vjp_matches_autograd(geo):
     geometry = GEOMETRIES[geo][0]
     gen = torch.Generator().manual_seed(4)
     width = GEOMETRIES[geo][1]
-    zi, zj = (torch.randn(11, width, generator=gen, dtype=DT) for _ in range(2))
+    zi, zj = (torch.randn(width, 11, generator=gen, dtype=DT) for _ in range(2))  # component-major [G, C]
     s, b = geometry(zi, zj)
     gs, gb = torch.randn(s.shape, generator=gen, dtype=DT), torch.randn(b.shape, generator=gen, dtype=DT)
     for g_b in (gb, None):

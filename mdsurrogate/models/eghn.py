@@ -222,8 +222,7 @@ class EMMP(nn.Module):
             raise ValueError(f"gram must be 'difference' or 'cross', not {gram!r}")
         self.difference, self.channels, self.residual, self.act = gram == "difference", channels, residual, act
         self.basis_dim = 2 * channels - 1 if self.difference else channels  # columns of Ẑ_ij
-        self.geometry = (DifferenceGram(channels, normalised_gram, GRAM_EPS) if self.difference
-                         else CrossGram(channels, normalised_gram, GRAM_EPS))
+        self.geometry = DifferenceGram(channels, GRAM_EPS) if self.difference else CrossGram(channels, GRAM_EPS)
         n_scalars = self.basis_dim**2 + (1 if self.difference else 0) + edge_dim
         self.edge_in = PairLinear(hidden, n_scalars, hidden)  # first layer of φ_m, fused
         self.edge_out = nn.Sequential(activation(act), nn.Linear(hidden, hidden), activation(act))
@@ -250,7 +249,7 @@ class EMMP(nn.Module):
 
     def forward(self, h: Tensor, Z: Tensor, edge_index: Tensor, edge_attr: Tensor, agg: Aggregator,
                 edge_weight: Tensor | None = None):
-        if fused_enabled(self.act):
+        if fused_enabled(self.act, edge_index.shape[1]):
             msum, dZ = self.edges_fused(h, Z, edge_index, edge_attr, edge_weight)
             if dZ is not None:
                 dZ = dZ * agg.inv_degree(dZ.dtype, edge_weight)

@@ -48,6 +48,7 @@ if _impl not in IMPLS:
     raise ValueError(f"MDSURROGATE_EDGE_IMPL must be one of {', '.join(IMPLS)}, not {_impl!r}")
 
 CHUNK_SIZE = 2048  # edges per chunk: a few [C, H] blocks stay in a 1 MiB L2 for H ≤ 128
+MIN_EDGES = 0  # edge sets with fewer edges take the reference path (autograd's C++ backward beats Python there)
 STORE_LIMIT_BYTES = 32 << 20  # keep the chunks' activations for backward when they total less than this
 
 
@@ -85,16 +86,21 @@ def fused_active() -> bool:
     return _impl == "fused" and not torch.compiler.is_compiling() and not _autocast_on()
 
 
-def fused_enabled(act: str) -> bool:
-    """True when the layers should take the fused path (``fused_active`` and σ = SiLU, the one it implements)."""
-    return act == "silu" and fused_active()
+def fused_enabled(act: str, n_edges: int | None = None) -> bool:
+    """True when a layer should take the fused path: ``fused_active``, σ = SiLU (the one it implements) and at
+    least ``MIN_EDGES`` edges (when ``n_edges`` is given)."""
+    return act == "silu" and (n_edges is None or n_edges >= MIN_EDGES) and fused_active()
 
 
 # ------------------------------------------------------------------------------------------------------------
 # Geometry: per-edge invariants and vector basis from the gathered node states of a chunk
 # ------------------------------------------------------------------------------------------------------------
+# The narrow per-edge quantities (node states, scalars, basis vectors, vector messages) are kept component-major,
+# [components, C]: every element-wise operation then runs along the long, contiguous edge dimension (several
+# times faster on CPU than on rows of 3 or 9 values), and the transposed GEMM operands cost nothing.
 class Geometry:
-    """Per-edge scalars and vector basis of a chunk: ``(z_i [C, G], z_j [C, G]) → (s [C, S_g], B [C, 3, q])``.
+    """Per-edge scalars and vector basis of a chunk, component-major:
+    ``(z_i [G, C], z_j [G, C]) → (s [S_g, C], B [q, 3, C])`` (B[k] the k-th basis vector of every edge).
 
     ``vjp`` maps the gradients of (s, B) back to (z_i, z_j); the default differentiates ``__call__`` with
     autograd on the chunk, so a new geometry only needs ``__call__``.
@@ -120,83 +126,105 @@ class Geometry:
 
 
 class RelativePosition(Geometry):
-    """EGNN's geometry on positions z = x [N, 3]: s = ‖x_i − x_j‖² [C, 1], B = (x_i − x_j) [C, 3, 1]."""
+    """EGNN's geometry on positions (z = xᵀ [3, N]): s = ‖x_i − x_j‖² [1, C], B = x_i − x_j [1, 3, C]."""
 
     n_scalars, n_basis = 1, 1
 
     def __call__(self, zi, zj):
         rel = zi - zj
-        return (rel * rel).sum(-1, keepdim=True), rel.unsqueeze(-1)
+        return (rel * rel).sum(0, keepdim=True), rel.unsqueeze(0)
 
     def vjp(self, zi, zj, gs, gb):
-        rel = zi - zj
-        g = 2.0 * rel * gs
+        g = 2.0 * (zi - zj) * gs
         if gb is not None:
-            g = g + gb.squeeze(-1)
+            g = g + gb[0]
         return g, -g
 
 
-def _normalised_gram_vjp(g: Tensor, g_hat: Tensor, eps: float) -> Tensor:
-    """Gradient w.r.t. G [C, p, q] of Ĝ = G / sqrt(‖G‖²_F + eps) given ∂L/∂Ĝ ``g_hat`` [C, p·q]."""
-    gf = g.flatten(1)
-    r = torch.rsqrt(gf.square().sum(-1, keepdim=True) + eps)  # [C, 1]
-    return (g_hat * r - gf * (r * r * r * (g_hat * gf).sum(-1, keepdim=True))).view_as(g)
+def _gram(a: Tensor, b: Tensor) -> Tensor:
+    """[p, 3, C], [r, 3, C] → [p, r, C]: entry (k, l) = a_k · b_l for every edge."""
+    return (a.unsqueeze(1) * b.unsqueeze(0)).sum(2)
+
+
+def _normalise(g: Tensor, eps: float) -> tuple[Tensor, Tensor]:
+    """(Ĝ, r): Ĝ = G r with r = 1/sqrt(‖G‖²_F + eps) per edge; G [p, q, C], r [C]."""
+    r = torch.rsqrt(g.square().sum((0, 1)) + eps)
+    return g * r, r
+
+
+def _normalise_vjp(g: Tensor, r: Tensor, g_hat: Tensor) -> Tensor:
+    """∂L/∂G from ∂L/∂Ĝ for Ĝ = G r (``_normalise``): g_hat r − G r³ Σ(g_hat ⊙ G)."""
+    return g_hat * r - g * (r * r * r * (g_hat * g).sum((0, 1)))
 
 
 class DifferenceGram(Geometry):
-    """EMMP's "difference" geometry on Z = [x, V] (z = Z flattened [N, 3·m]): B = [x_i − x_j, V_i, V_j]
-    [C, 3, 2m−1], s = [normalised Gram of B (q² entries), ‖x_i − x_j‖²]. ``gram`` is
-    ``eghn.normalised_gram`` (whose ε is ``eps``); ``vjp`` is its hand-written derivative."""
+    """EMMP's "difference" geometry on Z = [x, V] ∈ R^{3×m} (z = Z flattened, transposed: [3·m, N]):
+    B = [x_i − x_j, V_i, V_j] [q = 2m−1, 3, C], s = [normalised Gram BᵀB (q² entries, row-major), ‖x_i − x_j‖²]
+    (``eghn.normalised_gram``, whose ε is ``eps``); ``vjp`` is its hand-written derivative."""
 
-    def __init__(self, channels: int, gram, eps: float):
-        self.m, self.gram, self.eps = channels, gram, eps
+    def __init__(self, channels: int, eps: float):
+        self.m, self.eps = channels, eps
         self.n_basis = 2 * channels - 1
         self.n_scalars = self.n_basis**2 + 1
 
     def basis(self, zi, zj):
-        zi, zj = zi.view(-1, 3, self.m), zj.view(-1, 3, self.m)
-        return torch.cat([zi[..., :1] - zj[..., :1], zi[..., 1:], zj[..., 1:]], dim=-1)
+        zi, zj = zi.view(3, self.m, -1), zj.view(3, self.m, -1)
+        return torch.cat([(zi[:, 0] - zj[:, 0]).unsqueeze(0), zi[:, 1:].transpose(0, 1),
+                          zj[:, 1:].transpose(0, 1)], dim=0)  # [q, 3, C]
 
     def __call__(self, zi, zj):
+        q = self.n_basis
         basis = self.basis(zi, zj)
-        d2 = basis[..., 0].square().sum(-1, keepdim=True)
-        return torch.cat([self.gram(basis), d2], dim=-1), basis
+        g = _gram(basis, basis)  # BᵀB [q, q, C]
+        g_hat, _ = _normalise(g, self.eps)
+        return torch.cat([g_hat.view(q * q, -1), g[0, :1]], dim=0), basis  # d2 = G₀₀
 
     def vjp(self, zi, zj, gs, gb):
         m, q = self.m, self.n_basis
-        basis = self.basis(zi, zj)  # B [C, 3, q]
-        gram = basis.transpose(-1, -2) @ basis  # G = BᵀB [C, q, q]
-        g_gram = _normalised_gram_vjp(gram, gs[:, : q * q], self.eps)
-        g_basis = basis @ (g_gram + g_gram.transpose(-1, -2))  # ∂/∂B of BᵀB
+        basis = self.basis(zi, zj)
+        g = _gram(basis, basis)
+        _, r = _normalise(g, self.eps)
+        g_g = _normalise_vjp(g, r, gs[: q * q].view(q, q, -1))
+        g_g[0, 0] += gs[q * q]  # d2 = G₀₀
+        g_basis = _gram_vjp_b(g_g + g_g.transpose(0, 1), basis)  # ∂(BᵀB)/∂B
         if gb is not None:
             g_basis = g_basis + gb
-        g_basis[..., 0] += 2.0 * basis[..., 0] * gs[:, q * q :]  # d2 = ‖B_{:,0}‖²
-        g_zi = torch.cat([g_basis[..., :1], g_basis[..., 1:m]], dim=-1).reshape(-1, 3 * m)
-        g_zj = torch.cat([-g_basis[..., :1], g_basis[..., m:]], dim=-1).reshape(-1, 3 * m)
+        g_zi = torch.cat([g_basis[:1], g_basis[1:m]], dim=0).transpose(0, 1).reshape(3 * m, -1)
+        g_zj = torch.cat([-g_basis[:1], g_basis[m:]], dim=0).transpose(0, 1).reshape(3 * m, -1)
         return g_zi, g_zj
 
 
-class CrossGram(Geometry):
-    """The official EGHN pooling layer's geometry (every column translation invariant): B = Z_j [C, 3, m],
-    s = normalised Z_jᵀ Z_i (m² entries); ``vjp`` is the hand-written derivative."""
+def _gram_vjp_b(g_g: Tensor, a: Tensor) -> Tensor:
+    """Σ_l g_g[k, l] a_l: [p, r, C], [r, 3, C] → [p, 3, C]."""
+    return (g_g.unsqueeze(2) * a.unsqueeze(0)).sum(1)
 
-    def __init__(self, channels: int, gram, eps: float):
-        self.m, self.gram, self.eps = channels, gram, eps
+
+class CrossGram(Geometry):
+    """The official EGHN pooling layer's geometry (every column translation invariant; z = Z flattened,
+    transposed: [3·m, N]): B = Z_j [m, 3, C], s = normalised Z_jᵀ Z_i (m² entries, row-major)."""
+
+    def __init__(self, channels: int, eps: float):
+        self.m, self.eps = channels, eps
         self.n_basis = channels
         self.n_scalars = channels**2
 
     def __call__(self, zi, zj):
-        zi, zj = zi.view(-1, 3, self.m), zj.view(-1, 3, self.m)
-        return self.gram(zj, zi), zj
+        m = self.m
+        zi, zj = zi.view(3, m, -1).transpose(0, 1), zj.view(3, m, -1).transpose(0, 1)  # [m, 3, C]
+        g_hat, _ = _normalise(_gram(zj, zi), self.eps)
+        return g_hat.reshape(m * m, -1), zj
 
     def vjp(self, zi, zj, gs, gb):
-        zi, zj = zi.view(-1, 3, self.m), zj.view(-1, 3, self.m)
-        g_gram = _normalised_gram_vjp(zj.transpose(-1, -2) @ zi, gs, self.eps)  # G = Z_jᵀ Z_i [C, m, m]
-        g_zi = zj @ g_gram
-        g_zj = zi @ g_gram.transpose(-1, -2)
+        m = self.m
+        zi, zj = zi.view(3, m, -1).transpose(0, 1), zj.view(3, m, -1).transpose(0, 1)
+        g = _gram(zj, zi)  # G[a, b] = z_j,a · z_i,b
+        _, r = _normalise(g, self.eps)
+        g_g = _normalise_vjp(g, r, gs.view(m, m, -1))
+        g_zi = _gram_vjp_b(g_g.transpose(0, 1), zj)  # Σ_a g[a, b] z_j,a
+        g_zj = _gram_vjp_b(g_g, zi)
         if gb is not None:
             g_zj = g_zj + gb
-        return g_zi.reshape(-1, 3 * self.m), g_zj.reshape(-1, 3 * self.m)
+        return g_zi.transpose(0, 1).reshape(3 * m, -1), g_zj.transpose(0, 1).reshape(3 * m, -1)
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -237,6 +265,11 @@ def _silu_grad(g: Tensor, z: Tensor) -> Tensor:
     return torch.ops.aten.silu_backward(g, z)
 
 
+def _weighted(t: Tensor, w: Tensor | None) -> Tensor:
+    """Rows of t [C, …] times w [C] (t itself when w is None)."""
+    return t if w is None else t * w.view((-1,) + (1,) * (t.dim() - 1))
+
+
 def _chunks(n_edges: int, chunk: int):
     for e0 in range(0, n_edges, chunk):
         yield e0, min(n_edges, e0 + chunk)
@@ -247,68 +280,99 @@ def _node_weight(w1: Tensor, f: int) -> Tensor:
     return torch.cat([w1[:, :f], w1[:, f : 2 * f]], dim=0)
 
 
-def _chunk_forward(cfg: _Config, i, j, nodes, pi, pj, attr, net: EdgeNet, w_s):
-    """The forward of one chunk: returns the activations (a dict) needed by the reduction and the backward."""
+class _Workspace:
+    """Chunk-sized scratch buffers reused by every chunk of one pipeline call (``out=`` operations).
+
+    A fresh [C, H] tensor per operation and chunk would come from freshly mapped pages each time (glibc returns
+    freed blocks of this size to the system), and its first touch page-faults; reused buffers stay mapped and
+    in cache. ``get(name, n, width)`` → a [n, width] view of buffer ``name``; with ``rows`` None (activations
+    kept for the backward) every call allocates.
+    """
+
+    def __init__(self, rows: int | None, like: Tensor):
+        self.rows, self.like, self.bufs = rows, like, {}
+
+    def get(self, name: str, n: int, width: int) -> Tensor:
+        if self.rows is None:
+            return self.like.new_empty(n, width)
+        b = self.bufs.get(name)
+        if b is None or b.shape[1] != width:
+            b = self.bufs[name] = self.like.new_empty(self.rows, width)
+        return b[:n]
+
+
+def _silu(x: Tensor, out: Tensor) -> Tensor:
+    return torch._C._nn.silu(x, out=out)
+
+
+def _silu_grad_out(g: Tensor, z: Tensor, out: Tensor) -> Tensor:
+    return torch.ops.aten.silu_backward.grad_input(g, z, grad_input=out)
+
+
+def _chunk_forward(cfg: _Config, i, j, nodes_t, pi, pj, attr_t, net: EdgeNet, w_s, ws: _Workspace):
+    """The forward of one chunk: the activations (a dict) needed by the reduction and the backward.
+
+    Row-major [C, H]: pre, a1, z2, m, z3, u3. Component-major: zi, zj [G, C], s [S, C], basis [q, 3, C],
+    c [q·o, C], vec [3·o, C].
+    """
     act = {}
+    n, H = i.shape[0], pi.shape[1]
     if cfg.geometry is not None:
-        zi, zj = nodes.index_select(0, i), nodes.index_select(0, j)
+        zi, zj = nodes_t.index_select(1, i), nodes_t.index_select(1, j)
         s_geo, basis = cfg.geometry(zi, zj)
         act.update(zi=zi, zj=zj, basis=basis)
-        s = s_geo if attr is None else torch.cat([s_geo, attr], dim=-1)
+        s = s_geo if attr_t is None else torch.cat([s_geo, attr_t], dim=0)
     else:
-        s = attr
+        s = attr_t
     act["s"] = s
-    pre = pi.index_select(0, i)  # P_i + b₁ (the bias is folded into P)
-    pre += pj.index_select(0, j)
-    if s is not None and s.shape[-1]:
-        pre.addmm_(s, w_s.t())
-    a1 = F.silu(pre)
+    pre = torch.index_select(pi, 0, i, out=ws.get("pre", n, H))  # P_i + b₁ (the bias is folded into P)
+    pre += torch.index_select(pj, 0, j, out=ws.get("tmp", n, H))
+    if s is not None and s.shape[0]:
+        pre.addmm_(s.t(), w_s.t())
+    a1 = _silu(pre, ws.get("a1", n, H))
     act.update(pre=pre, a1=a1)
     u = a1
     if net.w2 is not None:
-        z2 = torch.addmm(net.b2, a1, net.w2.t())
-        u = F.silu(z2)
+        z2 = torch.addmm(net.b2, a1, net.w2.t(), out=ws.get("z2", n, H))
+        u = _silu(z2, ws.get("m", n, H))
         act.update(z2=z2, m=u)
     if net.w4 is not None:
         u3 = u
         if net.w3 is not None:
-            z3 = torch.addmm(net.b3, u, net.w3.t())
-            u3 = F.silu(z3)
+            z3 = torch.addmm(net.b3, u, net.w3.t(), out=ws.get("z3", n, H))
+            u3 = _silu(z3, ws.get("u3", n, H))
             act["z3"] = z3
         act["u3"] = u3
-        c = u3 @ net.w4.t() if net.b4 is None else torch.addmm(net.b4, u3, net.w4.t())
+        # c = W₄ u (+ b₄), computed transposed: [q·o, H] @ [H, C] is twice as fast as the skinny [C, H] @ [H, q·o]
+        c = net.w4 @ u3.t() if net.b4 is None else torch.addmm(net.b4.unsqueeze(1), net.w4, u3.t())
         basis = act["basis"]
-        q, o = basis.shape[-1], cfg.n_out
-        if q == 1 and o == 1:
-            vec = basis.squeeze(-1) * c  # [C, 3]
-        else:  # B_e C_e, batched 3×q @ q×o (faster than a broadcast product and a sum on CPU)
-            vec = torch.bmm(basis, c.view(-1, q, o)).reshape(-1, 3 * o)
-        act.update(c=c, vec=vec)
+        q, o = basis.shape[0], cfg.n_out
+        vec = (basis.unsqueeze(2) * c.view(q, 1, o, -1)).sum(0)  # V = B C: Σ_k B_k c_k,o  [3, o, C]
+        act.update(c=c, vec=vec.view(3 * o, -1))
     return act
 
 
-def _weighted(t: Tensor, w: Tensor | None) -> Tensor:
-    return t if w is None else t * w.unsqueeze(-1)
-
-
-def _run_forward(cfg: _Config, edge_index, nodes, pi, pj, attr, weight, net: EdgeNet, w_s, keep: list | None):
+def _run_forward(cfg: _Config, edge_index, nodes_t, pi, pj, attr_t, weight, net: EdgeNet, w_s, keep):
     n, E = cfg.num_nodes, edge_index.shape[1]
     msum = pi.new_zeros(n, net.w2.shape[0]) if net.w2 is not None else pi.new_zeros(n, 0)
-    vsum = pi.new_zeros(n, 3 * cfg.n_out) if net.w4 is not None else pi.new_zeros(n, 0)
+    vsum_t = pi.new_zeros(3 * cfg.n_out, n) if net.w4 is not None else pi.new_zeros(0, n)
+    ws = _Workspace(None if keep is not None else min(cfg.chunk, E), pi)
     for e0, e1 in _chunks(E, cfg.chunk):
         i, j = edge_index[0, e0:e1], edge_index[1, e0:e1]
         w = None if weight is None else weight[e0:e1]
-        act = _chunk_forward(cfg, i, j, nodes, pi, pj, None if attr is None else attr[e0:e1], net, w_s)
+        act = _chunk_forward(cfg, i, j, nodes_t, pi, pj, None if attr_t is None else attr_t[:, e0:e1], net, w_s,
+                             ws)
         if net.w2 is not None:
-            msum.index_add_(0, i, _weighted(act["m"], w))
+            m = act["m"]
+            msum.index_add_(0, i, m if w is None else torch.mul(m, w.unsqueeze(1), out=ws.get("tmp", *m.shape)))
         if net.w4 is not None:
             vec = act["vec"]
             if cfg.clip is not None:
                 vec = vec.clamp(-cfg.clip, cfg.clip)
-            vsum.index_add_(0, i, _weighted(vec, w))
+            vsum_t.index_add_(1, i, vec if w is None else vec * w)
         if keep is not None:
             keep.append(act)
-    return msum, vsum
+    return msum, vsum_t.t()
 
 
 class _EdgePipeline(torch.autograd.Function):
@@ -320,10 +384,12 @@ class _EdgePipeline(torch.autograd.Function):
         proj = h @ _node_weight(w1, f).t()  # [N, 2H]: (P | Q)
         proj[:, :H] += b1  # (P + b₁ | Q): the bias once per node, not per edge
         pi, pj, w_s = proj[:, :H], proj[:, H:], w1[:, 2 * f :]
+        nodes_t = None if nodes is None else nodes.t().contiguous()  # [G, N]
+        attr_t = None if attr is None else attr.t().contiguous()  # [A, E]
         keep = [] if cfg.store else None
-        msum, vsum = _run_forward(cfg, edge_index, nodes, pi, pj, attr, weight, net, w_s, keep)
+        msum, vsum = _run_forward(cfg, edge_index, nodes_t, pi, pj, attr_t, weight, net, w_s, keep)
         ctx.cfg, ctx.keep = cfg, keep
-        ctx.save_for_backward(edge_index, h, nodes, attr, weight, w1, b1, w2, b2, w3, b3, w4, b4, proj)
+        ctx.save_for_backward(edge_index, h, nodes_t, attr_t, weight, w1, b1, w2, b2, w3, b3, w4, b4, proj)
         ctx.set_materialize_grads(False)
         return msum, vsum
 
@@ -331,16 +397,16 @@ class _EdgePipeline(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, g_msum, g_vsum):
         cfg: _Config = ctx.cfg
-        edge_index, h, nodes, attr, weight, w1, b1, w2, b2, w3, b3, w4, b4, proj = ctx.saved_tensors
+        edge_index, h, nodes_t, attr_t, weight, w1, b1, w2, b2, w3, b3, w4, b4, proj = ctx.saved_tensors
         net = EdgeNet(w1, b1, w2, b2, w3, b3, w4, b4)
         need = ctx.needs_input_grad  # (cfg, edge_index, h, nodes, attr, weight, w1, b1, w2, b2, w3, b3, w4, b4)
         f, H = h.shape[1], w1.shape[0]
         pi, pj, w_s = proj[:, :H], proj[:, H:], w1[:, 2 * f :]
         if w2 is None:
             g_msum = None
-        if w4 is None:
-            g_vsum = None
+        g_vsum_t = g_vsum.t().contiguous() if (w4 is not None and g_vsum is not None) else None  # [3·o, N]
         E = edge_index.shape[1]
+        o = cfg.n_out
         n_geo = cfg.geometry.n_scalars if cfg.geometry is not None else 0
 
         def zeros(t, flag):
@@ -348,75 +414,75 @@ class _EdgePipeline(torch.autograd.Function):
 
         g_proj = torch.zeros_like(proj) if (need[2] or need[6]) else None
         g_pi, g_pj = (g_proj[:, :H], g_proj[:, H:]) if g_proj is not None else (None, None)
-        g_nodes, g_attr, g_weight = zeros(nodes, need[3]), zeros(attr, need[4]), zeros(weight, need[5])
+        g_nodes_t, g_attr_t, g_weight = zeros(nodes_t, need[3]), zeros(attr_t, need[4]), zeros(weight, need[5])
         g_w1, g_b1, g_w2, g_b2 = zeros(w1, need[6]), zeros(b1, need[7]), zeros(w2, need[8]), zeros(b2, need[9])
         g_w3, g_b3, g_w4, g_b4 = zeros(w3, need[10]), zeros(b3, need[11]), zeros(w4, need[12]), zeros(b4, need[13])
         g_ws = g_w1[:, 2 * f :] if g_w1 is not None else None
-        need_s = g_ws is not None or g_attr is not None or (g_nodes is not None and n_geo > 0)
+        need_s = g_ws is not None or g_attr_t is not None or (g_nodes_t is not None and n_geo > 0)
+        fw = _Workspace(min(cfg.chunk, E), proj)  # the recomputed forward's buffers
+        bw = _Workspace(min(cfg.chunk, E), proj)  # the backward's
         for k, (e0, e1) in enumerate(_chunks(E, cfg.chunk)):
             i, j = edge_index[0, e0:e1], edge_index[1, e0:e1]
-            w = None if weight is None else weight[e0:e1].unsqueeze(-1)
+            nc = e1 - e0
+            w = None if weight is None else weight[e0:e1]
             if ctx.keep is not None:
                 act = ctx.keep[k]
             else:
-                act = _chunk_forward(cfg, i, j, nodes, pi, pj, None if attr is None else attr[e0:e1], net, w_s)
+                a_t = None if attr_t is None else attr_t[:, e0:e1]
+                act = _chunk_forward(cfg, i, j, nodes_t, pi, pj, a_t, net, w_s, fw)
             g_u = None  # gradient reaching u (m, or σ(p) without a message layer)
             g_basis = None
-            if g_vsum is not None:
-                gv = g_vsum.index_select(0, i)  # [C, 3·o]
+            if g_vsum_t is not None:
+                gv = g_vsum_t.index_select(1, i)  # [3·o, C]
                 vec = act["vec"]
                 if g_weight is not None:
                     vc = vec if cfg.clip is None else vec.clamp(-cfg.clip, cfg.clip)
-                    g_weight[e0:e1] += (gv * vc).sum(-1)
+                    g_weight[e0:e1] += (gv * vc).sum(0)
                 if w is not None:
                     gv = gv * w
                 if cfg.clip is not None:
                     gv = gv * ((vec >= -cfg.clip) & (vec <= cfg.clip))
                 basis, c, u3 = act["basis"], act["c"], act["u3"]
-                q, o = basis.shape[-1], cfg.n_out
-                if q == 1 and o == 1:
-                    g_c = (gv * basis.squeeze(-1)).sum(-1, keepdim=True)
-                    g_basis = (gv * c).unsqueeze(-1)
-                else:
-                    gv3 = gv.view(-1, 3, o)
-                    g_c = torch.bmm(basis.transpose(1, 2), gv3).reshape(-1, q * o)  # Bᵀ g  [C, q, o]
-                    g_basis = torch.bmm(gv3, c.view(-1, q, o).transpose(1, 2))  # g Cᵀ  [C, 3, q]
+                q = basis.shape[0]
+                gv3 = gv.view(1, 3, o, -1)
+                g_c = (basis.unsqueeze(2) * gv3).sum(1).view(q * o, -1)  # Bᵀ g  [q·o, C]
+                g_basis = (gv3 * c.view(q, 1, o, -1)).sum(2)  # g Cᵀ  [q, 3, C]
                 if g_w4 is not None:
-                    g_w4.addmm_(g_c.t(), u3)
+                    g_w4.addmm_(g_c, u3)
                 if g_b4 is not None:
-                    g_b4 += g_c.sum(0)
-                g_u3 = g_c @ w4
+                    g_b4 += g_c.sum(1)
+                g_u3 = torch.mm(g_c.t(), w4, out=bw.get("a", nc, H))  # [C, H]
                 if w3 is not None:
-                    g_z3 = _silu_grad(g_u3, act["z3"])
+                    g_z3 = _silu_grad_out(g_u3, act["z3"], bw.get("b", nc, H))
                     if g_w3 is not None:
                         g_w3.addmm_(g_z3.t(), act["m"] if w2 is not None else act["a1"])
                     if g_b3 is not None:
                         g_b3 += g_z3.sum(0)
-                    g_u = g_z3 @ w3
+                    g_u = torch.mm(g_z3, w3, out=bw.get("a", nc, H))
                 else:
                     g_u = g_u3
             if w2 is not None:
                 g_m = g_u
                 if g_msum is not None:
-                    gm = g_msum.index_select(0, i)
+                    gm = torch.index_select(g_msum, 0, i, out=bw.get("b", nc, H))
                     if g_weight is not None:
-                        g_weight[e0:e1] += (gm * act["m"]).sum(-1)
+                        g_weight[e0:e1] += (gm * act["m"]).sum(1)
                     if w is not None:
-                        gm = gm * w
-                    g_m = gm if g_m is None else g_m + gm
+                        gm *= w.unsqueeze(1)
+                    g_m = gm if g_m is None else g_m.add_(gm)
                 if g_m is None:
                     continue
-                g_z2 = _silu_grad(g_m, act["z2"])
+                g_z2 = _silu_grad_out(g_m, act["z2"], bw.get("c", nc, H))
                 if g_w2 is not None:
                     g_w2.addmm_(g_z2.t(), act["a1"])
                 if g_b2 is not None:
                     g_b2 += g_z2.sum(0)
-                g_a1 = g_z2 @ w2
+                g_a1 = torch.mm(g_z2, w2, out=bw.get("a", nc, H))
             else:
                 if g_u is None:
                     continue
                 g_a1 = g_u
-            g_pre = _silu_grad(g_a1, act["pre"])
+            g_pre = _silu_grad_out(g_a1, act["pre"], bw.get("b", nc, H))
             if g_proj is not None:
                 g_pi.index_add_(0, i, g_pre)
                 g_pj.index_add_(0, j, g_pre)
@@ -424,18 +490,18 @@ class _EdgePipeline(torch.autograd.Function):
                 g_b1 += g_pre.sum(0)
             s = act["s"]
             g_s = None
-            if s is not None and s.shape[-1]:
+            if s is not None and s.shape[0]:
                 if g_ws is not None:
-                    g_ws.addmm_(g_pre.t(), s)
+                    g_ws.addmm_(g_pre.t(), s.t())
                 if need_s:
-                    g_s = g_pre @ w_s
-            if g_attr is not None and g_s is not None:
-                g_attr[e0:e1] = g_s[:, n_geo:]
-            if g_nodes is not None and cfg.geometry is not None:
-                gs_geo = g_s[:, :n_geo] if g_s is not None else torch.zeros_like(s[:, :n_geo])
+                    g_s = torch.mm(w_s.t(), g_pre.t())  # [S, C], component-major like s
+            if g_attr_t is not None and g_s is not None:
+                g_attr_t[:, e0:e1] = g_s[n_geo:]
+            if g_nodes_t is not None and cfg.geometry is not None:
+                gs_geo = g_s[:n_geo] if g_s is not None else torch.zeros_like(s[:n_geo])
                 g_zi, g_zj = cfg.geometry.vjp(act["zi"], act["zj"], gs_geo, g_basis)
-                g_nodes.index_add_(0, i, g_zi)
-                g_nodes.index_add_(0, j, g_zj)
+                g_nodes_t.index_add_(1, i, g_zi)
+                g_nodes_t.index_add_(1, j, g_zj)
         ctx.keep = None
         g_h = None
         if g_proj is not None and g_b1 is not None:
@@ -448,6 +514,8 @@ class _EdgePipeline(torch.autograd.Function):
                 g_node = g_proj.t() @ h  # [2H, F]
                 g_w1[:, :f] = g_node[:H]
                 g_w1[:, f : 2 * f] = g_node[H:]
+        g_nodes = None if g_nodes_t is None else g_nodes_t.t()
+        g_attr = None if g_attr_t is None else g_attr_t.t()
         return (None, None, g_h, g_nodes, g_attr, g_weight, g_w1, g_b1, g_w2, g_b2, g_w3, g_b3, g_w4, g_b4)
 
 
@@ -467,7 +535,8 @@ def edge_pipeline(net: EdgeNet, edge_index: Tensor, h: Tensor, *, nodes: Tensor 
         clip: clamp of every entry of V_e to ±clip (before the weight), or None.
         chunk_size: edges per chunk (default ``CHUNK_SIZE``). store_limit_bytes: keep the activations for the
             backward when they need less than this (default ``STORE_LIMIT_BYTES``), else recompute.
-    Returns: (M [N, H] or None without a message layer, U [N, 3·o] or None without a vector head).
+    Returns: (M [N, H] or None without a message layer, U [N, 3·o] or None without a vector head; U's columns
+        are (spatial component d, channel) → d·o + channel).
     """
     H = net.w1.shape[0]
     E = edge_index.shape[1]

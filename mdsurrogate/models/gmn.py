@@ -66,7 +66,7 @@ class GMNLayer(EMMP):
     def forward(self, h: Tensor, x: Tensor, v: Tensor, edge_index: Tensor, edge_attr: Tensor, agg: Aggregator,
                 edge_weight: Tensor | None = None):
         Z = torch.stack([x, v], dim=-1)
-        if fused_enabled(self.act):
+        if fused_enabled(self.act, edge_index.shape[1]):
             lin2, hid, last = self.edge_out[1], self.force[0], self.force[2]
             net = EdgeNet(self.edge_in.linear.weight, self.edge_in.linear.bias, lin2.weight, lin2.bias,
                           hid.weight, hid.bias, last.weight, last.bias)

@@ -53,7 +53,7 @@ class MPNNLayer(nn.Module):
         self.node = mlp(2 * hidden, hidden, hidden, act)
 
     def forward(self, h, edge_index, edge_attr, agg: Aggregator, edge_weight=None):
-        if fused_enabled(self.act):
+        if fused_enabled(self.act, edge_index.shape[1]):
             lin2 = self.edge_out[1]
             net = EdgeNet(self.edge_in.linear.weight, self.edge_in.linear.bias, lin2.weight, lin2.bias)
             msum, _ = edge_pipeline(net, edge_index, h, attr=edge_attr, edge_weight=edge_weight)

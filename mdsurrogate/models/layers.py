@@ -111,7 +111,7 @@ class EGCL(nn.Module):
         self.node = mlp(2 * hidden, hidden, hidden, act)
 
     def forward(self, h, x, v, edge_index, edge_attr, agg: Aggregator, edge_weight: Tensor | None = None):
-        if fused_enabled(self.act):
+        if fused_enabled(self.act, edge_index.shape[1]):
             msum, dx = self.edges_fused(h, x, edge_index, edge_attr, edge_weight)
             dx = dx * agg.inv_degree(dx.dtype, edge_weight)
         else:
@@ -181,7 +181,7 @@ class VelocityReadout(nn.Module):
         nn.init.zeros_(self.gamma[-1].bias)
 
     def forward(self, h, x, x_new, v, edge_index, agg: Aggregator, edge_weight: Tensor | None = None):
-        if fused_enabled(self.act):
+        if fused_enabled(self.act, edge_index.shape[1]):
             last = self.gamma[-1]
             net = EdgeNet(self.pair.linear.weight, self.pair.linear.bias, w4=last.weight, b4=last.bias)
             _, pair_sum = edge_pipeline(net, edge_index, h, nodes=x_new, geometry=RELATIVE_POSITION,
