@@ -23,6 +23,15 @@ every flat cluster array [B·K, …]; pooling is a segment sum over ``batch``, u
 computed from the edge list (Σ_edges S_ik S_jl), never from a dense ΣN×ΣN matrix. No Python loop runs over
 graphs, nodes or clusters.
 
+Smooth cutoff: with ``GraphBatch.edge_weight`` (w_ij ∈ [0, 1] on the global edges) the low-level block's messages
+and matrix updates are multiplied by w_ij (means become w-weighted means, ``Aggregator.inv_degree``) and the
+cluster graph's attribute is Sᵀ W S with W_ij = w_ij, so a step is continuous as an atom crosses the cutoff.
+Local and cluster edges carry no weight.
+
+Implementation: the EMMP layers run through the fused, chunked edge pipeline (``fused.edge_pipeline``) and
+``Sᵀ A S`` through chunked neighbour sums (``fused.neighbour_sum``) unless ``fused.edge_impl()`` is
+``"reference"``; both give the same numbers (tests/test_fused.py).
+
 Shapes: ΣN nodes, B graphs, K clusters, H hidden, E / E_l / E_c global / local / cluster edges; a matrix of
 m vector channels is [n, 3, m] (channels last). Units: whatever the dataset uses (Å, Å/ps for MD;
 dimensionless for the synthetic systems); every scalar input is taken as invariant.
