@@ -33,6 +33,7 @@ Shapes: N nodes (receivers and senders index the same node arrays), E edges (``e
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -280,24 +281,35 @@ def _chunks(n_edges: int, chunk: int):
         yield e0, min(n_edges, e0 + chunk)
 
 
+_POOLS = threading.local()  # per-thread workspace buffers, kept between calls (see _Workspace)
+
+
+def release_workspaces() -> None:
+    """Free the chunk buffers kept between calls by this thread (a few MiB per hidden width)."""
+    _POOLS.__dict__.clear()
+
+
 class _Workspace:
-    """Chunk-sized scratch buffers reused by every chunk of one pipeline call (``out=`` operations).
+    """Chunk-sized scratch buffers for the ``out=`` operations of the chunks of a pipeline call.
 
     A fresh [C, H] tensor per operation and chunk would come from freshly mapped pages each time (glibc returns
-    freed blocks of this size to the system), and its first touch page-faults; reused buffers stay mapped and
-    in cache. ``get(name, n, width)`` → a [n, width] view of buffer ``name``; with ``rows`` None (activations
-    kept for the backward) every call allocates.
+    freed blocks of this size to the system), and its first touch page-faults; the buffers are therefore kept in
+    a per-thread pool between chunks and calls (``release_workspaces`` frees them). ``get(name, n, width)`` → a
+    [n, width] view of buffer ``name`` of this workspace's ``role`` (the forward's and the backward's buffers are
+    distinct); with ``rows`` None (activations kept for the backward) every call allocates.
     """
 
-    def __init__(self, rows: int | None, like: Tensor):
-        self.rows, self.like, self.bufs = rows, like, {}
+    def __init__(self, rows: int | None, like: Tensor, role: str = "fw"):
+        self.rows, self.like, self.role = rows, like, role
+        self.pool = _POOLS.__dict__.setdefault("bufs", {})
 
     def get(self, name: str, n: int, width: int) -> Tensor:
         if self.rows is None:
             return self.like.new_empty(n, width)
-        b = self.bufs.get(name)
-        if b is None or b.shape[1] != width:
-            b = self.bufs[name] = self.like.new_empty(self.rows, width)
+        key = (self.role, name, width, self.like.dtype, self.like.device)
+        b = self.pool.get(key)
+        if b is None or b.shape[0] < self.rows:
+            b = self.pool[key] = self.like.new_empty(self.rows, width)
         return b[:n]
 
 
@@ -418,8 +430,8 @@ class _EdgePipeline(torch.autograd.Function):
         g_w3, g_b3, g_w4, g_b4 = zeros(w3, need[10]), zeros(b3, need[11]), zeros(w4, need[12]), zeros(b4, need[13])
         g_ws = g_w1[:, 2 * f :] if g_w1 is not None else None
         need_s = g_ws is not None or g_attr_t is not None or (g_nodes_t is not None and n_geo > 0)
-        fw = _Workspace(min(cfg.chunk, E), pi)  # the recomputed forward's buffers
-        bw = _Workspace(min(cfg.chunk, E), pi)  # the backward's
+        fw = _Workspace(min(cfg.chunk, E), pi, "fw")  # the recomputed forward's buffers
+        bw = _Workspace(min(cfg.chunk, E), pi, "bw")  # the backward's
         for k, (e0, e1) in enumerate(_chunks(E, cfg.chunk)):
             i, j = edge_index[0, e0:e1], edge_index[1, e0:e1]
             nc = e1 - e0
