@@ -55,24 +55,25 @@ def parse_args(argv=None):
 
 def random_checkpoint(path: Path, recipe: str) -> Path:
     """A potential checkpoint with random weights and the recipe's model hyper-parameters (Cu only)."""
+    from mdsurrogate.config import load_recipe
     from mdsurrogate.models.potential import EGNNPotential
-    from mdsurrogate.training.checkpoint import save_checkpoint
-    from mdsurrogate.training.potential_recipe import MODEL_KEYS, potential_arguments, read_raw_recipe
+    from mdsurrogate.training.checkpoint import Checkpoint, DatasetInfo
 
-    args = potential_arguments(read_raw_recipe(recipe))
+    rec, _ = load_recipe(recipe)
+    if rec.task != "potential":
+        raise SystemExit(f"--recipe: {recipe} is not a potential recipe")
     torch.manual_seed(0)
-    hp = {"elements": [29], "cutoff": 5.0, **{k: args[k] for k in MODEL_KEYS if k in args},
-          "avg_neighbors": AVG_NEIGHBORS}
+    hp = {"elements": [29], "cutoff": 5.0, **rec.model.params, "avg_neighbors": AVG_NEIGHBORS}
     model = EGNNPotential(**hp)
     with torch.no_grad():
         model.reference_energies.fill_(-0.01)
         model.energy_scale.fill_(0.3)
-    return save_checkpoint(path, {
-        "kind": "potential", "model": {"name": model.name, "hparams": hp},
-        "state_dict": {k: v.detach() for k, v in model.state_dict().items()},
-        "features": {"global_graph": {"kind": "radius", "cutoff": hp["cutoff"]}, "node": [], "edge": ["dist"]},
-        "dataset": {"units": {"length": "Å", "energy": "eV"}},
-    })
+    return Checkpoint(
+        kind="potential", model_name=model.name, hparams=hp,
+        state_dict={k: v.detach() for k, v in model.state_dict().items()},
+        features={"global_graph": {"kind": "radius", "cutoff": hp["cutoff"]}, "node": [], "edge": ["dist"]},
+        dataset=DatasetInfo(units={"length": "Å", "energy": "eV"}, task="potential", elements=[29]),
+    ).save(path)
 
 
 def fcc_cell(n_atoms: int):
@@ -144,7 +145,7 @@ def main(argv=None) -> int:
     result = {
         "benchmark": "ase_calculator_calls_per_second",
         "checkpoint": str(args.checkpoint) if args.checkpoint else f"random weights, model of {args.recipe}",
-        "model": {k: v for k, v in calc.checkpoint["model"]["hparams"].items() if k != "elements"},
+        "model": {k: v for k, v in calc.checkpoint.hparams.items() if k != "elements"},
         "device": str(calc.device), "device_name": device_name or platform.machine(), "dtype": args.dtype,
         "torch_threads": torch.get_num_threads(), "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
         "cpu_count": os.cpu_count(), "torch": torch.__version__, "python": platform.python_version(),

@@ -27,11 +27,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from mdsurrogate.data.atoms import AtomTopology
 from mdsurrogate.data.graph import sizes_to_ptr
 from mdsurrogate.data.topology import BatchTopology
-from mdsurrogate.io.mdsr import read_mdsr, write_mdsr
-from mdsurrogate.io.topology import AtomTopology
-from mdsurrogate.models.base import build_model
+from mdsurrogate.models.registry import build_model
+from mdsurrogate.simulation.mdsr import read_mdsr, write_mdsr
 from mdsurrogate.training.checkpoint import save_checkpoint
 
 

@@ -36,7 +36,8 @@ from mdsurrogate.data.featurize import Featurizer
 from mdsurrogate.data.graph import sizes_to_ptr
 from mdsurrogate.data.topology import BatchTopology, EdgeSet
 from mdsurrogate.models import registry  # noqa: F401  (every model registers itself)
-from mdsurrogate.models.base import MODELS, build_model, count_parameters
+from mdsurrogate.models.base import MODELS, count_parameters
+from mdsurrogate.models.registry import build_model
 
 MODEL_ARGS = {
     "egnn": {"hidden": 64, "layers": 4},

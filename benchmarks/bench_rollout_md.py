@@ -24,7 +24,7 @@ import torch
 
 from mdsurrogate.data.featurize import Featurizer
 from mdsurrogate.data.topology import BatchTopology, EdgeSet
-from mdsurrogate.models.base import build_model
+from mdsurrogate.models.registry import build_model
 
 ARCH = {"eghn": {"hidden": 128, "n_clusters": 20, "layers": 4, "pool_layers": 4, "decoder_layers": 2,
                  "cut_weight": 2.0},

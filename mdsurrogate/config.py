@@ -1,19 +1,28 @@
-"""Recipes: one TOML file naming the dataset, the model and its hyper-parameters, and the training schedule.
+"""Recipes: one TOML schema for every model, naming the dataset, the model and its hyper-parameters, and training.
 
     name = "nbody_egnn"                 # optional
     description = "…"                   # optional
     base = "other_recipe.toml"          # optional: start from another recipe (path relative to this file)
     [data]
     path = "data/nbody_small"           # a dataset made by `mdsurrogate ingest`
-    max_train_samples = 3000            # optional cap (first samples of the train split)
+    max_train_samples = 3000            # optional cap (first samples/frames of the train split)
     [model]
-    name = "egnn"                       # any registered model; other keys are its hyper-parameters
+    name = "egnn"                       # a registered propagator or potential; other keys: its hyper-parameters
     hidden = 64
     [train]
     epochs = 10000 …                    # see TrainConfig
 
-Unknown keys are errors that name the closest valid key. ``--set section.key=value`` overrides any entry
-(the value is parsed as TOML, so ``--set train.lr=1e-3`` is a float and ``--set model.name=linear`` a string).
+The ``[model] name`` decides the *task*: a propagator (state at t → state at t + Δ, e.g. ``egnn``, ``eghn``) or a
+learned potential (energy and forces, ``egnn_potential``). Both read the same ``[data]``, ``[model]`` and
+``[train]`` sections; a few ``[train]`` keys belong to one task only (``TASK_KEYS``: the loss weights, AMP and
+compilation) and are errors in a recipe of the other task. Keys a recipe leaves out take the defaults of
+:class:`TrainConfig`, except where the task has its own (``TASK_DEFAULTS``: potentials keep their cosine decay and
+gradient clipping). Unknown keys are errors that name the closest valid key. ``--set section.key=value``
+overrides any entry (the value is parsed as TOML, so ``--set train.lr=1e-3`` is a float and
+``--set model.name=linear`` a string).
+
+A recipe is given as a path to a TOML file or as the name of a shipped recipe (``nbody_demo``; see
+:mod:`mdsurrogate.catalog`).
 """
 
 from __future__ import annotations
@@ -24,7 +33,12 @@ import tomllib
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
+from .catalog import merge, read_recipe, read_recipe_file  # noqa: F401  (re-exported: the recipe readers)
 from .errors import RecipeError
+
+TASKS = ("propagator", "potential")
+SCHEDULES = ("constant", "cosine", "plateau")
+DTYPE_NAMES = ("float32", "float64")
 
 
 @dataclass
@@ -35,23 +49,63 @@ class DataConfig:
 
 @dataclass
 class TrainConfig:
-    """Training schedule. Defaults are the EGNN/EGHN papers' protocol (protocols.md §0)."""
+    """Training settings. The defaults are the EGNN/EGHN papers' protocol for propagators (constant learning rate,
+    no EMA, no clipping); ``TASK_DEFAULTS`` holds where potentials differ.
 
+    Protocol: evaluate every ``eval_every`` epochs (epoch 0, k, 2k, … and the last) and keep the weights of the
+    evaluation with the lowest validation figure (strict "<": the first best wins).
+    """
+
+    # epochs, evaluations, stopping
     epochs: int = 10000
     batch_size: int = 100
     eval_batch_size: int | None = None  # default: batch_size
+    eval_every: int = 5  # epochs between evaluations (epoch 0, k, 2k, … and the last)
+    patience: int = 0  # evaluations without a better validation figure before stopping; 0 = never stop early
+    max_minutes: float = 0.0  # wall-clock budget: stop at the first evaluation after it (0 = none)
+    seed: int = 1  # initial weights and batch order
+    drop_last: bool = True  # drop the last incomplete training batch (the papers do)
+    log_every: int = 1  # epochs between metrics lines for the training loss (evaluations are always logged)
+    # optimiser (Adam) and learning-rate schedule
     lr: float = 5e-4
     weight_decay: float = 1e-12
-    seed: int = 1
-    eval_every: int = 5  # epochs between val/test evaluations (epoch 0, k, 2k, …)
-    patience: int = 0  # evaluations without val improvement before stopping; 0 = never stop early
-    max_minutes: float = 0.0  # wall-clock budget: stop at the first evaluation after it (0 = none)
-    velocity_weight: float = 0.0  # weight of the next-velocity MSE in the loss (the papers train positions only)
-    grad_clip: float | None = None  # max gradient norm; None = no clipping (papers)
-    drop_last: bool = True  # the papers drop the last incomplete training batch
-    amp: bool = False  # bf16 autocast (CUDA only)
-    compile: bool = False  # torch.compile the model (CUDA only)
-    log_every: int = 1  # epochs between metrics lines for training loss
+    schedule: str = "constant"  # constant | cosine (to lr · lr_final_ratio at the last epoch) | plateau
+    warmup_epochs: int = 0  # linear warm-up from lr / warmup_epochs to lr over these epochs (any schedule)
+    lr_final_ratio: float = 0.02  # cosine: final lr / lr; plateau: the floor of lr / lr
+    plateau_factor: float = 0.5  # plateau: lr ← lr · factor …
+    plateau_patience: int = 10  # … after this many evaluations without a better validation figure
+    grad_clip: float = 0.0  # maximum gradient norm; 0 = no clipping
+    ema_decay: float = 0.0  # exponential moving average of the weights (evaluated, saved in best.pt); 0 = off
+    dtype: str = "float32"  # float32 | float64: the model's and the data's precision in training
+    amp: bool = False  # bf16 autocast (CUDA only; propagators)
+    compile: bool = False  # torch.compile the model (CUDA only; propagators)
+    # the loss
+    velocity_weight: float = 0.0  # propagators: weight of the next-velocity MSE (the papers train positions only)
+    rollout_steps: int = 1  # propagators: model steps chained with gradients per sample (1 = the papers' loss)
+    rollout_curriculum: int = 0  # epochs over which the chain grows from 1 to rollout_steps (0 = at once)
+    rollout_noise: str = "sample"  # stochastic models: continue the chain from a draw (sample) or the mean (mean)
+    input_noise: float = 0.0  # σ (length unit) of Gaussian noise added to the input positions (denoising)
+    bond_weight: float = 0.0  # weight of the local-edge (bond, bone) length error
+    select: str = "mse"  # model selection on the one-step val MSE (mse) or the val rollout MSE (rollout)
+    select_steps: int = 10  # select = "rollout": model steps of the validation rollouts
+    energy_weight: float = 1.0  # potentials: w_E on the per-atom energy error (eV/atom)²
+    force_weight: float = 1.0  # potentials: w_F on the force component error (eV/Å)²
+
+
+# [train] keys that belong to one task only
+TASK_KEYS: dict[str, str] = {"velocity_weight": "propagator", "amp": "propagator", "compile": "propagator",
+                             **dict.fromkeys(("rollout_steps", "rollout_curriculum", "rollout_noise", "input_noise",
+                                              "bond_weight", "select", "select_steps"), "propagator"),
+                             "energy_weight": "potential", "force_weight": "potential"}
+# where a task's defaults differ from TrainConfig's
+TASK_DEFAULTS: dict[str, dict] = {
+    "propagator": {},
+    "potential": {"epochs": 100, "batch_size": 8, "eval_batch_size": 32, "eval_every": 1, "seed": 0,
+                  "drop_last": False, "lr": 2e-3, "weight_decay": 0.0, "schedule": "cosine", "grad_clip": 10.0},
+}
+# model constructor arguments the trainer derives from the dataset (not recipe keys)
+DERIVED_MODEL_ARGS: dict[str, tuple[str, ...]] = {"propagator": ("node_dim", "edge_dim", "local_edge_dim"),
+                                                  "potential": ("elements", "avg_neighbors")}
 
 
 @dataclass
@@ -67,38 +121,55 @@ class Recipe:
     train: TrainConfig = field(default_factory=TrainConfig)
     name: str = ""
     description: str = ""
+    task: str = "propagator"  # from the model name: "propagator" or "potential"
 
     def to_dict(self) -> dict:
-        d = {"name": self.name, "description": self.description, "data": asdict(self.data),
-             "model": {"name": self.model.name, **self.model.params}, "train": asdict(self.train)}
-        d["data"] = {k: v for k, v in d["data"].items() if v is not None}
-        d["train"] = {k: v for k, v in d["train"].items() if v is not None}
-        return d
+        """The resolved recipe (every [train] key of its task, defaults included) as TOML-ready data."""
+        train = {k: v for k, v in asdict(self.train).items()
+                 if v is not None and TASK_KEYS.get(k, self.task) == self.task}
+        return {"name": self.name, "description": self.description,
+                "data": {k: v for k, v in asdict(self.data).items() if v is not None},
+                "model": {"name": self.model.name, **self.model.params}, "train": train}
 
 
-def _closest(key: str, valid: list[str]) -> str:
+def closest(key: str, valid: list[str]) -> str:
+    """"; did you mean 'x'?" for the closest valid key, else the list of valid keys."""
     match = difflib.get_close_matches(key, valid, n=1, cutoff=0.5)
     return f"; did you mean {match[0]!r}?" if match else f"; valid keys: {', '.join(sorted(valid))}"
 
 
-def _coerce(section: str, cls, raw: dict):
-    valid = {f.name: f for f in fields(cls)}
-    out = {}
+_closest = closest  # the former private name
+
+
+def _check_type(where: str, value, default):
+    """``value`` for a key whose default is ``default``, type-checked (ints are accepted for floats)."""
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise RecipeError(f"{where} must be true or false, not {value!r}")
+    elif isinstance(default, int):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise RecipeError(f"{where} must be an integer, not {value!r}")
+    elif isinstance(default, float):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise RecipeError(f"{where} must be a number, not {value!r}")
+        return float(value)
+    elif isinstance(default, str) and not isinstance(value, str):
+        raise RecipeError(f"{where} must be a string, not {value!r}")
+    return value
+
+
+def _coerce(section: str, cls, raw: dict, defaults: dict | None = None, optional_ints=()):
+    valid = {f.name for f in fields(cls)}
+    base = cls(**(defaults or {}))
+    out = dict(defaults or {})
     for key, value in raw.items():
         if key not in valid:
-            raise RecipeError(f"unknown key {section}.{key}{_closest(key, list(valid))}")
-        default = getattr(cls(), key)
-        if isinstance(default, bool):
-            if not isinstance(value, bool):
-                raise RecipeError(f"{section}.{key} must be true or false, not {value!r}")
-        elif isinstance(default, int) and not isinstance(default, bool):
-            if isinstance(value, bool) or not isinstance(value, int):
-                raise RecipeError(f"{section}.{key} must be an integer, not {value!r}")
-        elif isinstance(default, float):
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise RecipeError(f"{section}.{key} must be a number, not {value!r}")
-            value = float(value)
-        out[key] = value
+            if section == "train" and key == "max_seconds":
+                raise RecipeError("unknown key train.max_seconds; the wall-clock budget is train.max_minutes (in "
+                                  "minutes)")
+            raise RecipeError(f"unknown key {section}.{key}{closest(key, list(valid))}")
+        default = 0 if key in optional_ints else getattr(base, key)
+        out[key] = _check_type(f"{section}.{key}", value, default)
     return cls(**out)
 
 
@@ -129,77 +200,121 @@ def check_sections(raw: dict, valid_top: list[str]) -> None:
     """Unknown top-level keys name the closest valid one; [data], [model] and [train] must be tables."""
     for key in raw:
         if key not in valid_top:
-            raise RecipeError(f"unknown recipe section {key!r}{_closest(key, valid_top)}")
+            raise RecipeError(f"unknown recipe section {key!r}{closest(key, valid_top)}")
     for sec in ("data", "model", "train"):
         if sec in raw and not isinstance(raw[sec], dict):
             raise RecipeError(f"[{sec}] must be a table")
 
 
+def model_task(name: str) -> str:
+    """"propagator" or "potential" for a registered model name; a RecipeError naming the closest otherwise."""
+    from .models import registry  # noqa: F401  (registers the propagators)
+    from .models.base import MODELS
+    from .models.potential import POTENTIALS
+
+    if name in POTENTIALS:
+        return "potential"
+    if name in MODELS:
+        return "propagator"
+    raise RecipeError(f"unknown model {name!r}{closest(name, list(MODELS) + list(POTENTIALS))}")
+
+
 def recipe_from_dict(raw: dict) -> Recipe:
+    """Validate a raw recipe dict (``base`` already resolved) into a :class:`Recipe` with its task's defaults."""
     check_sections(raw, ["data", "model", "train", "name", "description", "base"])
-    raw = {k: v for k, v in raw.items() if k != "base"}
     model_raw = dict(raw.get("model", {}))
     name = model_raw.pop("name", "egnn")
+    if not isinstance(name, str):
+        raise RecipeError(f"model.name must be a string, not {name!r}")
+    task = model_task(name)
+    train_raw = dict(raw.get("train", {}))
+    for key in train_raw:
+        owner = TASK_KEYS.get(key)
+        if owner is not None and owner != task:
+            raise RecipeError(f"train.{key} applies to {owner} models only; model {name!r} is a {task}")
     recipe = Recipe(
-        data=_coerce("data", DataConfig, raw.get("data", {})),
+        data=_coerce("data", DataConfig, raw.get("data", {}), optional_ints=("max_train_samples",)),
         model=ModelConfig(name=name, params=model_raw),
-        train=_coerce("train", TrainConfig, raw.get("train", {})),
+        train=_coerce("train", TrainConfig, train_raw, TASK_DEFAULTS[task], optional_ints=("eval_batch_size",)),
         name=str(raw.get("name", "")),
         description=str(raw.get("description", "")),
+        task=task,
     )
-    validate_model(recipe.model)
-    t = recipe.train
-    if t.epochs < 1 or t.batch_size < 1 or t.eval_every < 1 or t.lr <= 0:
-        raise RecipeError("train.epochs, train.batch_size and train.eval_every must be ≥ 1 and train.lr > 0")
+    validate_model(recipe.model, task)
+    validate_train(recipe.train)
+    if recipe.data.max_train_samples is not None and recipe.data.max_train_samples < 1:
+        raise RecipeError("data.max_train_samples must be ≥ 1")
     return recipe
 
 
-def validate_model(model: ModelConfig) -> None:
-    """Check that the model exists and that every hyper-parameter is one its constructor takes."""
-    from .models import registry  # noqa: F401
+def validate_train(t: TrainConfig) -> None:
+    """Ranges and choices of the [train] values."""
+    for key in ("epochs", "batch_size", "eval_every", "log_every", "rollout_steps", "select_steps"):
+        if getattr(t, key) < 1:
+            raise RecipeError(f"train.{key} must be ≥ 1")
+    if t.eval_batch_size is not None and t.eval_batch_size < 1:
+        raise RecipeError("train.eval_batch_size must be ≥ 1")
+    if not t.lr > 0:
+        raise RecipeError(f"train.lr must be positive, not {t.lr}")
+    for key in ("patience", "warmup_epochs", "plateau_patience", "max_minutes", "grad_clip", "weight_decay",
+                "velocity_weight", "energy_weight", "force_weight", "rollout_curriculum", "input_noise",
+                "bond_weight"):
+        if not getattr(t, key) >= 0:  # NaN too
+            raise RecipeError(f"train.{key} must be ≥ 0, not {getattr(t, key)}")
+    if t.rollout_noise not in ("sample", "mean"):
+        raise RecipeError(f"train.rollout_noise must be 'sample' or 'mean', not {t.rollout_noise!r}")
+    if t.select not in ("mse", "rollout"):
+        raise RecipeError(f"train.select must be 'mse' or 'rollout', not {t.select!r}")
+    if t.schedule not in SCHEDULES:
+        raise RecipeError(f"train.schedule must be one of {', '.join(SCHEDULES)}, not {t.schedule!r}")
+    if t.dtype not in DTYPE_NAMES:
+        raise RecipeError(f"train.dtype must be 'float32' or 'float64', not {t.dtype!r}")
+    if not 0 <= t.lr_final_ratio <= 1:
+        raise RecipeError(f"train.lr_final_ratio must be in [0, 1], not {t.lr_final_ratio}")
+    if not 0 < t.plateau_factor < 1:
+        raise RecipeError(f"train.plateau_factor must be in (0, 1), not {t.plateau_factor}")
+    if not 0 <= t.ema_decay < 1:
+        raise RecipeError(f"train.ema_decay must be in [0, 1) (0 = off), not {t.ema_decay}")
+
+
+def validate_model(model: ModelConfig, task: str | None = None) -> None:
+    """Check that the model exists and that every hyper-parameter is one its constructor takes, of its type."""
     from .models.base import MODELS
+    from .models.potential import POTENTIALS
 
-    if model.name not in MODELS:
-        raise RecipeError(f"unknown model {model.name!r}{_closest(model.name, list(MODELS))}")
-    sig = inspect.signature(MODELS[model.name].__init__)
-    valid = [p for p in sig.parameters if p not in ("self", "node_dim", "edge_dim", "local_edge_dim")]
-    for key in model.params:
+    task = task or model_task(model.name)
+    cls = POTENTIALS[model.name] if task == "potential" else MODELS[model.name]
+    skip = ("self",) + DERIVED_MODEL_ARGS[task]
+    valid = {k: p for k, p in inspect.signature(cls.__init__).parameters.items()
+             if k not in skip and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}
+    if task == "propagator":  # any propagator may be wrapped in a stochastic one (models.stochastic)
+        from .models.stochastic import STOCHASTIC_KEYS, StochasticPropagator
+
+        wrapper = inspect.signature(StochasticPropagator.__init__).parameters
+        valid |= {k: wrapper[k] for k in STOCHASTIC_KEYS}
+    for key, value in model.params.items():
         if key not in valid:
-            raise RecipeError(f"unknown key model.{key} for model {model.name!r}{_closest(key, valid)}")
+            if key in DERIVED_MODEL_ARGS[task]:
+                raise RecipeError(f"model.{key} is derived from the dataset for {task}s; remove it from the recipe")
+            raise RecipeError(f"unknown key model.{key} for model {model.name!r}{closest(key, list(valid))}")
+        default = valid[key].default
+        if default is not inspect.Parameter.empty and default is not None:
+            model.params[key] = _check_type(f"model.{key}", value, default)
+    for key in ("hidden", "layers", "n_rbf"):
+        if isinstance(model.params.get(key), int) and model.params[key] < 1:
+            raise RecipeError(f"model.{key} must be ≥ 1")
+    if "cutoff" in model.params and not model.params["cutoff"] > 0:
+        raise RecipeError("model.cutoff must be positive")
 
 
-def load_recipe(path: str | Path, overrides: list[str] | None = None) -> tuple[Recipe, dict]:
-    """Read a TOML recipe, apply overrides, validate. Returns (recipe, resolved raw dict)."""
-    raw = apply_overrides(read_recipe_file(Path(path)), overrides or [])
-    recipe = recipe_from_dict(raw)
-    return recipe, recipe.to_dict()
+def load_recipe(recipe: str | Path, overrides: list[str] | None = None) -> tuple[Recipe, dict]:
+    """Read a recipe (a TOML file or a shipped recipe's name), apply overrides, validate.
 
-
-def merge(base: dict, top: dict) -> dict:
-    """Recursive dict merge: tables merge key by key, anything else in ``top`` replaces ``base``."""
-    out = dict(base)
-    for k, v in top.items():
-        out[k] = merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-    return out
-
-
-def read_recipe_file(path: Path, _seen: tuple[Path, ...] = ()) -> dict:
-    """Parse a recipe, resolving ``base = "…"`` chains (relative to the including file)."""
-    if not path.is_file():
-        raise RecipeError(f"recipe {path} does not exist")
-    if path.resolve() in _seen:
-        raise RecipeError(f"recipe {path} includes itself through `base`")
-    try:
-        raw = tomllib.loads(path.read_text())
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise RecipeError(f"recipe {path} is not valid TOML ({exc})") from None
-    base = raw.pop("base", None)
-    if base is None:
-        return raw
-    parent = read_recipe_file(path.parent / str(base), _seen + (path.resolve(),))
-    parent.pop("name", None)
-    parent.pop("description", None)
-    return merge(parent, raw)
+    Returns (recipe, resolved dict: every key of its task, defaults included).
+    """
+    raw = apply_overrides(read_recipe(recipe), overrides or [])
+    rec = recipe_from_dict(raw)
+    return rec, rec.to_dict()
 
 
 def dump_toml(d: dict) -> str:

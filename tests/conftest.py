@@ -92,7 +92,7 @@ def perturbed_model(name, **hparams):
     not hide symmetry bugs)."""
     from mdsurrogate.data.featurize import Featurizer
     from mdsurrogate.models import registry  # noqa: F401
-    from mdsurrogate.models.base import build_model
+    from mdsurrogate.models.registry import build_model
 
     spec = Featurizer(FEATURES).spec
     torch.manual_seed(0)

@@ -21,8 +21,10 @@ from ase.calculators.emt import EMT
 from ase.cluster import Octahedron
 from ase.md import MDLogger
 
+from mdsurrogate.config import recipe_from_dict
 from mdsurrogate.data.dataset import Dataset, DatasetError
-from mdsurrogate.data.sources.ase_frames import ingest_ase, simulate_emt_frames
+from mdsurrogate.data.ingest import ingest_ase
+from mdsurrogate.data.sources.ase_frames import simulate_emt_frames
 from mdsurrogate.errors import CheckpointError, UserError
 from mdsurrogate.integrations.ase import (
     PropagatorPlaceholderCalculator,
@@ -32,7 +34,7 @@ from mdsurrogate.integrations.ase import (
 from mdsurrogate.models.baselines import LinearDynamics
 from mdsurrogate.models.potential import EGNNPotential, UnknownElementError, cutoff_envelope
 from mdsurrogate.training.checkpoint import save_checkpoint
-from mdsurrogate.training.potential import train_potential
+from mdsurrogate.training.trainer import Trainer
 
 from .conftest import orthogonal
 
@@ -220,7 +222,8 @@ def test_mixed_periodic_and_free_batch_equals_single_graphs(model):
 
 def test_core_imports_without_ase():
     code = ("import sys; sys.modules['ase'] = None\n"
-            "import mdsurrogate.models.potential, mdsurrogate.training.potential, mdsurrogate.data.sources.ase_frames\n"
+            "import mdsurrogate.models.potential, mdsurrogate.training.trainer, mdsurrogate.data.sources.ase_frames\n"
+            "import mdsurrogate.data.ingest.ase\n"
             "from mdsurrogate.models.potential import element_names\n"
             "assert element_names([79]) == 'Z=79'")
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
@@ -277,8 +280,9 @@ def test_ingest_ase_layout(emt_dataset, tmp_path):
 @pytest.fixture(scope="module")
 def trained(emt_dataset, tmp_path_factory):
     run = tmp_path_factory.mktemp("run")
-    summary = train_potential(emt_dataset[0], run, epochs=60, lr=3e-3, batch_size=4, hidden=32, layers=2, n_rbf=12,
-                              seed=0, max_seconds=30)
+    recipe = recipe_from_dict({"model": {"name": "egnn_potential", "hidden": 32, "layers": 2, "n_rbf": 12},
+                               "train": {"epochs": 60, "lr": 3e-3, "batch_size": 4, "seed": 0}})
+    summary = Trainer(recipe, run, device="cpu", data_path=str(emt_dataset[0])).run()
     return run, summary
 
 
@@ -304,6 +308,53 @@ def test_short_fit_beats_zero_force_predictor(trained, emt_dataset):
     assert np.concatenate(errs).mean() == pytest.approx(test["force_mae"], rel=1e-3)
 
 
+def test_trained_potential_relaxes_a_32_atom_cell_with_frechet_cell_filter(trained):
+    """Positions and cell together (stress by autograd) to fmax 1e-3 eV/Å from a strained, sheared, rattled cell."""
+    from ase.filters import FrechetCellFilter
+    from ase.optimize import BFGS
+
+    atoms = bulk("Cu", "fcc", a=3.61, cubic=True).repeat((2, 2, 2))
+    eps = np.eye(3) * 0.02
+    eps[0, 1] = eps[1, 0] = 0.01
+    atoms.set_cell(atoms.cell.array @ (np.eye(3) + eps), scale_atoms=True)
+    atoms.rattle(0.03, seed=0)
+    atoms.calc = SurrogateCalculator(trained[0], dtype="float64")
+    s0 = np.abs(atoms.get_stress()).max()
+    opt = BFGS(FrechetCellFilter(atoms), logfile=None)
+    converged = opt.run(fmax=1e-3, steps=300)
+    cell = atoms.cell.array
+    a = np.cbrt(atoms.get_volume() / len(atoms) * 4)
+    shear = np.abs(cell - np.diag(np.diag(cell))).max()
+    assert converged, (opt.nsteps, a, shear)
+    assert np.abs(atoms.get_forces()).max() < 1e-3
+    assert np.abs(atoms.get_stress()).max() < 0.05 * s0
+    assert shear < 0.05 * a, (a, shear)  # the shear relaxed away (the fcc cell is cubic again)
+    assert 3.0 < a < 4.2, a  # a copper-like lattice constant (EMT: 3.59 Å; this short fit sees first neighbours only)
+
+
+def test_trained_potential_drives_npt(trained):
+    """ASE's MTK barostat runs on the calculator's stress: from the model's relaxed cell, the volume moves with the
+    thermal pressure and stays near the model's equilibrium volume."""
+    from ase.filters import FrechetCellFilter
+    from ase.md.nose_hoover_chain import IsotropicMTKNPT
+    from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
+    from ase.optimize import BFGS
+
+    atoms = bulk("Cu", "fcc", a=3.61, cubic=True).repeat((2, 2, 2))
+    atoms.calc = SurrogateCalculator(trained[0], dtype="float64")
+    assert BFGS(FrechetCellFilter(atoms), logfile=None).run(fmax=1e-2, steps=200)
+    MaxwellBoltzmannDistribution(atoms, temperature_K=300, rng=np.random.default_rng(0))
+    v0 = atoms.get_volume()
+    dyn = IsotropicMTKNPT(atoms, timestep=2 * units.fs, temperature_K=300, pressure_au=0.0, tdamp=100 * units.fs,
+                          pdamp=500 * units.fs)
+    volumes = []
+    dyn.attach(lambda: volumes.append(atoms.get_volume()), interval=1)
+    dyn.run(60)
+    volumes = np.array(volumes)
+    assert np.isfinite(volumes).all() and np.ptp(volumes) > 1e-4 * v0  # the barostat moves the cell
+    assert np.abs(volumes / v0 - 1).max() < 0.05, volumes / v0
+
+
 # ----------------------------------------------------------------------------------------------------------
 # SurrogateCalculator
 # ----------------------------------------------------------------------------------------------------------
@@ -322,10 +373,15 @@ def test_calculator_matches_model_and_follows_ase_conventions(model, potential_c
     assert atoms.get_potential_energy() == pytest.approx(e, abs=1e-9)
     assert atoms.get_potential_energy(force_consistent=True) == pytest.approx(e, abs=1e-9)
     np.testing.assert_allclose(atoms.get_forces(), f, atol=1e-10)
-    assert calc.calculations == 1  # energy and forces come from one evaluation
-    assert set(SurrogateCalculator.implemented_properties) == {"energy", "free_energy", "forces"}
-    with pytest.raises(PropertyNotImplementedError):
-        atoms.get_stress()
+    atoms.get_stress()
+    atoms.get_potential_energies()
+    assert calc.calculations == 1  # energy, forces, per-atom energies and stress come from one evaluation
+    assert set(SurrogateCalculator.implemented_properties) == {"energy", "free_energy", "energies", "forces",
+                                                               "stress"}
+    free = cluster()
+    free.calc = calc
+    with pytest.raises(PropertyNotImplementedError, match="periodic"):
+        free.get_stress()
     f32 = SurrogateCalculator(potential_ckpt).get_forces(atoms)  # default float32
     np.testing.assert_allclose(f32, f, atol=1e-4)
     assert f32.dtype == np.float64

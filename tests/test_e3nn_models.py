@@ -13,7 +13,6 @@ from e3nn.util.test import assert_equivariant
 
 from mdsurrogate.config import recipe_from_dict
 from mdsurrogate.data.featurize import Featurizer
-from mdsurrogate.models.base import build_model
 from mdsurrogate.models.e3layers import (
     AttrTensorProduct,
     ChannelwiseTensorProduct,
@@ -22,7 +21,8 @@ from mdsurrogate.models.e3layers import (
     sh_irreps,
     weight_balanced_irreps,
 )
-from mdsurrogate.training.loop import Trainer
+from mdsurrogate.models.registry import build_model
+from mdsurrogate.training.trainer import Trainer
 
 from .conftest import FEATURES, make_batch
 

@@ -49,7 +49,7 @@ def test_mcomplex_dataset_protocol(tiny_mcomplex):
 def test_eghn_cluster_outputs(tiny_mcomplex, tmp_path):
     runner = CliRunner()
     run = tmp_path / "eghn"
-    res = runner.invoke(app, ["train", "recipes/mcomplex_3_3_J1_eghn.toml", "--data", str(tiny_mcomplex), "--out",
+    res = runner.invoke(app, ["train", "mcomplex_3_3_J1_eghn", "--data", str(tiny_mcomplex), "--out",
                               str(run), "--quiet", "--set", "train.epochs=1", "--set", "model.hidden=16",
                               "--set", "train.batch_size=10"], catch_exceptions=False)
     assert res.exit_code == 0, res.output
@@ -76,8 +76,26 @@ def test_eghn_cluster_outputs(tiny_mcomplex, tmp_path):
     assert len(frames) == 3 and set(frames[0].arrays["cluster"]) <= {0, 1, 2}
     # a model without clusters gives a clear error
     egnn = tmp_path / "egnn"
-    runner.invoke(app, ["train", "recipes/mcomplex_3_3_J1_egnn.toml", "--data", str(tiny_mcomplex), "--out",
+    runner.invoke(app, ["train", "mcomplex_3_3_J1_egnn", "--data", str(tiny_mcomplex), "--out",
                         str(egnn), "--quiet", "--set", "train.epochs=1", "--set", "model.hidden=8",
                         "--set", "train.batch_size=10"])
     res = runner.invoke(app, ["eval", str(egnn), "--clusters", str(tmp_path / "c.pdb")])
     assert res.exit_code == 2 and "no cluster assignment" in res.output
+
+
+def test_nbody_horizon_continues_the_same_systems(tmp_path):
+    """Longer val/test (and train) trajectories for rollout references change no sample and no stored frame."""
+    import numpy as np
+
+    from mdsurrogate.data.dataset import Dataset
+    from mdsurrogate.data.ingest import ingest_nbody
+
+    kw = {"n_train": 20, "n_val": 6, "n_test": 6, "stream_train": 20}
+    short = Dataset(ingest_nbody(tmp_path / "a", horizon=1, **kw))
+    long = Dataset(ingest_nbody(tmp_path / "b", horizon=20, train_horizon=3, **kw))
+    assert (short.samples == long.samples).all() and (short.split_codes == long.split_codes).all()
+    assert set(short.traj_frames) == {49} and long.traj_frames[0] == 30 + 3 * 10 + 1
+    assert (long.traj_frames[20:] == 30 + 20 * 10 + 1).all()
+    for t in (0, 19, 22, 31):
+        for f in (0, 30, 40, 48):
+            assert np.array_equal(short.frame(t, f)[0], long.frame(t, f)[0])

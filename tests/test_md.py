@@ -13,7 +13,7 @@ import torch
 
 pytest.importorskip("MDAnalysisTests")
 import MDAnalysis as mda  # noqa: E402
-from MDAnalysisTests.datafiles import DCD, DCD2, GRO, PSF, TPR, TRR, XTC  # noqa: E402
+from MDAnalysisTests.datafiles import DCD, DCD2, GRO, PSF, TPR, XTC  # noqa: E402
 from typer.testing import CliRunner  # noqa: E402
 
 from mdsurrogate.cli import app  # noqa: E402
@@ -21,9 +21,11 @@ from mdsurrogate.config import recipe_from_dict  # noqa: E402
 from mdsurrogate.data.dataset import Dataset  # noqa: E402
 from mdsurrogate.data.featurize import Featurizer  # noqa: E402
 from mdsurrogate.data.ingest import ingest_md  # noqa: E402
+from mdsurrogate.data.ingest.md import chronological_samples  # noqa: E402
 from mdsurrogate.data.neighbors import radius_graph  # noqa: E402
-from mdsurrogate.data.sources.md import chronological_samples  # noqa: E402
-from mdsurrogate.training.loop import Trainer  # noqa: E402
+from mdsurrogate.training.trainer import Trainer  # noqa: E402
+
+from .mdfiles import smooth_trr  # noqa: E402
 
 warnings.filterwarnings("ignore", module="MDAnalysis")
 runner = CliRunner()
@@ -101,10 +103,11 @@ def test_tpr_xtc_works_like_psf_dcd(tmp_path):
 
 
 def test_trajectory_velocities_are_converted_to_angstrom_per_frame(tmp_path):
-    path = ingest_md(tmp_path / "trr", TPR, [TRR], select="name CA", delta=1, ratios=(0.4, 0.3, 0.3))
+    gro, trr = smooth_trr(tmp_path)  # velocities that describe the motion over a frame (AdK's TRR's do not)
+    path = ingest_md(tmp_path / "trr", gro, [trr], select="name CA", delta=1, ratios=(0.4, 0.3, 0.3))
     ds = Dataset(path)
     assert ds.meta["md"]["velocities"] == "trajectory"
-    u = universe(TPR, TRR)
+    u = universe(gro, trr)
     ca = u.select_atoms("name CA")
     u.trajectory[3]
     np.testing.assert_allclose(ds.frame(0, 3)[1], ca.velocities * u.trajectory.dt, rtol=1e-5, atol=1e-5)
@@ -138,7 +141,7 @@ def test_neighbour_search_equals_brute_force_on_protein_coordinates():
 def test_rollout_from_a_dcd_round_trips_through_mdanalysis(adk_model, tmp_path, ext):
     out = tmp_path / f"roll{ext}"
     res = runner.invoke(app, ["rollout", DCD2, "--top", PSF, "--model", str(adk_model), "--steps", "4", "--out",
-                              str(out), "--json", "--device", "cpu"])
+                              str(out), "--json", "--device", "cpu", "--no-guard"])  # an untrained model: files only
     assert res.exit_code == 0, res.output
     info = json.loads(res.stdout.strip().splitlines()[-1])
     assert info["steps"] == 4
@@ -170,13 +173,13 @@ def test_rollout_to_mdsr_from_a_trajectory(adk_model, tmp_path):
 
     out = tmp_path / "run.mdsr"
     res = runner.invoke(app, ["rollout", DCD2, "--top", PSF, "--model", str(adk_model), "--steps", "3", "--out",
-                              str(out), "--device", "cpu"])
+                              str(out), "--device", "cpu", "--no-guard"])
     assert res.exit_code == 0, res.output
     u = universe(out)
     assert len(u.trajectory) == 4 and list(u.atoms.names[:2]) == ["CA", "CA"]
     xyz = tmp_path / "same.xyz"
     assert runner.invoke(app, ["rollout", DCD2, "--top", PSF, "--model", str(adk_model), "--steps", "3", "--out",
-                               str(xyz), "--device", "cpu"]).exit_code == 0
+                               str(xyz), "--device", "cpu", "--no-guard"]).exit_code == 0
     np.testing.assert_allclose(u.trajectory[3].positions, universe(xyz).trajectory[3].positions, atol=1e-3)
 
 

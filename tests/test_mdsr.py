@@ -17,14 +17,16 @@ import pytest
 import torch
 
 from mdsurrogate.config import recipe_from_dict
+from mdsurrogate.data.atoms import AtomTopology
 from mdsurrogate.data.dataset import Dataset
 from mdsurrogate.data.graph import sizes_to_ptr
 from mdsurrogate.data.topology import BatchTopology, EdgeSet
-from mdsurrogate.io.mdsr import MdsrError, read_mdsr, write_mdsr
-from mdsurrogate.io.topology import AtomTopology
-from mdsurrogate.rollout import rollout
-from mdsurrogate.training.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
-from mdsurrogate.training.loop import Trainer
+from mdsurrogate.simulation.initial_state import InitialState
+from mdsurrogate.simulation.mdsr import MdsrError, read_mdsr, write_mdsr
+from mdsurrogate.simulation.rollout import rollout
+from mdsurrogate.simulation.surrogate import Surrogate
+from mdsurrogate.training.checkpoint import load_checkpoint, save_checkpoint
+from mdsurrogate.training.trainer import Trainer
 
 mda = pytest.importorskip("MDAnalysis")
 import mdsurrogate.mda  # noqa: E402,F401 - registers the MDSR format
@@ -52,8 +54,8 @@ def trained(tiny_nbody, tmp_path_factory):
 
 
 def reference_rollout(run, x0, v0, topo, steps):
-    net, feat = model_from_checkpoint(load_checkpoint(run / "best.pt", kind="propagator"))
-    res = rollout(net, feat, x0, v0, topo, steps, delta_time=1.0)
+    sur = Surrogate.load(run / "best.pt", device="cpu")
+    res = rollout(sur, InitialState(x0, v0, topo, None, 0.0, None, []), steps)
     assert res.stopped is None
     return res
 
@@ -282,7 +284,7 @@ def test_file_and_frames_need_no_mdanalysis(mdsr12, trained, tmp_path):
     np.save(tmp_path / "want.npy", ref.positions)
     code = ("import sys; sys.modules['MDAnalysis'] = None\n"
             "import numpy as np, torch\n"
-            "from mdsurrogate.io.mdsr import read_mdsr, write_mdsr\n"
+            "from mdsurrogate.simulation.mdsr import read_mdsr, write_mdsr\n"
             f"r = read_mdsr({str(path)!r}, stride=4)\n"
             f"want = np.load({str(tmp_path / 'want.npy')!r})\n"
             "assert all(np.array_equal(r.frame(k).positions, want[k]) for k in (11, 3, 7, 0))\n"
@@ -338,11 +340,17 @@ def test_blow_up_names_the_frame(tmp_path):
     g = torch.Generator().manual_seed(1)
     x0, v0 = torch.randn(5, 3, generator=g), torch.randn(5, 3, generator=g)
     topo = BatchTopology(sizes_to_ptr(torch.tensor([5])))
-    net, feat = model_from_checkpoint(load_checkpoint(ck))
-    res = rollout(net, feat, x0, v0, topo, 30)
+    res = rollout(Surrogate.load(ck, device="cpu"), InitialState(x0, v0, topo, None, 0.0, None, []), 30)
     assert res.stopped and "blew up" in res.stopped
     bad = res.steps_done + 1
-    path = write_mdsr(tmp_path / "r.mdsr", ck, x0, v0, topo, peptide_atoms(), 30, 0, 1)
+    # by default the file is checked when written: it never promises frames the model cannot produce
+    path = write_mdsr(tmp_path / "v.mdsr", ck, x0, v0, topo, peptide_atoms(), 30, 0, 1)
+    r = read_mdsr(path)
+    assert r.n_frames == bad and "blew up" in r.header["stopped"]
+    assert len(mda.Universe(path).trajectory) == bad
+    np.testing.assert_array_equal(r.frame(-1).positions, res.positions[bad - 1])
+    # unchecked, the reader stops with the frame it cannot produce
+    path = write_mdsr(tmp_path / "r.mdsr", ck, x0, v0, topo, peptide_atoms(), 30, 0, 1, verify=False)
     r = read_mdsr(path)
     with pytest.raises(MdsrError, match=f"frame {bad} of r.mdsr cannot be computed: the geometry blew up"):
         r.frame(20)

@@ -13,15 +13,15 @@ import torch
 
 from mdsurrogate.data.dataset import Dataset
 from mdsurrogate.data.featurize import Featurizer
-from mdsurrogate.data.sources.asfamc import MocapFormatError, read_asf
-from mdsurrogate.data.sources.mocap import (
+from mdsurrogate.data.ingest.mocap import (
     WALK30_DELTA,
     WALK30_SPLIT,
     WALK30_TRIALS,
     ingest_mocap_amc,
     ingest_mocap_positions,
 )
-from mdsurrogate.models.base import build_model
+from mdsurrogate.data.sources.asfamc import MocapFormatError, read_asf
+from mdsurrogate.models.registry import build_model
 
 from .conftest import SHARED, orthogonal
 

@@ -49,7 +49,7 @@ def sticks(tmp_path_factory):
 
 
 def test_skeleton_figure_panels_and_bones(sticks, tmp_path):
-    from mdsurrogate.plot import skeleton_figure, stick_polyline
+    from mdsurrogate.apps.plot import skeleton_figure, stick_polyline
 
     ds_path, run = sticks
     fig, info = skeleton_figure(run, dataset=ds_path, samples=3, device="cpu")
@@ -85,7 +85,7 @@ def test_plot_skeleton_cli_writes_png(sticks, tmp_path):
 
 
 def test_vertical_axis_is_drawn_upwards_without_mirroring():
-    from mdsurrogate.plot import stick_polyline
+    from mdsurrogate.apps.plot import stick_polyline
 
     # the cyclic order used for up = y (mocap): (z, x, y); a permutation matrix with det +1 (no mirror image)
     up = 1
@@ -101,7 +101,7 @@ def write_metrics(run, records):
 
 
 def test_curves_overlay_runs(sticks, tmp_path):
-    from mdsurrogate.plot import curves_figure
+    from mdsurrogate.apps.plot import curves_figure
 
     _, run = sticks
     other = tmp_path / "other"
@@ -122,7 +122,7 @@ def test_curves_overlay_runs(sticks, tmp_path):
 
 
 def test_curves_of_potential_runs(tmp_path):
-    from mdsurrogate.plot import curves_figure
+    from mdsurrogate.apps.plot import curves_figure
 
     pot = tmp_path / "pot"
     write_metrics(pot, [{"event": "epoch", "epoch": e, "train_loss": 0.5 / (e + 1), "val_loss": 0.4 / (e + 1),

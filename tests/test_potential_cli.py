@@ -15,10 +15,9 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from mdsurrogate.config import RecipeError
+from mdsurrogate.config import RecipeError, load_recipe, recipe_from_dict
 from mdsurrogate.data.dataset import Dataset
-from mdsurrogate.training.checkpoint import load_checkpoint
-from mdsurrogate.training.potential_recipe import is_potential_recipe, potential_arguments, read_raw_recipe
+from mdsurrogate.training.checkpoint import Checkpoint
 
 from .conftest import invoke, last_json
 
@@ -67,27 +66,36 @@ def test_ingest_emt_writes_a_seeded_potential_dataset(emt_data, tmp_path):
 
 def test_shipped_potential_recipes_are_valid():
     for name, path in (("cu_emt_potential", "data/cu_emt"), ("cu_emt_cluster_potential", "data/cu_emt_cluster")):
-        raw = read_raw_recipe(ROOT / "recipes" / f"{name}.toml")
-        assert is_potential_recipe(raw)
-        args = potential_arguments(raw)
-        assert args["dataset"] == path and args["cutoff"] == 5.0 and args["epochs"] >= 1
-    assert not is_potential_recipe(read_raw_recipe(ROOT / "recipes" / "nbody_egnn.toml"))
+        rec, resolved = load_recipe(ROOT / "recipes" / f"{name}.toml")
+        assert rec.task == "potential" and rec.model.name == "egnn_potential"
+        assert rec.data.path == path and rec.model.params["cutoff"] == 5.0 and rec.train.epochs >= 1
+        # today's numbers: cosine decay to 2 % and clipping at 10 stay the potentials' settings
+        t = rec.train
+        assert (t.schedule, t.lr_final_ratio, t.grad_clip, t.drop_last, t.ema_decay) == ("cosine", 0.02, 10.0,
+                                                                                          False, 0.0)
+        assert "velocity_weight" not in resolved["train"] and resolved["train"]["force_weight"] == 1.0
+    assert load_recipe(ROOT / "recipes" / "nbody_egnn.toml")[0].task == "propagator"
 
 
 @pytest.mark.parametrize(
     "raw, message",
     [
-        ({"model": {"name": "egnn_potential"}, "train": {"patience": 3}}, "unknown key train.patience for potentials"),
+        ({"model": {"name": "egnn_potential"}, "train": {"velocity_weight": 1.0}},
+         "train.velocity_weight applies to propagator models only; model 'egnn_potential' is a potential"),
+        ({"model": {"name": "egnn_potential"}, "train": {"amp": True}}, "train.amp applies to propagator models"),
         ({"model": {"name": "egnn_potential", "hiden": 3}}, "did you mean 'hidden'"),
+        ({"model": {"name": "egnn_potential", "elements": [29]}}, "model.elements is derived from the dataset"),
         ({"model": {"name": "egnn_potential"}, "train": {"dtype": "float16"}}, "train.dtype"),
         ({"model": {"name": "egnn_potential"}, "train": {"epochs": 1.5}}, "must be an integer"),
         ({"model": {"name": "egnn_potential"}, "train": {"lr": -1}}, "train.lr must be positive"),
-        ({"model": {"name": "egnn_potential"}, "data": {"max_train_samples": 3}}, "only data.path"),
+        ({"model": {"name": "egnn_potential"}, "train": {"max_seconds": 60}}, "train.max_minutes"),
+        ({"model": {"name": "egnn_potential", "cutoff": 0}}, "model.cutoff must be positive"),
+        ({"model": {"name": "egnn_potential"}, "data": {"max_train_frames": 3}}, "did you mean 'max_train_samples'"),
     ],
 )
 def test_potential_recipe_validation(raw, message):
     with pytest.raises(RecipeError, match=message):
-        potential_arguments(raw)
+        recipe_from_dict(raw)
 
 
 @pytest.mark.parametrize("recipe, data", [("cu_emt_potential", "bulk"), ("cu_emt_cluster_potential", "cluster")])
@@ -107,8 +115,8 @@ def test_train_potential_recipe_end_to_end(recipe, data, emt_data, tmp_path):
         assert (run / f).is_file(), f
     assert 'name = "egnn_potential"' in (run / "recipe.toml").read_text()
     assert "hidden = 8" in (run / "recipe.toml").read_text()  # the --set overrides are in the resolved recipe
-    ck = load_checkpoint(run, kind="potential")
-    assert ck["model"]["hparams"]["hidden"] == 8 and ck["model"]["hparams"]["layers"] == 1
+    ck = Checkpoint.load(run, kind="potential")
+    assert ck.hparams["hidden"] == 8 and ck.hparams["layers"] == 1 and ck.metrics["test"] == summary["test"]
     # the calculator reproduces the reported held-out force MAE
     ds = Dataset(root / data)
     forces = np.load(root / data / "forces.npy")
@@ -125,10 +133,10 @@ def test_train_potential_recipe_end_to_end(recipe, data, emt_data, tmp_path):
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["train", "recipes/cu_emt_potential.toml", "--data", "{bulk}", "--set", "train.patience=2"],
-         "unknown key train.patience"),
+        (["train", "recipes/cu_emt_potential.toml", "--data", "{bulk}", "--set", "train.velocity_weight=2"],
+         "train.velocity_weight applies to propagator models only"),
         (["train", "recipes/cu_emt_potential.toml", "--data", "{bulk}", "--out", "{tmp}/r", "--resume"],
-         "--resume is not supported for potentials"),
+         "has no last.pt to continue from"),
         (["train", "recipes/cu_emt_potential.toml", "--data", "{nbody}", "--out", "{tmp}/r"],
          "is not a potential dataset"),
         (["train", "recipes/nbody_egnn.toml", "--data", "{bulk}", "--out", "{tmp}/r"],

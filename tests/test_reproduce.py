@@ -3,14 +3,18 @@ bad input, and the tables' data (published numbers, ingest commands that match t
 
 from __future__ import annotations
 
+import inspect
 import json
+import os
 import re
 import shlex
+import subprocess
+import sys
 
 import pytest
 from typer.testing import CliRunner
 
-from mdsurrogate import reproduce as rp
+from mdsurrogate.apps import reproduce as rp
 
 from .conftest import invoke, last_json
 
@@ -48,7 +52,7 @@ def test_quick_mode_on_two_models(quick):
     md = (out / "egnn-nbody-quick.md").read_text()
     assert md == stdout[: len(md)]  # the printed table is the saved one
     assert re.search(r"\| rf \| [0-9.e-]+ ± [0-9.e-]+ \(2\) \| 0\.0104 \| [0-9.]+ \|", md)
-    assert "| se3_transformer | skipped: no recipe nbody_se3_transformer.toml | 0.0244 | – |" in md
+    assert "| se3_transformer | skipped: no recipe nbody_se3_transformer | 0.0244 | – |" in md
     saved = json.loads((out / "egnn-nbody-quick.json").read_text())
     assert saved["rows"] == summary["rows"] and saved["quick"] is True
     assert saved["ingested"] == [f"mdsurrogate ingest nbody {out}/data/nbody_small-quick --train 100 --val 40 "
@@ -129,30 +133,45 @@ def test_tables_hold_the_published_numbers():
     assert rp.TABLES["eghn-mocap"].paper[""]["gmn"] == 0.441 and "linear" not in rp.TABLES["eghn-mocap"].paper[""]
 
 
-def _comment_command(recipe):
-    """The `mdsurrogate ingest …` comment of a recipe (following `base`), as argv without the program name."""
-    text = recipe.read_text()
-    m = re.search(r"#\s*mdsurrogate (ingest .*)$", text, re.M)
-    if m:
-        return shlex.split(m.group(1))
-    base = re.search(r'^base\s*=\s*"(.+)"', text, re.M)
-    return _comment_command(recipe.parent / base.group(1)) if base else None
-
-
 @pytest.mark.parametrize("name", sorted(rp.TABLES))
 def test_ingest_commands_match_the_recipes_comments(name, monkeypatch, tmp_path):
+    """The ingest a table runs is the one the recipe names (its `# mdsurrogate ingest …` comment, or the derived
+    M-complex configuration), and the library call has the same arguments as that command line."""
+    from mdsurrogate.catalog import ingest_command, is_recipe_name
+
     table = rp.TABLES[name]
     monkeypatch.setattr(rp, "find_mocap_file", lambda: rp.Path("cmu_subject09_run.npz"))
+    flags = {"n_complexes": "--complexes", "avg_size": "--size", "n_types": "--systems", "npz": "--positions"}
     checked = 0
     for config in table.configs:
         for model in table.models:
-            recipe = rp.RECIPES / table.recipe.format(model=model, config=config)
-            if not recipe.is_file() or (expected := _comment_command(recipe)) is None:
+            recipe = table.recipe.format(model=model, config=config)
+            if not is_recipe_name(recipe) or (expected := ingest_command(recipe)) is None:
                 continue
             path = rp.load_recipe(recipe)[0].data.path
-            assert rp.ingest_argv(table, config, path, quick=False) == expected, recipe.name
+            argv = rp.ingest_argv(table, config, path, quick=False)
+            assert ["mdsurrogate", *argv] == shlex.split(expected), recipe
+            kwargs = rp.ingest_kwargs(table, config, quick=False)
+            assert [x for k, v in kwargs.items() for x in (flags[k], str(v))] == argv[3:], recipe
+            inspect.signature(rp.ingest_function(table.ingest)).bind(path, **kwargs)  # the library takes them
+            quick = rp.ingest_kwargs(table, config, quick=True)
+            inspect.signature(rp.ingest_function(table.ingest)).bind(path, **quick)
             checked += 1
     assert checked >= 3
+
+
+def test_reproduce_calls_the_library_not_the_cli(tmp_path):
+    """With the CLI package made unimportable, reproduce still ingests (through the library) and trains."""
+    code = ("import sys; sys.modules['mdsurrogate.cli'] = None\n"
+            "from mdsurrogate.apps.reproduce import reproduce\n"
+            f"r = reproduce('egnn-nbody', quick=True, runs=1, models='linear', out={str(tmp_path)!r}, device='cpu')\n"
+            "print(r.summary['ingested'][0]); print(r.summary['rows'][0]['status'])")
+    env = {**os.environ, "PYTHONPATH": str(rp.Path(rp.__file__).resolve().parents[2]), "OMP_NUM_THREADS": "1"}
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600, env=env)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert res.stdout.split("\n")[:2] == [f"mdsurrogate ingest nbody {tmp_path}/data/nbody_small-quick --train 100 "
+                                          "--val 40 --test 40 --stream-train 100", "ok"]
+    assert (tmp_path / "data" / "nbody_small-quick" / "meta.json").is_file()
 
 
 def test_missing_mocap_file_is_a_clear_error(monkeypatch, tmp_path):

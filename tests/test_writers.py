@@ -1,4 +1,4 @@
-"""Round-trip tests of the streaming trajectory writers (mdsurrogate.io.writers).
+"""Round-trip tests of the streaming trajectory writers (mdsurrogate.io.writers, the native PDB/XYZ/DCD ones).
 
 The writers are pure Python/NumPy; MDAnalysis and ASE are used here only as independent readers to prove
 that what we write is read back exactly.
@@ -14,17 +14,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mdsurrogate.io.topology import AtomTopology, guess_element
+from mdsurrogate.data.atoms import AtomTopology, guess_element
 from mdsurrogate.io.writers import (
     AKMA_PS,
     DCDWriter,
     ExtXYZWriter,
     PDBWriter,
     TrajectoryWriter,
-    _hy36_encode,
+    UnknownFormatError,
     open_writer,
-    partial_path,
 )
+from mdsurrogate.io.writers.pdb import _hy36_encode
 
 pytestmark = pytest.mark.filterwarnings(
     "ignore:DCDReader currently makes independent timesteps:DeprecationWarning"
@@ -74,6 +74,10 @@ _TIME_RE = re.compile(r"^REMARK     FRAME (\d+) TIME_PS (\S+)$")
 
 def _pdb_times(path: Path) -> list[float]:
     return [float(m.group(2)) for line in path.read_text().splitlines() if (m := _TIME_RE.match(line))]
+
+
+def _partials(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if ".partial-" in p.name)
 
 
 # ----------------------------------------------------------------------------------------------- topology
@@ -367,8 +371,10 @@ def test_existing_target_untouched_until_close_and_partial_valid(tmp_path, mda, 
     target = tmp_path / f"out.{fmt}"
     target.write_text("precious user data\n")
     xs = _frames(3, top.n_atoms)
-    w = open_writer(target, top, dt_ps=1.0)
-    assert w.partial_path == partial_path(target) == tmp_path / f"out.partial.{fmt}"
+    w = open_writer(target, top, dt_ps=1.0, overwrite=True)
+    # a partial file of its own beside the target, with the format's extension (readers recognise it)
+    assert w.partial_path.parent == tmp_path and w.partial_path.name.startswith("out.partial-")
+    assert w.partial_path.suffix == f".{fmt}" and _partials(tmp_path) == [w.partial_path]
     for i, x in enumerate(xs):
         w.write(x)
         assert target.read_text() == "precious user data\n"
@@ -393,7 +399,7 @@ def test_context_manager_error_midway_finalises_frames_so_far(tmp_path, mda, ase
     target.write_text("old\n")
     xs = _frames(4, top.n_atoms)
     with pytest.raises(FloatingPointError, match="NaN guard"):
-        with open_writer(target, top, dt_ps=0.5) as w:
+        with open_writer(target, top, dt_ps=0.5, overwrite=True) as w:
             for i, x in enumerate(xs):
                 if i == 2:
                     bad = x.copy()
@@ -402,7 +408,7 @@ def test_context_manager_error_midway_finalises_frames_so_far(tmp_path, mda, ase
                         w.write(bad)  # the writer refuses the frame; nothing is written
                     raise FloatingPointError("NaN guard stopped the rollout")
                 w.write(x)
-    assert not partial_path(target).exists()
+    assert not _partials(tmp_path)
     got = _read_frames(target, fmt, mda, aseio, top_pdb)
     assert len(got) == 2
     np.testing.assert_allclose(np.stack(got), xs[:2], atol=1e-3)
@@ -412,26 +418,33 @@ def test_no_frames_leaves_target_alone_and_abort(tmp_path):
     target = tmp_path / "out.pdb"
     target.write_text("keep\n")
     with pytest.warns(RuntimeWarning, match="no frames"):
-        with open_writer(target, 2):
+        with open_writer(target, 2, overwrite=True):
             pass
-    assert target.read_text() == "keep\n" and not partial_path(target).exists()
-    w = open_writer(target, 2)
+    assert target.read_text() == "keep\n" and not _partials(tmp_path)
+    w = open_writer(target, 2, overwrite=True)
     w.write(np.zeros((2, 3)))
     w.abort()
-    assert target.read_text() == "keep\n" and not partial_path(target).exists()
+    assert target.read_text() == "keep\n" and not _partials(tmp_path)
     with pytest.raises(FileExistsError):
         open_writer(target, 2, overwrite=False)
+    with pytest.raises(FileExistsError, match="overwrite=True"):
+        open_writer(target, 2)  # refusing is the default
 
 
 def test_open_writer_format_handling(tmp_path):
     top = AtomTopology.generic(2)
-    writers = [open_writer(tmp_path / "a.XYZ", top), open_writer(tmp_path / "traj", top, format="dcd")]
+    writers = [open_writer(tmp_path / "a.XYZ", top), open_writer(tmp_path / "traj", top, format="dcd"),
+               open_writer(tmp_path / "c.extxyz", top), open_writer(tmp_path / "d.ent", top)]
     assert isinstance(writers[0], ExtXYZWriter) and isinstance(writers[1], DCDWriter)
-    assert writers[1].partial_path == tmp_path / "traj.partial"
-    with pytest.raises(ValueError, match="unknown trajectory format"):
-        open_writer(tmp_path / "a.trr", top)
-    with pytest.warns(UserWarning, match="only apply to PDB"):
-        w = open_writer(tmp_path / "b.xyz", top, bfactors=np.zeros(2))
+    assert isinstance(writers[2], ExtXYZWriter) and isinstance(writers[3], PDBWriter)
+    assert writers[1].partial_path.name.startswith("traj.partial-")
+    with pytest.raises(UnknownFormatError, match="unknown trajectory format 'abc'.*\\.xtc"):
+        open_writer(tmp_path / "a.abc", top)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # options a format lacks are dropped: one call serves every format
+        w = open_writer(tmp_path / "b.xyz", top, bfactors=np.zeros(2), conect=True, remarks="x")
+    with pytest.raises(TypeError, match="bfactor"):
+        open_writer(tmp_path / "e.pdb", top, bfactor="cluster")  # a typo is no option of any writer
     with pytest.raises(ValueError, match="shape"):
         w.write(np.zeros((3, 3)))
     for writer in [*writers, w]:

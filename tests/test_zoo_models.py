@@ -121,7 +121,7 @@ def test_eval_rotate_exposes_the_gnn(tiny_nbody, tmp_path):
 @pytest.mark.parametrize("task", ["nbody", "mcomplex_3_3_J1", "mocap_run"])
 @pytest.mark.parametrize("model, lr", [("rf", 2e-4), ("gnn", 1e-3), ("gmn", 5e-4)])
 def test_recipes(task, model, lr):
-    rec, _ = load_recipe(f"recipes/{task}_{model}.toml")
+    rec, _ = load_recipe(f"{task}_{model}")
     assert rec.model.name == model and rec.train.lr == lr and rec.model.params["layers"] == 4
     assert rec.train.patience == (0 if task == "nbody" else 50)  # EGNN: fixed epochs; EGHN: early stopping
 

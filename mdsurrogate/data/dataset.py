@@ -22,8 +22,8 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import shutil
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -73,6 +73,50 @@ class EdgeSetData:
     props: Mapping[str, Sequence[np.ndarray]]
 
 
+def _partial_dir(path: Path) -> Path:
+    """A new, empty, uniquely named folder beside ``path`` (its parents created), mode ``0777 & ~umask`` (0755 under
+    umask 022; :func:`tempfile.mkdtemp` would make it 0700, unreadable to colleagues on shared storage)."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        blocker = next((p for p in [path.parent, *path.parent.parents] if p.exists() and not p.is_dir()), path.parent)
+        raise DatasetError(f"cannot write {path}: {blocker} is a file, not a folder") from None
+    for _ in range(64):
+        candidate = path.with_name(f".{path.name}.partial-{secrets.token_hex(4)}")
+        try:
+            os.mkdir(candidate, 0o777)
+        except FileExistsError:
+            continue
+        return candidate
+    raise DatasetError(f"cannot find a free temporary name beside {path}")  # pragma: no cover
+
+
+def _is_dataset(path: Path) -> bool:
+    try:
+        return json.loads((path / "meta.json").read_text()).get("format") == FORMAT
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def check_new_dataset(path: str | os.PathLike, overwrite: bool) -> None:
+    """Refuse early, before any work, what :func:`write_dataset` would refuse at the end: an existing ``path``
+    without ``overwrite``; with ``overwrite``, anything there but a dataset or an empty folder (a regular file, a
+    folder of other files are never replaced); a ``path`` below a regular file."""
+    path = Path(path)
+    blocker = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
+    if blocker is not None:
+        raise DatasetError(f"cannot write {path}: {blocker} is a file, not a folder")
+    if not (path.exists() or path.is_symlink()):
+        return
+    if not overwrite:
+        raise DatasetError(f"{path} already exists; choose another output or pass overwrite=True")
+    if path.is_symlink() or not path.is_dir():
+        raise DatasetError(f"{path} exists and is not a dataset folder; it is not replaced, even with overwrite")
+    if not _is_dataset(path) and any(path.iterdir()):
+        raise DatasetError(f"{path} is a folder that holds other files, not an mdsurrogate dataset; it is not "
+                           "replaced, even with overwrite")
+
+
 def write_dataset(
     path: str | os.PathLike,
     *,
@@ -95,11 +139,11 @@ def write_dataset(
         meta: JSON-able metadata; must contain ``features`` (a FeatureSpec dict), ``units``, ``frame_dt``,
             ``delta_frames``. Format keys and array shapes are added here.
         node_props: name → per trajectory [N_t] (or [N_t, k]); edge_sets: name → EdgeSetData.
-        overwrite: replace an existing dataset at ``path`` (only once the new one is complete).
+        overwrite: replace an existing dataset (or empty folder) at ``path``, only once the new one is complete;
+            anything else there is never replaced (:func:`check_new_dataset`).
     """
     path = Path(path)
-    if path.exists() and not overwrite:
-        raise DatasetError(f"{path} already exists; choose another output or pass --overwrite")
+    check_new_dataset(path, overwrite)
     frames = np.array([p.shape[0] for p in positions], dtype=np.int64)
     nodes = np.array([p.shape[1] for p in positions], dtype=np.int64)
     traj = np.stack([frames, nodes], axis=1) if len(frames) else np.zeros((0, 2), np.int64)
@@ -113,8 +157,7 @@ def write_dataset(
         raise DatasetError("samples and split must have the same length")
     FeatureSpec.from_dict(meta["features"])  # validates
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.partial-", dir=path.parent))
+    tmp = _partial_dir(path)
     try:
         np.save(tmp / "trajectories.npy", traj)
         np.save(tmp / "positions.npy", pos)
@@ -159,9 +202,7 @@ def write_dataset(
         with open(tmp / "meta.json", "w") as fh:
             json.dump(full_meta, fh, indent=2, sort_keys=True)
         if path.exists():
-            old = path.with_name(f".{path.name}.old")
-            if old.exists():
-                shutil.rmtree(old)
+            old = path.with_name(f".{path.name}.old-{secrets.token_hex(4)}")
             os.replace(path, old)
             os.replace(tmp, path)
             shutil.rmtree(old)
@@ -194,6 +235,7 @@ class Dataset:
                 f"{self.path} has dataset format version {self.meta.get('format_version')}, this mdsurrogate "
                 f"reads version {FORMAT_VERSION}; re-run `mdsurrogate ingest`"
             )
+        self._check_meta()
         self._arrays: dict[str, np.ndarray] = {}
         for name in self.meta.get("arrays", []):
             f = self.path / f"{name}.npy"
@@ -202,6 +244,7 @@ class Dataset:
             except (OSError, ValueError) as exc:
                 raise DatasetError(f"{f} is missing or corrupt ({exc})") from None
             self._arrays[name] = arr
+        self._check_arrays()
         total_bytes = sum(a.nbytes for a in self._arrays.values())
         if in_memory is None:
             in_memory = total_bytes < 2**30
@@ -210,6 +253,52 @@ class Dataset:
         self._index()
 
     # -- structure ---------------------------------------------------------------------------------------
+    def _check_meta(self):
+        """The keys every consumer relies on, checked once here (one sentence instead of a KeyError later)."""
+        meta = self.meta
+        if not isinstance(meta, dict):
+            raise DatasetError(f"{self.path}/meta.json is corrupt: it is not a JSON object")
+        if not isinstance(meta.get("features"), dict):
+            raise DatasetError(f"{self.path}/meta.json is corrupt: it has no 'features' (the feature spec)")
+        try:
+            FeatureSpec.from_dict(meta["features"])
+        except (UserError, TypeError, ValueError) as exc:
+            raise DatasetError(f"{self.path}/meta.json is corrupt: its feature spec is invalid ({exc})") from None
+        dt, delta = meta.get("frame_dt"), meta.get("delta_frames")
+        timeless = meta.get("task") == "potential"  # frames without a time step: frame_dt = delta_frames = 0
+        if not (isinstance(dt, int | float) and not isinstance(dt, bool) and np.isfinite(dt)
+                and (dt > 0 or (timeless and dt == 0))):
+            raise DatasetError(f"{self.path}/meta.json is corrupt: frame_dt must be a positive number, got {dt!r}")
+        if not (isinstance(delta, int) and not isinstance(delta, bool) and (delta >= 1 or (timeless and delta == 0))):
+            raise DatasetError(f"{self.path}/meta.json is corrupt: delta_frames must be a whole number ≥ 1, got "
+                               f"{delta!r}")
+        if not isinstance(meta.get("arrays", []), list) or not isinstance(meta.get("edge_sets", {}), dict):
+            raise DatasetError(f"{self.path}/meta.json is corrupt: 'arrays' must be a list, 'edge_sets' an object")
+
+    def _check_arrays(self):
+        """Dtypes and lengths of the arrays (memory-mapped, so this reads headers only)."""
+        a = self._arrays
+        for key, kinds in (("trajectories", "iu"), ("positions", "f"), ("velocities", "f"), ("samples", "iu"),
+                           ("split", "iu")):
+            if key in a and a[key].dtype.kind not in kinds:
+                want = "integers" if kinds == "iu" else "floating-point numbers"
+                raise DatasetError(f"{self.path} is corrupt: {key}.npy holds {a[key].dtype} values, not {want}")
+        for key in ("forces", "energy"):
+            if key in a and a[key].dtype.kind != "f":
+                raise DatasetError(f"{self.path} is corrupt: {key}.npy holds {a[key].dtype} values")
+        if "trajectories" in a and (a["trajectories"].ndim != 2 or a["trajectories"].shape[1] != 2
+                                    or (np.asarray(a["trajectories"]) < 0).any()):
+            raise DatasetError(f"{self.path} is corrupt: trajectories.npy must be [T, 2] non-negative (frames, "
+                               "nodes)")
+        if "samples" in a and (a["samples"].ndim != 2 or a["samples"].shape[1] != 3):
+            raise DatasetError(f"{self.path} is corrupt: samples.npy has shape {a['samples'].shape}, expected "
+                               "[S, 3]")
+        if "samples" in a and "split" in a and a["split"].shape != (a["samples"].shape[0],):
+            raise DatasetError(f"{self.path} is corrupt: split.npy has shape {a['split'].shape} for "
+                               f"{a['samples'].shape[0]} samples")
+        if "split" in a and len(a["split"]) and not np.isin(np.asarray(a["split"]), list(SPLITS.values())).all():
+            raise DatasetError(f"{self.path} is corrupt: split.npy holds codes other than 0, 1, 2")
+
     def _index(self):
         a = self._arrays
         try:

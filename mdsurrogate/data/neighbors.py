@@ -20,11 +20,13 @@ Distances are compared as squared distances in the dtype of ``x``: a pair is an 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator, Sequence
 
 import torch
 
-__all__ = ["complete_graph", "radius_graph", "radius_graph_pbc"]
+__all__ = ["complete_graph", "graph_cells", "mean_degree", "neighbor_list", "periodic_widths", "radius_graph",
+           "radius_graph_pbc"]
 
 # Candidate pairs materialised at once (a few tens of bytes each); bounds peak memory.
 _CHUNK_PAIRS = {"cpu": 1 << 19, "cuda": 1 << 23}
@@ -516,6 +518,23 @@ def _complete_cell(cell: torch.Tensor, periodic: Sequence[int]) -> torch.Tensor:
     return full
 
 
+def _periodic_frame(cell: torch.Tensor, axes: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(full, inv, width)`` of float64 cells ``[B, 3, 3]`` periodic along ``axes``.
+
+    ``full``: the cells completed along open axes (:func:`_complete_cell`), ``inv`` its inverses (fractional
+    coordinates are ``f = x @ inv``) and ``width`` ``[B, 3]`` the perpendicular widths ``1 / ‖inv[:, :, k]‖``:
+    along a periodic axis the distance between opposite faces of the periodic lattice (1 along open axes, where
+    it means nothing).  ``ValueError`` when the periodic rows are zero or linearly dependent.
+    """
+    full = _complete_cell(cell, axes)
+    det = torch.linalg.det(full)
+    ok = torch.isfinite(det) & (det.abs() > 1e-10 * torch.linalg.vector_norm(full, dim=2).prod(1))
+    if not bool(ok.all()):
+        raise ValueError("the periodic lattice vectors of cell are degenerate (zero or linearly dependent)")
+    inv = torch.linalg.inv(full)
+    return full, inv, 1.0 / torch.linalg.vector_norm(inv, dim=1)
+
+
 def radius_graph_pbc(
     x: torch.Tensor,
     cutoff: float,
@@ -567,13 +586,7 @@ def radius_graph_pbc(
         raise ValueError(f"cell must be [3, 3] or [B, 3, 3] with B = {n_graphs}, got {tuple(cell.shape)}")
 
     # geometry checks: periodic rows independent, cutoff below half of every periodic width
-    full = _complete_cell(cell, axes)
-    det = torch.linalg.det(full)
-    ok = torch.isfinite(det) & (det.abs() > 1e-10 * torch.linalg.vector_norm(full, dim=2).prod(1))
-    if not bool(ok.all()):
-        raise ValueError("the periodic lattice vectors of cell are degenerate (zero or linearly dependent)")
-    inv = torch.linalg.inv(full)
-    width = 1.0 / torch.linalg.vector_norm(inv, dim=1)  # [B, 3] distances between opposite faces
+    _, inv, width = _periodic_frame(cell, axes)
     if axes:
         w_min = float(width[:, axes].min())
         if not cutoff < 0.5 * w_min:
@@ -652,3 +665,157 @@ def _with_periodic_ghosts(
         )
 
     return x_w, ghosts
+
+
+# ----------------------------------------------------------------------------------------------------------
+# the periodic neighbour list: any cell size, each graph with its own cell and boundary conditions
+# ----------------------------------------------------------------------------------------------------------
+
+
+def graph_cells(cell, pbc, num_graphs: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Normalise ``cell`` to ``[B, 3, 3]`` float64 and ``pbc`` to ``[B, 3]`` bool.
+
+    ``cell``: ``None`` (zeros: free graphs), ``[3, 3]`` shared or ``[B, 3, 3]`` (rows are lattice vectors);
+    ``pbc``: ``None`` (all open), a bool, ``[3]`` shared or ``[B, 3]``.
+    """
+    if cell is None:
+        cell_t = torch.zeros(num_graphs, 3, 3, dtype=torch.float64, device=device)
+    else:
+        cell_t = torch.as_tensor(cell, device=device).to(torch.float64)
+        if cell_t.shape == (3, 3):
+            cell_t = cell_t.expand(num_graphs, 3, 3)
+        if cell_t.shape != (num_graphs, 3, 3):
+            raise ValueError(f"cell must be [3, 3] or [B, 3, 3] with B = {num_graphs}, got {tuple(cell_t.shape)}")
+    if pbc is None:
+        pbc_t = torch.zeros(num_graphs, 3, dtype=torch.bool, device=device)
+    else:
+        pbc_t = torch.as_tensor(pbc, device=device).to(torch.bool)
+        if pbc_t.dim() == 0:
+            pbc_t = pbc_t.expand(3)
+        if pbc_t.shape == (3,):
+            pbc_t = pbc_t.expand(num_graphs, 3)
+        if pbc_t.shape != (num_graphs, 3):
+            raise ValueError(f"pbc must be a bool, [3] or [B, 3] with B = {num_graphs}, got {tuple(pbc_t.shape)}")
+    return cell_t, pbc_t
+
+
+def periodic_widths(cell: torch.Tensor, pbc: torch.Tensor) -> torch.Tensor:
+    """``[B, 3]`` perpendicular widths of the cells ``[B, 3, 3]`` under ``pbc`` ``[B, 3]``: along a periodic axis
+    ``k`` the distance from ``a_k`` to the span of the graph's other periodic lattice vectors (between opposite
+    faces for a 3-D cell), ``inf`` along open axes.  The same widths :func:`radius_graph_pbc` checks the cutoff
+    against (one computation, :func:`_periodic_frame`, per boundary pattern); ``ValueError`` for degenerate
+    periodic rows."""
+    cell = cell.to(torch.float64)
+    widths = torch.full(pbc.shape, float("inf"), dtype=torch.float64, device=cell.device)
+    patterns, group = torch.unique(pbc, dim=0, return_inverse=True)
+    for p in range(patterns.shape[0]):
+        mask = patterns[p]
+        axes = [k for k in range(3) if bool(mask[k])]
+        if not axes:
+            continue
+        graphs = (group == p).nonzero().squeeze(1)
+        _, _, w = _periodic_frame(cell.index_select(0, graphs), axes)
+        widths[graphs] = torch.where(mask, w, widths[graphs])
+    return widths
+
+
+def _multi_image_edges(
+    x: torch.Tensor, cutoff: float, cell: torch.Tensor, pbc: torch.Tensor, widths: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """All ``(i, j, s)`` with ``‖x_i − x_j − s·C‖ < cutoff`` for ONE graph whose cell is too small for the minimum
+    image (cutoff ≥ half a periodic width): an atom may then see several images of a neighbour, and its own
+    images (``i = j``, ``s ≠ 0``).  Dense over atom pairs and a box of shifts (``ceil(cutoff / w_k) + 1`` cells
+    each way along periodic axis ``k``); meant for small cells, the case that needs it.
+
+    Args: ``x`` [n, 3], ``cell`` [3, 3], ``pbc`` [3] bool, ``widths`` [3] (:func:`periodic_widths`).
+    Returns: ``edge_index`` [2, E] sorted by receiver then sender, and ``s`` [E, 3] float64.
+    """
+    device, n = x.device, x.shape[0]
+    x = x.to(torch.float64)
+    axes = [k for k in range(3) if bool(pbc[k])]
+    full, inv, _ = _periodic_frame(cell.to(torch.float64)[None], axes)
+    full, inv = full[0], inv[0]
+    frac = x @ inv
+    whole = torch.floor(frac) * pbc.to(torch.float64)
+    xw = x - whole @ full  # wrapped into the cell along periodic axes
+    reach = [int(math.ceil(cutoff / float(widths[k]))) + 1 if k in axes else 0 for k in range(3)]
+    grid = torch.cartesian_prod(*[torch.arange(-r, r + 1, dtype=torch.float64, device=device) for r in reach])
+    offsets = grid @ full  # [S, 3]
+    rel = xw.unsqueeze(1) - xw.unsqueeze(0)  # [n, n, 3]
+    same = torch.eye(n, dtype=torch.bool, device=device)
+    per_chunk = max(1, (1 << 22) // max(n * n, 1))
+    found = []
+    for s0 in range(0, grid.shape[0], per_chunk):
+        off = offsets[s0 : s0 + per_chunk]
+        d = rel.unsqueeze(2) - off  # [n, n, S_c, 3]
+        keep = (d * d).sum(-1) < cutoff * cutoff
+        keep &= ~(same.unsqueeze(-1) & (grid[s0 : s0 + per_chunk].abs().sum(-1) == 0))
+        i, j, k = keep.nonzero().unbind(1)
+        found.append((i, j, grid[s0 + k]))
+    i, j, s = (torch.cat(parts) for parts in zip(*found, strict=True))
+    s = s + whole[i] - whole[j]  # the shift for the positions as given
+    order = torch.sort(i * n + j, stable=True).indices
+    return torch.stack([i, j])[:, order], s[order]
+
+
+def neighbor_list(
+    x: torch.Tensor, cutoff: float, batch: torch.Tensor, cell: torch.Tensor, pbc: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Edges within ``cutoff`` under each graph's own boundary conditions, periodic images included: the one
+    periodic neighbour search of mdsurrogate (potential datasets at ingest, learned potentials at every call).
+
+    Args:
+        x: ``[N, 3]`` positions (Å; need not be wrapped); gradients are not tracked.
+        cutoff: strict radius (``|r_ij| < cutoff``).
+        batch: ``[N]`` sorted graph ids.
+        cell: ``[B, 3, 3]`` lattices (rows are lattice vectors; rows along open axes are ignored);
+            pbc: ``[B, 3]`` bool. :func:`graph_cells` makes both from looser input.
+
+    Returns:
+        ``edge_index`` ``[2, E]`` (receiver ``i``, sender ``j``; sorted by receiver, then sender) and the integer
+        lattice shifts ``s`` ``[E, 3]`` (float64) with ``r_ij = x_i − x_j − s·C_g`` (the convention of
+        :func:`radius_graph_pbc`). A pair appears once per image within the cutoff.
+
+    Graphs are searched in groups: free graphs with :func:`radius_graph` (cell list); periodic graphs whose
+    cells hold the cutoff (cutoff < half every periodic width: the minimum image is exact and unique) with
+    :func:`radius_graph_pbc`, one call per boundary pattern; and each graph with a smaller cell (a primitive
+    cell, a few-atom supercell) by a dense search over several images, so any cell shape and size works.
+    """
+    x = x.detach()
+    device = x.device
+    widths = periodic_widths(cell, pbc)
+    small = (cutoff >= 0.5 * widths * (1.0 - 1e-9)).any(1)  # minimum image not valid: several images per pair
+    code = pbc.long() @ torch.tensor([1, 2, 4], device=device)
+    code = torch.where(small, 8 + torch.arange(code.numel(), device=device), code)
+    keys, group = torch.unique(code, return_inverse=True)
+
+    def run(xs, bs, graphs):
+        g0 = int(graphs[0])
+        if bool(small[g0]):
+            return _multi_image_edges(xs, cutoff, cell[g0], pbc[g0], widths[g0])
+        pattern = pbc[g0]
+        if bool(pattern.any()):
+            ei, s = radius_graph_pbc(xs, cutoff, cell[graphs], pattern.tolist(), bs)
+            return ei, s.to(torch.float64)
+        ei = radius_graph(xs, cutoff, bs)
+        return ei, torch.zeros(ei.shape[1], 3, dtype=torch.float64, device=device)
+
+    if keys.numel() == 1:
+        return run(x, batch, torch.arange(code.numel(), device=device))
+    pieces, shifts = [], []
+    for p in range(keys.numel()):
+        graphs = (group == p).nonzero().squeeze(1)
+        rank = torch.full((group.numel(),), -1, dtype=torch.long, device=device)
+        rank[graphs] = torch.arange(graphs.numel(), device=device)
+        nodes = (rank[batch] >= 0).nonzero().squeeze(1)
+        ei, s = run(x[nodes], rank[batch[nodes]], graphs)
+        pieces.append(nodes[ei])
+        shifts.append(s)
+    edge_index, s = torch.cat(pieces, dim=1), torch.cat(shifts)
+    order = torch.sort(edge_index[0] * x.shape[0] + edge_index[1], stable=True).indices
+    return edge_index[:, order], s[order]
+
+
+def mean_degree(edge_count: int, atoms: int) -> float:
+    """Mean number of neighbours (1 for an empty edge set): the ν of learned potentials, stored at ingest."""
+    return max(edge_count / max(atoms, 1), 1.0) if edge_count else 1.0

@@ -2,8 +2,10 @@
 
     from mdsurrogate.integrations.ase import SurrogateCalculator, SurrogateDynamics
 
-    atoms.calc = SurrogateCalculator("runs/cu/best.pt", dtype="float64")   # energy, free_energy, forces
+    atoms.calc = SurrogateCalculator("runs/cu/best.pt", dtype="float64")   # energy, energies, forces, stress
     VelocityVerlet(atoms, 2 * units.fs).run(1000)                           # any ASE dynamics or optimiser
+    BFGS(FrechetCellFilter(atoms)).run(fmax=1e-3)                           # cell relaxation (stress)
+    results = atoms.calc.calculate_batch(list_of_atoms)                     # many structures, batched calls
 
     dyn = SurrogateDynamics(atoms, "runs/md/best.pt", trajectory="out.traj", logfile="-")
     dyn.run(100)                                                            # each step advances the model's Δ
@@ -24,27 +26,25 @@ from __future__ import annotations
 
 import math
 import os
-from pathlib import Path
 
 import numpy as np
 import torch
 
 try:
     from ase import units as ase_units
-    from ase.calculators.calculator import Calculator, all_changes
+    from ase.calculators.calculator import Calculator, PropertyNotImplementedError, all_changes
     from ase.md.md import MolecularDynamics
 except ImportError as exc:  # pragma: no cover - ASE is a declared dependency
     raise ImportError("mdsurrogate.integrations.ase needs ASE: pip install ase") from exc
 
 from ..data.topology import BatchTopology
+from ..device import resolve_dtype
 from ..errors import CheckpointError, UserError
-from ..models.potential import potential_from_checkpoint
-from ..rollout import StabilityGuard, radius_of_gyration
-from ..training.checkpoint import load_checkpoint, model_from_checkpoint, resolve_checkpoint
+from ..simulation.guard import StabilityGuard
+from ..simulation.surrogate import Surrogate
+from ..training.checkpoint import Checkpoint, resolve_checkpoint
 
 __all__ = ["PropagatorPlaceholderCalculator", "SurrogateCalculator", "SurrogateDynamics"]
-
-DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 _HINTS = {
     "potential": "SurrogateCalculator needs a learned potential (a run of `mdsurrogate train` with a potential "
@@ -55,25 +55,13 @@ _HINTS = {
 }
 
 
-def _dtype(dtype) -> torch.dtype:
-    if isinstance(dtype, torch.dtype):
-        if dtype not in DTYPES.values():
-            raise ValueError(f"dtype must be float32 or float64, not {dtype}")
-        return dtype
-    try:
-        return DTYPES[str(dtype)]
-    except KeyError:
-        raise ValueError(f"dtype must be 'float32' or 'float64', not {dtype!r}") from None
-
-
-def _load(checkpoint: str | os.PathLike, kind: str) -> tuple[dict, Path]:
+def _load(checkpoint: str | os.PathLike, kind: str) -> Checkpoint:
     """Load a checkpoint safely and check its kind, with a hint naming the right class."""
     path = resolve_checkpoint(checkpoint)
-    data = load_checkpoint(path)
-    found = data.get("kind", "propagator")
-    if found != kind:
-        raise CheckpointError(f"{path} holds a {found} checkpoint, not a {kind}: {_HINTS[kind]}")
-    return data, path
+    ck = Checkpoint.load(path)
+    if ck.kind != kind:
+        raise CheckpointError(f"{path} holds a {ck.kind} checkpoint, not a {kind}: {_HINTS[kind]}")
+    return ck
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -89,15 +77,24 @@ class SurrogateCalculator(Calculator):
         device: torch device ("cpu", "cuda", "cuda:1"). dtype: "float32" (default) or "float64".
         **kwargs: passed to ``ase.calculators.calculator.Calculator`` (label, directory, …).
 
-    Properties: ``energy`` and ``free_energy`` (eV; equal, the model has no electronic entropy) and
-    ``forces`` (eV/Å, −∂E/∂x by autograd, float64 arrays). ``stress`` is not implemented, so ASE raises
-    ``PropertyNotImplementedError`` for it (and for anything else not listed).
+    Properties (float64 arrays):
 
-    Caching follows ASE's protocol: ``get_potential_energy``/``get_forces`` recompute only when positions,
-    numbers, cell or pbc changed since the last calculation (one calculation fills energy and forces
-    together). ``initial_charges`` and ``initial_magmoms`` are in ``ignored_changes``: the model reads neither.
-    The model does not read ``atoms.info`` either, so changing it never invalidates results.
-    ``calculations`` counts the model evaluations.
+    * ``energy`` and ``free_energy`` (eV; equal, the model has no electronic entropy);
+    * ``energies`` [N] (eV): the model's per-atom energies ε_i, which sum to the energy;
+    * ``forces`` [N, 3] (eV/Å): −∂E/∂x by autograd;
+    * ``stress`` [6] (eV/Å³, Voigt order xx, yy, zz, yz, xz, xy): (1/V) ∂E/∂ε for a symmetric strain ε applied to
+      positions and cell, by autograd in the same backward pass as the forces, with ASE's sign (positive under
+      tension: ``atoms.get_stress()`` of a compressed crystal is negative). Defined for cells with a periodic
+      direction and a non-zero volume (slabs too, with their vacuum row); a free structure raises ASE's
+      ``PropertyNotImplementedError`` for it. Works with ``ase.filters.FrechetCellFilter`` (cell relaxation)
+      and ASE's NPT integrators (``ase.md.nose_hoover_chain.MTKNPT``/``IsotropicMTKNPT``, ``ase.md.npt.NPT``,
+      ``NPTBerendsen``).
+
+    Caching follows ASE's protocol: one calculation fills every property (stress whenever the cell allows it), and
+    a ``get_*`` call recomputes only when positions, numbers, cell or pbc changed. ``initial_charges`` and
+    ``initial_magmoms`` are in ``ignored_changes``: the model reads neither, nor ``atoms.info``.
+    ``calculations`` counts the model evaluations. :meth:`calculate_batch` evaluates many structures in one
+    batched model call (screening).
 
     Periodic cells of any shape and size work (cells narrower than twice the cutoff, e.g. a one-atom primitive
     cell, see several images of each neighbour); partial periodicity (slabs, wires) too.
@@ -106,16 +103,17 @@ class SurrogateCalculator(Calculator):
     ``ValueError`` for degenerate periodic cells, and ``CheckpointError`` for a checkpoint of the wrong kind.
     """
 
-    implemented_properties = ["energy", "free_energy", "forces"]
+    implemented_properties = ["energy", "free_energy", "energies", "forces", "stress"]
     ignored_changes = {"initial_charges", "initial_magmoms"}
 
     def __init__(self, checkpoint: str | os.PathLike, device: str | torch.device = "cpu", dtype="float32",
                  **kwargs):
         super().__init__(**kwargs)
         self.device = torch.device(device)
-        self.dtype = _dtype(dtype)
-        self.checkpoint, self.checkpoint_path = _load(checkpoint, "potential")
-        self.model = potential_from_checkpoint(self.checkpoint, device=self.device, dtype=self.dtype)
+        self.dtype = resolve_dtype(dtype)
+        self.checkpoint = _load(checkpoint, "potential")
+        self.checkpoint_path = self.checkpoint.path
+        self.model = self.checkpoint.build_model(device=self.device, dtype=self.dtype)
         self.elements: list[int] = list(self.model.elements)
         self.cutoff: float = float(self.model.cutoff)
         self.calculations = 0
@@ -127,20 +125,81 @@ class SurrogateCalculator(Calculator):
         return {"checkpoint": str(self.checkpoint_path), "device": str(self.device),
                 "dtype": str(self.dtype).replace("torch.", "")}
 
+    @staticmethod
+    def has_stress(atoms) -> bool:
+        """True when stress is defined for ``atoms``: a periodic direction and a cell of non-zero volume."""
+        return bool(np.any(atoms.pbc)) and abs(float(np.linalg.det(np.asarray(atoms.cell.array)))) > 1e-12
+
     def calculate(self, atoms=None, properties=None, system_changes=all_changes):
-        super().calculate(atoms, properties or ["energy"], system_changes)
-        a = self.atoms
-        numbers = torch.as_tensor(np.asarray(a.numbers), dtype=torch.long, device=self.device)
-        positions = torch.as_tensor(np.asarray(a.positions), dtype=self.dtype, device=self.device)
-        out = self.model(numbers, positions, None, np.asarray(a.cell.array), np.asarray(a.pbc), 1,
-                         compute_forces=True, create_graph=False)
-        energy = float(out["energy"].detach()[0])
-        self.results = {
-            "energy": energy,
-            "free_energy": energy,
-            "forces": out["forces"].detach().to("cpu", torch.float64).numpy(),
-        }
+        properties = list(properties or ["energy"])
+        super().calculate(atoms, properties, system_changes)
+        if "stress" in properties and not self.has_stress(self.atoms):
+            raise PropertyNotImplementedError(
+                "stress needs a periodic cell with a non-zero volume; these atoms are a free structure "
+                f"(pbc = {self.atoms.pbc.tolist()})")
+        self.results = self._evaluate([self.atoms])[0]
+
+    def calculate_batch(self, images, properties=None, *, max_atoms: int = 20000) -> list[dict]:
+        """Evaluate many structures (a list of ``Atoms``) in batched model calls; one result dict per structure.
+
+        Each dict holds ``energy``, ``free_energy``, ``energies``, ``forces`` and, for structures with a periodic
+        cell, ``stress`` (Voigt, eV/Å³), equal to what :meth:`calculate` gives one by one (to float rounding).
+        Structures are grouped into calls of at most ``max_atoms`` atoms (a bigger structure goes alone). The
+        atoms' own calculators and this calculator's cache are left untouched. ``properties`` (default all) only
+        checks that what is asked for exists: asking for ``stress`` of a free structure raises
+        ``PropertyNotImplementedError``.
+        """
+        images = list(images)
+        for name in properties or []:
+            if name not in self.implemented_properties:
+                raise PropertyNotImplementedError(f"{name} is not a property of SurrogateCalculator")
+        if "stress" in (properties or []):
+            free = [k for k, a in enumerate(images) if not self.has_stress(a)]
+            if free:
+                raise PropertyNotImplementedError(f"stress needs periodic cells; structures {free[:5]} are free")
+        results: list[dict] = []
+        group: list = []
+        count = 0
+        for a in images:
+            if group and count + len(a) > max_atoms:
+                results.extend(self._evaluate(group))
+                group, count = [], 0
+            group.append(a)
+            count += len(a)
+        if group:
+            results.extend(self._evaluate(group))
+        return results
+
+    def _evaluate(self, images) -> list[dict]:
+        """One model call on a list of structures → one results dict per structure."""
+        from ase.stress import full_3x3_to_voigt_6_stress
+
+        sizes = [len(a) for a in images]
+        numbers = torch.as_tensor(np.concatenate([np.asarray(a.numbers) for a in images]), dtype=torch.long,
+                                  device=self.device)
+        positions = torch.as_tensor(np.concatenate([np.asarray(a.positions, dtype=np.float64) for a in images]),
+                                    dtype=self.dtype, device=self.device)
+        batch = torch.repeat_interleave(torch.arange(len(images), device=self.device),
+                                        torch.as_tensor(sizes, device=self.device))
+        cells = np.stack([np.asarray(a.cell.array, dtype=np.float64) for a in images])
+        pbcs = np.stack([np.asarray(a.pbc, dtype=bool) for a in images])
+        stress_ok = [self.has_stress(a) for a in images]
+        out = self.model(numbers, positions, batch, cells, pbcs, len(images), compute_forces=True,
+                         compute_stress=any(stress_ok), create_graph=False)
+        energy = out["energy"].detach().to("cpu", torch.float64).numpy()
+        eps = out["atom_energies"].detach().to("cpu", torch.float64).numpy()
+        forces = out["forces"].detach().to("cpu", torch.float64).numpy()
+        stress = out["stress"].detach().to("cpu", torch.float64).numpy() if any(stress_ok) else None
+        results, start = [], 0
+        for g, n in enumerate(sizes):
+            res = {"energy": float(energy[g]), "free_energy": float(energy[g]),
+                   "energies": eps[start:start + n].copy(), "forces": forces[start:start + n].copy()}
+            if stress_ok[g]:
+                res["stress"] = full_3x3_to_voigt_6_stress(stress[g])
+            results.append(res)
+            start += n
         self.calculations += 1
+        return results
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -232,8 +291,10 @@ class SurrogateDynamics(MolecularDynamics):
             ``mass`` from the masses, ``Z`` from the atomic numbers and any other name from ``atoms.arrays``.
         topology: a full ``BatchTopology`` (``ptr = [0, N]``), needed when the model uses static edge sets
             (local bonds/complexes, a static global graph); by default one is built from ``atoms``.
-        guard: a ``StabilityGuard`` (default) checked after every step: a ``RuntimeError`` stops the run on
-            non-finite or exploding coordinates, with the atoms left at the last good state. None disables it.
+        guard: "default" (the checkpoint's stability guard, with the limits derived from its training data), a
+            ``StabilityGuard``, or None (no checks); checked after every step: a ``RuntimeError`` naming the
+            quantity and the limit stops the run, with the atoms left at the last good state.
+        seed: seed of a stochastic propagator's random stream (the same seed gives the same trajectory).
 
     The time step ``dt`` is the checkpoint's Δ (``dataset.delta_time``) in ASE time units, so ``get_time()``
     and ``MDLogger`` times are physical. Propagators see open boundaries: positions are never wrapped into a
@@ -249,20 +310,18 @@ class SurrogateDynamics(MolecularDynamics):
     def __init__(self, atoms, checkpoint: str | os.PathLike, *, trajectory=None, logfile=None, loginterval: int = 1,
                  append_trajectory: bool = False, device: str | torch.device = "cpu", dtype="float32",
                  units: dict | None = None, node_props: dict | None = None, topology: BatchTopology | None = None,
-                 guard: StabilityGuard | None = StabilityGuard(), **kwargs):
-        self.checkpoint, self.checkpoint_path = _load(checkpoint, "propagator")
-        self.device = torch.device(device)
-        self.dtype = _dtype(dtype)
-        self.model, self.featurizer = model_from_checkpoint(self.checkpoint, device=self.device, dtype=self.dtype)
-        ds = self.checkpoint.get("dataset", {})
-        self.length_unit, self.time_unit = unit_factors(ds.get("units"), units)
-        delta = ds.get("delta_time")
-        if delta is None and "frame_dt" in ds and "delta_frames" in ds:
-            delta = float(ds["frame_dt"]) * int(ds["delta_frames"])
-        if delta is None or not float(delta) > 0:
+                 guard: StabilityGuard | None | str = "default", seed: int | None = None, **kwargs):
+        self.checkpoint = _load(checkpoint, "propagator")
+        self.checkpoint_path = self.checkpoint.path
+        self.surrogate = Surrogate.from_checkpoint(self.checkpoint, device=device, dtype=dtype)
+        self.device, self.dtype = self.surrogate.device, self.surrogate.dtype
+        self.model, self.featurizer = self.surrogate.model, self.surrogate.featurizer
+        self.length_unit, self.time_unit = unit_factors(self.checkpoint.dataset.units, units)
+        if not self.surrogate.delta_time > 0:
             raise CheckpointError(f"{self.checkpoint_path} does not record a positive Δ (dataset.delta_time)")
-        self.delta_time = float(delta)  # in the checkpoint's time unit
-        self.guard = guard
+        self.delta_time = self.surrogate.delta_time  # in the checkpoint's time unit
+        self.guard = self.surrogate.guard() if guard == "default" else guard
+        self.seed = seed
         self._node_props = dict(node_props or {})
         self._given_topology = topology
         self.topology = self._build_topology(atoms)
@@ -270,7 +329,7 @@ class SurrogateDynamics(MolecularDynamics):
             atoms.calc = PropagatorPlaceholderCalculator()
         super().__init__(atoms, timestep=self.delta_time * self.time_unit, trajectory=trajectory, logfile=logfile,
                          loginterval=loginterval, append_trajectory=append_trajectory, **kwargs)
-        self._rg0 = None
+        self._chain = None
 
     # -- topology ----------------------------------------------------------------------------------------
     def _build_topology(self, atoms) -> BatchTopology:
@@ -298,8 +357,7 @@ class SurrogateDynamics(MolecularDynamics):
 
     # -- ASE hooks ---------------------------------------------------------------------------------------
     def todict(self) -> dict:
-        return super().todict() | {"checkpoint": str(self.checkpoint_path),
-                                   "model": str(self.checkpoint.get("model", {}).get("name", ""))}
+        return super().todict() | {"checkpoint": str(self.checkpoint_path), "model": self.checkpoint.model_name}
 
     def _refresh_properties(self):
         # ASE asks for forces after each step for loggers/observers; placeholder forces are of no use to anyone.
@@ -308,24 +366,23 @@ class SurrogateDynamics(MolecularDynamics):
         super()._refresh_properties()
 
     def step(self):
-        """One propagator step: convert to the checkpoint's units, predict (x, v) after Δ, convert back."""
+        """One propagator step: convert to the checkpoint's units, advance the chain by Δ, convert back."""
         atoms = self.atoms
         if int(self.topology.ptr[-1]) != len(atoms):
             self.topology = self._build_topology(atoms)
-            self._rg0 = None
+            self._chain = None
         lf, tf = self.length_unit, self.time_unit
         x = torch.as_tensor(atoms.get_positions() / lf, dtype=self.dtype, device=self.device)
         v = torch.as_tensor(atoms.get_velocities() * (tf / lf), dtype=self.dtype, device=self.device)
-        with torch.no_grad():
-            if self._rg0 is None:
-                self._rg0 = radius_of_gyration(x, self.topology)
-            pred = self.model(self.featurizer(x, v, self.topology))
-            x_new, v_new = pred.x.to(self.dtype), pred.v.to(self.dtype)
-            if self.guard is not None:
-                reason = self.guard.check(x_new, v_new, self._rg0, self.topology)
-                if reason:
-                    raise RuntimeError(f"SurrogateDynamics stopped before step {self.nsteps + 1}: {reason}; "
-                                       "the atoms keep the last good state")
+        if self._chain is None:
+            self._chain = self.surrogate.chain(x, v, self.topology, guard=self.guard, seed=self.seed)
+        else:
+            self._chain.set_state(x, v)
+        step = self._chain.advance()
+        if step.stopped:
+            raise RuntimeError(f"SurrogateDynamics stopped before step {self.nsteps + 1}: {step.stopped}; "
+                               "the atoms keep the last good state")
+        x_new, v_new = self._chain.x, self._chain.v
         x_ase = x_new.to("cpu", torch.float64).numpy() * lf
         v_ase = v_new.to("cpu", torch.float64).numpy() * (lf / tf)
         atoms.set_positions(x_ase)

@@ -3,7 +3,7 @@
 Importing this module (or :mod:`mdsurrogate.mda`, which re-exports it) registers, by MDAnalysis's format registry:
 
 * ``MDSRReader`` — a coordinate reader for format ``"MDSR"``: frames are computed on demand by the model the file
-  names (see :mod:`mdsurrogate.io.mdsr`), with random access and slicing that agree with sequential reading;
+  names (see :mod:`mdsurrogate.simulation.mdsr`), with random access and slicing that agree with sequential reading;
 * ``MDSRParser`` — a topology parser for format ``"MDSR"``, built from the atom names, residues, chains,
   elements and bonds stored in the file.
 
@@ -15,21 +15,21 @@ Spellings that work::
     u = mda.Universe("run.mdsr")                            # topology and trajectory from the one file
     u = mda.Universe("adk_backbone.pdb", "run.mdsr")        # any topology with the same atoms, in the same order
     u = mda.Universe("run.mdsr", device="cuda", stride=4)   # where frames are computed; states kept for random access
-    u = mda.Universe(read_mdsr("run.mdsr"))                 # an opened MdsrRun (mdsurrogate.io.mdsr.read_mdsr)
+    u = mda.Universe(read_mdsr("run.mdsr"))                 # an opened MdsrRun (mdsurrogate.simulation.mdsr.read_mdsr)
     u = mda.Universe("top.pdb", "run.bin", format="MDSR")   # a file without the .mdsr suffix
 
     u.trajectory[57]; u.trajectory[2:90:4]; u.trajectory[::-1]     # random access, slices, reverse
     rms.RMSD(u, select="name CA").run(); rms.RMSF(u.select_atoms("name CA")).run()
 
 A ``.mdsr`` file is one file: do not pass it inside a list with other files. MDAnalysis hands any list (and any
-object with ``__len__`` or ``next``) to its ChainReader; an :class:`~mdsurrogate.io.mdsr.MdsrRun` has neither on
+object with ``__len__`` or ``next``) to its ChainReader; an :class:`~mdsurrogate.simulation.mdsr.MdsrRun` has neither on
 purpose, so it is recognised as one MDSR trajectory. Chaining ``.mdsr`` files (``Universe(top, ["a.mdsr",
 "b.mdsr"])``) works through the ChainReader like any other format.
 
 Units: time in ps (``t0``, ``dt`` stored in the file), positions in Å and velocities in Å/ps, MDAnalysis's own
 units, so nothing is converted (models trained on MD datasets use exactly these; dimensionless models are read
 as if their units were Å and ps). Frames have no unit cell (``ts.dimensions is None``). There is no MDSR writer:
-write a ``.mdsr`` with ``mdsurrogate rollout … --out run.mdsr`` or :func:`mdsurrogate.io.mdsr.write_mdsr`.
+write a ``.mdsr`` with ``mdsurrogate rollout … --out run.mdsr`` or :func:`mdsurrogate.simulation.mdsr.write_mdsr`.
 
 Pickling (multiprocessing analyses) sends the file name and the current frame, not the model; the receiving
 process opens the file again.
@@ -37,63 +37,21 @@ process opens the file again.
 
 from __future__ import annotations
 
-import numpy as np
-
 try:
     from MDAnalysis.coordinates.base import ReaderBase
-    from MDAnalysis.core.topology import Topology
-    from MDAnalysis.core.topologyattrs import (
-        Atomids,
-        Atomnames,
-        Atomtypes,
-        Bonds,
-        ChainIDs,
-        Elements,
-        RecordTypes,
-        Resids,
-        Resnames,
-        Resnums,
-        Segids,
-    )
     from MDAnalysis.lib.util import store_init_arguments
-    from MDAnalysis.topology.base import TopologyReaderBase, change_squash
+    from MDAnalysis.topology.base import TopologyReaderBase
 except ImportError as exc:  # pragma: no cover - MDAnalysis is an optional dependency of the core
     raise ImportError("mdsurrogate.integrations.mdanalysis needs MDAnalysis: pip install MDAnalysis") from exc
 
-from ..io.mdsr import DEFAULT_STRIDE, MdsrRun, read_mdsr
-from ..io.topology import AtomTopology
+from ..data.atoms import mdanalysis_topology
+from ..simulation.mdsr import DEFAULT_STRIDE, MdsrRun, read_mdsr
 
 __all__ = ["MDSRParser", "MDSRReader", "topology_from_atoms"]
 
 
-def topology_from_atoms(atoms: AtomTopology) -> Topology:
-    """An MDAnalysis ``Topology`` from an :class:`AtomTopology`: names, types (= elements), elements, resids,
-    resnames, chain and segment ids (both from ``chainids``), record types and bonds. Residues are runs of atoms
-    with the same (resid, resname, segid); segments are runs with the same segid. Masses are left to MDAnalysis's
-    guesser (from the types), as for a PDB."""
-    n = atoms.n_atoms
-    names = np.asarray(atoms.names, dtype=object)
-    elements = np.asarray([str(e).strip().capitalize() for e in atoms.elements], dtype=object)
-    chain = np.asarray(atoms.chainids, dtype=object)
-    attrs = [
-        Atomnames(names),
-        Atomids(np.arange(1, n + 1)),
-        Atomtypes(elements.copy()),
-        Elements(elements),
-        ChainIDs(chain.copy()),
-    ]
-    if atoms.record_types is not None:
-        attrs.append(RecordTypes(np.asarray(atoms.record_types, dtype=object)))
-    resids = np.asarray(atoms.resids, dtype=np.int64)
-    resnames = np.asarray(atoms.resnames, dtype=object)
-    residx, (resids, resnames, segids) = change_squash((resids, resnames, chain), (resids, resnames, chain))
-    attrs += [Resids(resids), Resnums(resids.copy()), Resnames(resnames)]
-    segidx, (segids,) = change_squash((segids,), (segids,))
-    attrs.append(Segids(segids))
-    if atoms.bonds is not None and len(atoms.bonds):
-        pairs = np.unique(np.sort(atoms.bonds, axis=1), axis=0)
-        attrs.append(Bonds([tuple(p) for p in pairs.tolist()], guessed=False))
-    return Topology(n, len(resids), len(segids), attrs=attrs, atom_resindex=residx, residue_segindex=segidx)
+#: an MDAnalysis Topology from an AtomTopology (kept under this name for users of mdsurrogate.mda)
+topology_from_atoms = mdanalysis_topology
 
 
 class MDSRParser(TopologyReaderBase):
@@ -124,7 +82,7 @@ class MDSRReader(ReaderBase):
     ``n_frames`` is the stored frame count (the initial state included); frame k is the state after k model
     steps, at ``t0 + k·dt`` ps. Positions and velocities come with every frame; there is no unit cell.
     Opening checks that the checkpoint exists and is unchanged (SHA-256) and raises
-    :class:`~mdsurrogate.io.mdsr.MdsrError` (a ``ValueError``) otherwise; a frame the model cannot produce
+    :class:`~mdsurrogate.simulation.mdsr.MdsrError` (a ``ValueError``) otherwise; a frame the model cannot produce
     (non-finite or blown-up geometry) raises it too, naming the frame.
     """
 

@@ -63,15 +63,6 @@ MODELS: Registry = Registry()
 register = MODELS.register  # make a propagator available to recipes under ``cls.name``
 
 
-def build_model(name: str, *, node_dim: int, edge_dim: int, local_edge_dim: int, **hparams) -> Propagator:
-    """Instantiate a registered model; raises ``KeyError`` naming the known models for an unknown name."""
-    from . import registry  # noqa: F401  (imports every model module so that they register)
-
-    if name not in MODELS:
-        raise KeyError(f"unknown model {name!r}; known models: {', '.join(sorted(MODELS))}")
-    return MODELS[name](node_dim=node_dim, edge_dim=edge_dim, local_edge_dim=local_edge_dim, **hparams)
-
-
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
 

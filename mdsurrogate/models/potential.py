@@ -5,7 +5,8 @@ energy per graph, and forces are its negative gradient. Potentials have their ow
 (:data:`POTENTIALS`), so the propagator machinery (``build_model``, the generic propagator equivariance test)
 never sees them; checkpoints of potentials carry ``kind = "potential"``.
 
-Units: positions and cells in Å, energies in eV, forces in eV/Å. Float32 or float64 (``model.double()``).
+Units: positions and cells in Å, energies in eV, forces in eV/Å, stress in eV/Å³. Float32 or float64
+(``model.double()``).
 
 ``EGNNPotential`` ("egnn_potential"), per layer l (hidden width H, K radial functions)::
 
@@ -15,10 +16,11 @@ Units: positions and cells in Å, energies in eV, forces in eV/Å. Float32 or fl
     m_ij = u(d_ij) · φ_e(h_i, h_j, e_ij)             [E, H]   scalar messages on distances only
     h_i ← h_i + φ_h(h_i, (1/ν) Σ_j m_ij)              [N, H]   ν: a fixed average neighbour count
     ε_i = σ · φ_out(h_i) + μ_{Z_i}                    per-atom energy; σ an energy scale, μ_Z reference energies
-    E_g = Σ_{i∈g} ε_i,    F_i = −∂E/∂x_i
+    E_g = Σ_{i∈g} ε_i,    F_i = −∂E/∂x_i,    σ_g = (1/V_g) ∂E/∂ε     (ε: symmetric strain of positions and cell)
 
-h⁰_i is a learned embedding of the element Z_i. Edges are all images within r_c (:func:`neighbor_list`): the
-minimum image when the cell holds the cutoff, several images (and an atom's own) in smaller cells. There are
+h⁰_i is a learned embedding of the element Z_i. Edges are all images within r_c
+(:func:`mdsurrogate.data.neighbors.neighbor_list`, the periodic search that ingest uses too): the minimum image
+when the cell holds the cutoff, several images (and an atom's own) in smaller cells. There are
 no coordinate updates: every quantity the energy depends on is a function of interatomic distances, so E is
 invariant under rotations, reflections, translations, permutations of atoms and lattice translations of single
 atoms, and F = −∇E is equivariant.
@@ -29,11 +31,10 @@ forces in MD.
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import Tensor, nn
 
+from ..data.neighbors import graph_cells, mean_degree, neighbor_list
 from ..errors import UserError
 from .base import Registry
 from .layers import PairLinear, activation, mlp
@@ -65,8 +66,10 @@ class Potential(nn.Module):
     """Base class of learned potentials. Subclasses set ``name`` and implement ``forward`` as below.
 
     ``forward(numbers [N], positions [N, 3], batch [N] | None, cell [B, 3, 3] | [3, 3] | None,
-    pbc [B, 3] | [3] | bool | None, num_graphs=None, *, compute_forces=True, create_graph=None)`` returns
-    ``{"energy": [B], "atom_energies": [N], "forces": [N, 3]}`` (forces only when asked).
+    pbc [B, 3] | [3] | bool | None, num_graphs=None, *, compute_forces=True, compute_stress=False,
+    create_graph=None)`` returns ``{"energy": [B], "atom_energies": [N], "forces": [N, 3], "virial": [B, 3, 3],
+    "stress": [B, 3, 3]}`` (forces, virial and stress only when asked). ``evaluate(species, positions, batch, cell,
+    edge_index, shifts, num_graphs, …)`` computes the same on a given graph (what an exported potential runs).
     """
 
     name: str = ""
@@ -85,7 +88,7 @@ def build_potential(name: str, **hparams) -> Potential:
     return POTENTIALS[name](**hparams)
 
 
-def potential_from_checkpoint(data: dict, device="cpu", dtype: torch.dtype | None = None) -> Potential:
+def potential_from_checkpoint(data: dict, device="cpu", dtype: torch.dtype | None = None) -> Potential:  # noqa: E501
     """Rebuild a potential (eval mode) from a checkpoint dict loaded with ``load_checkpoint(kind="potential")``."""
     from ..errors import CheckpointError
 
@@ -101,147 +104,6 @@ def potential_from_checkpoint(data: dict, device="cpu", dtype: torch.dtype | Non
         raise CheckpointError(f"checkpoint weights do not fit potential {m['name']!r} ({first})") from None
     model.to(device=device, dtype=dtype)
     return model.eval()
-
-
-# ----------------------------------------------------------------------------------------------------------
-# neighbours with periodic images
-# ----------------------------------------------------------------------------------------------------------
-
-
-def _as_graph_cells(cell, pbc, num_graphs: int, device) -> tuple[Tensor, Tensor]:
-    """Normalise ``cell`` to [B, 3, 3] (float64) and ``pbc`` to [B, 3] (bool)."""
-    if cell is None:
-        cell_t = torch.zeros(num_graphs, 3, 3, dtype=torch.float64, device=device)
-    else:
-        cell_t = torch.as_tensor(cell, device=device).to(torch.float64)
-        if cell_t.shape == (3, 3):
-            cell_t = cell_t.expand(num_graphs, 3, 3)
-        if cell_t.shape != (num_graphs, 3, 3):
-            raise ValueError(f"cell must be [3, 3] or [B, 3, 3] with B = {num_graphs}, got {tuple(cell_t.shape)}")
-    if pbc is None:
-        pbc_t = torch.zeros(num_graphs, 3, dtype=torch.bool, device=device)
-    else:
-        pbc_t = torch.as_tensor(pbc, device=device).to(torch.bool)
-        if pbc_t.dim() == 0:
-            pbc_t = pbc_t.expand(3)
-        if pbc_t.shape == (3,):
-            pbc_t = pbc_t.expand(num_graphs, 3)
-        if pbc_t.shape != (num_graphs, 3):
-            raise ValueError(f"pbc must be a bool, [3] or [B, 3] with B = {num_graphs}, got {tuple(pbc_t.shape)}")
-    return cell_t, pbc_t
-
-
-def periodic_widths(cell: Tensor, pbc: Tensor) -> Tensor:
-    """[B, 3] perpendicular widths of the cells: along a periodic axis k, the distance from a_k to the span of the
-    graph's other periodic lattice vectors (between opposite faces for a 3-D cell); ``inf`` along open axes.
-
-    From Gram determinants: w_k² = det G(periodic rows) / det G(periodic rows without k). cell [B, 3, 3], pbc [B, 3].
-    """
-    cell = cell.to(torch.float64)
-    open_ = ~pbc
-    a = cell * pbc.unsqueeze(-1)
-    gram = a @ a.transpose(1, 2) + torch.diag_embed(open_.to(torch.float64))  # open axes: identity rows
-    det_all = torch.linalg.det(gram)
-    widths = torch.full(pbc.shape, float("inf"), dtype=torch.float64, device=cell.device)
-    eye = torch.eye(3, dtype=torch.float64, device=cell.device)
-    for k in range(3):
-        g = gram.clone()
-        g[:, k, :] = eye[k]
-        g[:, :, k] = eye[k]
-        w = torch.sqrt((det_all / torch.linalg.det(g)).clamp(min=0.0))
-        widths[:, k] = torch.where(pbc[:, k], w, widths[:, k])
-    return torch.nan_to_num(widths, nan=0.0)
-
-
-def _multi_image_edges(x: Tensor, cutoff: float, cell: Tensor, pbc: Tensor, widths: Tensor) -> tuple[Tensor, Tensor]:
-    """All (i, j, s) with ‖x_i − x_j − s·C‖ < cutoff for ONE graph whose cell is too small for the minimum image
-    (cutoff ≥ half a periodic width): an atom may then see several images of a neighbour, and its own images
-    (i = j, s ≠ 0). Dense over atom pairs and a box of shifts; meant for small cells (the case that needs it).
-    Returns edge_index [2, E] sorted by receiver then sender, and s [E, 3] float64.
-    """
-    device, n = x.device, x.shape[0]
-    x = x.to(torch.float64)
-    cell = cell.to(torch.float64)
-    axes = [k for k in range(3) if bool(pbc[k])]
-    periodic_rows = cell[axes]
-    sv = torch.linalg.svdvals(periodic_rows)
-    if not bool(sv.min() > 1e-8 * sv.max().clamp(min=1e-300)):
-        raise ValueError("the periodic lattice vectors of cell are degenerate (zero or linearly dependent)")
-    full = cell.clone()
-    if len(axes) < 3:  # open axes: an orthonormal complement of the periodic span (only defines the frame)
-        vh = torch.linalg.svd(periodic_rows, full_matrices=True).Vh  # rows len(axes)… span the complement
-        for row, k in zip(vh[len(axes):], [k for k in range(3) if k not in axes], strict=True):
-            full[k] = row
-    frac = x @ torch.linalg.inv(full)
-    whole = torch.floor(frac) * pbc.to(torch.float64)
-    xw = x - whole @ full  # wrapped into the cell along periodic axes
-    reach = [int(math.ceil(cutoff / float(widths[k]))) + 1 if k in axes else 0 for k in range(3)]
-    grid = torch.cartesian_prod(*[torch.arange(-r, r + 1, dtype=torch.float64, device=device) for r in reach])
-    offsets = grid @ full  # [S, 3]
-    rel = xw.unsqueeze(1) - xw.unsqueeze(0)  # [n, n, 3]
-    same = torch.eye(n, dtype=torch.bool, device=device)
-    per_chunk = max(1, (1 << 22) // max(n * n, 1))
-    found = []
-    for s0 in range(0, grid.shape[0], per_chunk):
-        off = offsets[s0 : s0 + per_chunk]
-        d = rel.unsqueeze(2) - off  # [n, n, S_c, 3]
-        keep = (d * d).sum(-1) < cutoff * cutoff
-        keep &= ~(same.unsqueeze(-1) & (grid[s0 : s0 + per_chunk].abs().sum(-1) == 0))
-        i, j, k = keep.nonzero().unbind(1)
-        found.append((i, j, grid[s0 + k]))
-    i, j, s = (torch.cat(parts) for parts in zip(*found, strict=True))
-    s = s + whole[i] - whole[j]  # the shift for the positions as given
-    order = torch.sort(i * n + j, stable=True).indices
-    return torch.stack([i, j])[:, order], s[order]
-
-
-def neighbor_list(x: Tensor, cutoff: float, batch: Tensor, cell: Tensor, pbc: Tensor) -> tuple[Tensor, Tensor]:
-    """Edges within ``cutoff`` under each graph's own boundary conditions, periodic images included.
-
-    Args: x [N, 3] (Å), batch [N] sorted graph ids, cell [B, 3, 3] (rows are lattice vectors), pbc [B, 3] bool.
-    Returns: ``edge_index`` [2, E] (receiver i, sender j; sorted by receiver, then sender) and the integer
-    lattice shifts ``s`` [E, 3] (float64) with r_ij = x_i − x_j − s·C_g (the sign of :func:`radius_graph_pbc`).
-
-    Graphs are listed in groups: free graphs with :func:`radius_graph` (cell list), periodic graphs whose cells
-    hold the cutoff (cutoff < half every periodic width: the minimum image is exact) with
-    :func:`radius_graph_pbc`, one call per pbc pattern; and each graph with a smaller cell (a primitive cell, a
-    few-atom supercell) by a dense search over several images, so any cell shape and size works.
-    """
-    from ..data.neighbors import radius_graph, radius_graph_pbc
-
-    x = x.detach()
-    device = x.device
-    widths = periodic_widths(cell, pbc)
-    small = (cutoff >= 0.5 * widths * (1.0 - 1e-9)).any(1)  # minimum image not valid: several images per pair
-    code = pbc.long() @ torch.tensor([1, 2, 4], device=device)
-    code = torch.where(small, 8 + torch.arange(code.numel(), device=device), code)
-    keys, group = torch.unique(code, return_inverse=True)
-
-    def run(xs, bs, graphs):
-        g0 = int(graphs[0])
-        if bool(small[g0]):
-            return _multi_image_edges(xs, cutoff, cell[g0], pbc[g0], widths[g0])
-        pattern = pbc[g0]
-        if bool(pattern.any()):
-            ei, s = radius_graph_pbc(xs, cutoff, cell[graphs], pattern.tolist(), bs)
-            return ei, s.to(torch.float64)
-        ei = radius_graph(xs, cutoff, bs)
-        return ei, torch.zeros(ei.shape[1], 3, dtype=torch.float64, device=device)
-
-    if keys.numel() == 1:
-        return run(x, batch, torch.arange(code.numel(), device=device))
-    pieces, shifts = [], []
-    for p in range(keys.numel()):
-        graphs = (group == p).nonzero().squeeze(1)
-        rank = torch.full((group.numel(),), -1, dtype=torch.long, device=device)
-        rank[graphs] = torch.arange(graphs.numel(), device=device)
-        nodes = (rank[batch] >= 0).nonzero().squeeze(1)
-        ei, s = run(x[nodes], rank[batch[nodes]], graphs)
-        pieces.append(nodes[ei])
-        shifts.append(s)
-    edge_index, s = torch.cat(pieces, dim=1), torch.cat(shifts)
-    order = torch.sort(edge_index[0] * x.shape[0] + edge_index[1], stable=True).indices
-    return edge_index[:, order], s[order]
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -338,16 +200,17 @@ class EGNNPotential(Potential):
             )
         return idx
 
-    # -- energy and forces -------------------------------------------------------------------------------
+    # -- energy, forces, stress ---------------------------------------------------------------------------
     def forward(self, numbers: Tensor, positions: Tensor, batch: Tensor | None = None, cell=None, pbc=None,
-                num_graphs: int | None = None, *, compute_forces: bool = True,
+                num_graphs: int | None = None, *, compute_forces: bool = True, compute_stress: bool = False,
                 create_graph: bool | None = None) -> dict[str, Tensor]:
-        """Energies [B] (eV), per-atom energies [N] and, if asked, forces [N, 3] (eV/Å) = −∂E/∂x.
+        """Energies [B] (eV), per-atom energies [N] and, if asked, forces [N, 3] (eV/Å) = −∂E/∂x and the strain
+        derivatives ``virial`` [B, 3, 3] (eV) and ``stress`` [B, 3, 3] (eV/Å³).
 
-        ``create_graph`` (default: ``self.training``) keeps the force graph so that a loss on forces can be
+        Builds the neighbour list (all periodic images within the cutoff) and calls :meth:`evaluate`.
+        ``create_graph`` (default: ``self.training``) keeps the derivative graph so that a loss on forces can be
         back-propagated into the parameters.
         """
-        dtype = self.energy_scale.dtype
         device = self.energy_scale.device
         n = positions.shape[0]
         if batch is None:
@@ -355,31 +218,84 @@ class EGNNPotential(Potential):
         batch = batch.to(device=device, dtype=torch.long)
         if num_graphs is None:
             num_graphs = int(batch.max()) + 1 if n else 1
-        cell64, pbc_t = _as_graph_cells(cell, pbc, num_graphs, device)
+        cell64, pbc_t = graph_cells(cell, pbc, num_graphs, device)
         species = self.species(numbers)
-        create_graph = self.training if create_graph is None else create_graph
-        x = positions.to(device=device, dtype=dtype)
-        if compute_forces and not x.requires_grad:
-            x = x.detach().requires_grad_(True)
+        x = positions.to(device=device, dtype=self.energy_scale.dtype)
         edge_index, shifts = neighbor_list(x, self.cutoff, batch, cell64, pbc_t)
-        with torch.set_grad_enabled(compute_forces or torch.is_grad_enabled()):
-            i, j = edge_index
-            offset = torch.einsum("ek,ekc->ec", shifts.to(dtype), cell64.to(dtype)[batch[i]])  # s·C_g [E, 3]
-            rel = x.index_select(0, i) - x.index_select(0, j) - offset
-            d = (rel * rel).sum(-1).clamp(min=1e-12).sqrt()
-            rbf = self.rbf(d)
-            env = cutoff_envelope(d, self.cutoff).unsqueeze(-1)
-            h = self.embedding(species)
-            inv_nu = 1.0 / max(self.avg_neighbors, 1e-6)
-            for layer in self.layers:
-                h = layer(h, edge_index, rbf, env, inv_nu)
-            eps = self.readout(h).squeeze(-1) * self.energy_scale + self.reference_energies[species]
+        return self.evaluate(species, x, batch, cell64, edge_index, shifts, num_graphs,
+                             compute_forces=compute_forces, compute_stress=compute_stress, create_graph=create_graph)
+
+    def evaluate(self, species: Tensor, positions: Tensor, batch: Tensor, cell: Tensor, edge_index: Tensor,
+                 shifts: Tensor, num_graphs: int, *, compute_forces: bool = True, compute_stress: bool = False,
+                 create_graph: bool | None = None) -> dict[str, Tensor]:
+        """The model on a given graph: what :meth:`forward` computes once the neighbour list is built (and what an
+        exported potential runs, with the graph as an input).
+
+        Args:
+            species: [N] indices into ``elements`` (:meth:`species`); positions: [N, 3] Å; batch: [N] sorted graph
+                ids; cell: [B, 3, 3] lattice rows (Å; zeros for free graphs); edge_index: [2, E] (receiver,
+                sender); shifts: [E, 3] lattice shifts with r_ij = x_i − x_j − s_ij·C_g; num_graphs: B.
+            compute_forces: add ``forces`` [N, 3] = −∂E/∂x. compute_stress: add ``virial`` [B, 3, 3] = −∂E/∂ε and
+                ``stress`` [B, 3, 3] = (1/V) ∂E/∂ε (ASE's sign: positive under tension), where ε is a symmetric
+                homogeneous strain applied to positions and cell, x → x(1 + ε), C → C(1 + ε), and V = |det C|
+                (NaN for graphs without a cell volume).
+
+        Forces and strain derivatives come from one backward pass.
+        """
+        dtype = self.energy_scale.dtype
+        create_graph = self.training if create_graph is None else create_graph
+        x_in = positions.to(dtype)
+        need_grad = compute_forces or compute_stress
+        if need_grad and not x_in.requires_grad:
+            x_in = x_in.detach().requires_grad_(True)
+        cell_t = cell.to(dtype)
+        with torch.set_grad_enabled(need_grad or torch.is_grad_enabled()):
+            x, cell_s = x_in, cell_t
+            strain = None
+            if compute_stress:
+                strain = torch.zeros(num_graphs, 3, 3, dtype=dtype, device=x_in.device, requires_grad=True)
+                sym = 0.5 * (strain + strain.transpose(1, 2))
+                x = x_in + torch.bmm(x_in.unsqueeze(1), sym.index_select(0, batch)).squeeze(1)
+                cell_s = cell_t + torch.bmm(cell_t, sym)
+            eps = self.atom_energies(species, x, batch, cell_s, edge_index, shifts)
             energy = scatter_sum(eps, batch, num_graphs)
             out = {"energy": energy, "atom_energies": eps}
-            if compute_forces:
-                (grad,) = torch.autograd.grad(energy.sum(), x, create_graph=create_graph)
-                out["forces"] = -grad
+            if need_grad:
+                inputs = [x_in] + ([strain] if strain is not None else [])
+                grads = torch.autograd.grad(energy.sum(), inputs, create_graph=create_graph)
+                if compute_forces:
+                    out["forces"] = -grads[0]
+                if strain is not None:
+                    de = grads[1]
+                    volume = torch.linalg.det(cell_t).abs()
+                    volume = torch.where(volume > 0, volume, torch.full_like(volume, float("nan")))
+                    out["virial"] = -de
+                    out["stress"] = de / volume.view(-1, 1, 1)
         return out
+
+    def atom_energies(self, species: Tensor, x: Tensor, batch: Tensor, cell: Tensor, edge_index: Tensor,
+                      shifts: Tensor) -> Tensor:
+        """ε_i [N] (eV) for positions x [N, 3] and cells [B, 3, 3] (both in the model dtype, differentiable)."""
+        i, j = edge_index[0], edge_index[1]
+        offset = torch.bmm(shifts.to(x.dtype).unsqueeze(1), cell.index_select(0, batch.index_select(0, i))).squeeze(1)
+        rel = x.index_select(0, i) - x.index_select(0, j) - offset  # r_ij [E, 3]
+        return self.energies_from_edges(species, edge_index, rel)
+
+    def energies_from_edges(self, species: Tensor, edge_index: Tensor, rel: Tensor) -> Tensor:
+        """ε_i [N] (eV) from the edge vectors r_ij [E, 3] (Å) of ``edge_index`` [2, E].
+
+        Edges longer than the cutoff may be included: their messages carry the envelope u = 0 and contribute
+        nothing (nor to the gradient), so a complete graph gives the radius graph's energy (what the TorchScript
+        module for OpenMM uses: a fixed-size graph for a fixed system).
+        """
+        d = (rel * rel).sum(-1).clamp(min=1e-12).sqrt()
+        rbf = self.rbf(d)
+        env = cutoff_envelope(d, self.cutoff).unsqueeze(-1)
+        h = self.embedding(species)
+        inv_nu = 1.0 / max(self.avg_neighbors, 1e-6)
+        for layer in self.layers:
+            h = layer(h, edge_index, rbf, env, inv_nu)
+        return self.readout(h).squeeze(-1) * self.energy_scale + self.reference_energies[species]
 
 
 def fit_reference_energies(counts: Tensor, energies: Tensor) -> Tensor:
@@ -388,11 +304,6 @@ def fit_reference_energies(counts: Tensor, energies: Tensor) -> Tensor:
     energies = energies.to(torch.float64)
     sol = torch.linalg.lstsq(counts, energies.unsqueeze(-1), driver="gelsd").solution.squeeze(-1)
     return torch.where(torch.isfinite(sol), sol, torch.zeros_like(sol))
-
-
-def mean_degree(edge_count: int, atoms: int) -> float:
-    """ν for :class:`EGNNPotential`: mean number of neighbours (1 for an empty edge set)."""
-    return max(edge_count / max(atoms, 1), 1.0) if edge_count else 1.0
 
 
 __all__ = ["POTENTIALS", "EGNNPotential", "Potential", "UnknownElementError", "build_potential",

@@ -44,7 +44,7 @@ def fetch_adk_equilibrium(data_home: str | os.PathLike | None = None) -> tuple[s
         raise AdKUnavailable(
             f"could not download adk_equilibrium ({exc.__class__.__name__}: {exc}); this needs network access "
             "once. Offline, copy adk4AKE.psf and 1ake_007-nowater-core-dt240ps.dcd here and run `mdsurrogate "
-            "ingest md OUT --top adk4AKE.psf --traj 1ake_007-nowater-core-dt240ps.dcd`, or use `--source "
-            "embedded`") from None
+            "ingest md OUT --top adk4AKE.psf --traj 1ake_007-nowater-core-dt240ps.dcd`, or use the embedded "
+            "source (source='embedded')") from None
     top, traj = Path(bunch.topology), Path(bunch.trajectory)
     return str(top), [str(traj)]

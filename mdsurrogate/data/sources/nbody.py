@@ -437,6 +437,7 @@ def generate_nbody_splits(
     n_steps: int = 5000,
     sample_every: int = 100,
     n_particles: int = 5,
+    split_steps: dict[str, int] | None = None,
 ) -> dict[str, NBodyTrajectories]:
     """Generate the ``nbody_small`` train/val/test trajectories from one seeded legacy RNG stream.
 
@@ -446,7 +447,8 @@ def generate_nbody_splits(
     validation, then ``n_test`` test simulations. If ``n_train > stream_train``, ``stream_train = n_train``.
     At fixed ``stream_train`` the validation and test data therefore do not depend on ``n_train``. The number
     of stored frames (``n_steps // sample_every - 1``) sizes the official dummy noise draws, so it changes the
-    stream too.
+    stream too. ``split_steps`` integrates some splits longer (e.g. ``{"test": 23200}``) without touching the
+    stream: the same systems, continued (their first frames are bit for bit the same).
 
     Returns:
         ``{"train": ..., "val": ..., "test": ...}`` :class:`NBodyTrajectories`, positions ``[S, F, N, 3]``
@@ -460,16 +462,17 @@ def generate_nbody_splits(
     for name, count in (("train", stream_train), ("val", n_val), ("test", n_test)):
         draws[name] = draw_initial_conditions(rng, count, n_particles, n_frames_noise=n_noise)
     draws["train"] = draws["train"].subset(slice(0, n_train))
-    # One integration call for all splits keeps every worker busy; systems are independent.
-    names = ["train", "val", "test"]
-    sizes = [len(draws[k]) for k in names]
-    traj = simulate_charged_nbody(
-        NBodyInitialConditions.concatenate([draws[k] for k in names]),
-        n_steps=n_steps,
-        sample_every=sample_every,
-    )
-    bounds = np.cumsum([0, *sizes])
-    return {name: traj.subset(slice(a, b)) for name, a, b in zip(names, bounds[:-1], bounds[1:], strict=True)}
+    steps = {name: int((split_steps or {}).get(name, n_steps)) for name in ("train", "val", "test")}
+    out = {}
+    # One integration call for all splits of one length keeps every worker busy; systems are independent.
+    for length in sorted(set(steps.values())):
+        names = [k for k in ("train", "val", "test") if steps[k] == length]
+        sizes = [len(draws[k]) for k in names]
+        traj = simulate_charged_nbody(NBodyInitialConditions.concatenate([draws[k] for k in names]),
+                                      n_steps=length, sample_every=sample_every)
+        bounds = np.cumsum([0, *sizes])
+        out.update({name: traj.subset(slice(a, b)) for name, a, b in zip(names, bounds[:-1], bounds[1:], strict=True)})
+    return {k: out[k] for k in ("train", "val", "test")}
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -1,0 +1,190 @@
+"""Stochastic propagators: any registered propagator, plus an invariant noise scale, trained by Gaussian likelihood.
+
+A deterministic propagator trained on MSE predicts the conditional mean of the next state; at a coarse Δ that
+damps the motion (real MD moves atoms much further per Δ than the mean does) and a rollout of means drifts to
+an unphysical calm. A stochastic propagator keeps the base model's mean μ and adds a learned noise scale, so a
+rollout samples fluctuations of the right size:
+
+    noise = "node":     x'_i = μ_i + σ_i ε_i                                 ε_i ~ N(0, I₃)
+    noise = "cluster":  x'_i = μ_i + Σ_k S_ik τ_gk ξ_gk + σ_i ε_i            ξ_gk ~ N(0, I₃)
+
+with σ_i > 0 per node and, for hierarchical models (EGHN), τ_gk > 0 per cluster k of graph g and the model's
+soft assignment S [ΣN, K]: atoms of one cluster move together, so bonds inside a cluster are not stretched by
+the noise (independent per-atom noise of the right size breaks them). Every scale is computed from invariants
+only, and the noise is isotropic, so the model is E(3)-equivariant *in distribution*: rotating, reflecting,
+translating or permuting the input moves the distribution of the output the same way.
+
+Training maximises the Gaussian likelihood of the target positions (per coordinate; the three Cartesian
+components share one covariance). For ``cluster`` the per-graph covariance D + S C Sᵀ (D = diag σ², C = diag τ²)
+is handled with the Woodbury identity on [B, K, K] matrices, never an N × N one:
+
+    NLL = ½ [ rᵀ(D + SCSᵀ)⁻¹r + log det(D + SCSᵀ) + log 2π ]  per coordinate, r = x_target − μ,
+    (D + SCSᵀ)⁻¹ = D⁻¹ − D⁻¹S M⁻¹ SᵀD⁻¹,   M = C⁻¹ + SᵀD⁻¹S,   log det = log det D + log det C + log det M.
+
+The scales come from a small invariant message-passing network on the same graphs as the base model (node
+features, edge features, squared distances; global and local edge sets), fed also with the size of the mean
+displacement ‖μ_i − x_i‖ (detached).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..data.graph import GraphBatch
+from .base import Prediction, Propagator
+from .layers import mlp
+from .scatter import Aggregator, scatter_sum
+
+NOISE_MODES = ("node", "cluster")
+#: hyper-parameters the stochastic wrapper takes (any propagator's recipe may set them)
+STOCHASTIC_KEYS = ("noise", "noise_init", "noise_hidden", "noise_layers", "noise_min", "project")
+PROJECTIONS = ("none", "bonds", "angles")
+
+
+class ScaleNet(nn.Module):
+    """Invariant per-node scalars from an invariant message-passing network.
+
+    Forward: batch (GraphBatch), disp [ΣN] ‖μ_i − x_i‖ → [ΣN, n_out] (unconstrained).
+    """
+
+    def __init__(self, node_dim: int, edge_dim: int, local_edge_dim: int, hidden: int, layers: int, n_out: int):
+        super().__init__()
+        self.embed = mlp(node_dim + 1, hidden, hidden)
+        self.edge = nn.ModuleList(mlp(2 * hidden + 1 + edge_dim, hidden, hidden, act_last=True)
+                                  for _ in range(layers))
+        self.local = nn.ModuleList(mlp(2 * hidden + 1 + local_edge_dim, hidden, hidden, act_last=True)
+                                   for _ in range(layers))
+        self.node = nn.ModuleList(mlp(3 * hidden, hidden, hidden) for _ in range(layers))
+        self.out = nn.Linear(hidden, n_out)
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
+
+    @staticmethod
+    def _messages(net, h, x, edge_index, edge_attr):
+        i, j = edge_index
+        d2 = (x[i] - x[j]).square().sum(-1, keepdim=True)
+        return net(torch.cat([h[i], h[j], d2, edge_attr], dim=-1))
+
+    def forward(self, batch: GraphBatch, disp: Tensor) -> Tensor:
+        x = batch.x
+        h = self.embed(torch.cat([batch.h, disp.unsqueeze(-1)], dim=-1))
+        glob = Aggregator(batch.edge_index[0], x.shape[0])
+        loc = Aggregator(batch.local_edge_index[0], x.shape[0])
+        for edge, local, node in zip(self.edge, self.local, self.node, strict=True):
+            mg = glob.mean(self._messages(edge, h, x, batch.edge_index, batch.edge_attr))
+            ml = loc.mean(self._messages(local, h, x, batch.local_edge_index, batch.local_edge_attr))
+            h = h + node(torch.cat([h, mg, ml], dim=-1))
+        return self.out(h)
+
+
+class StochasticPropagator(Propagator):
+    """A propagator's mean next state plus invariant noise scales (see the module docstring).
+
+    Args:
+        base: the mean propagator (any registered model).
+        noise: "node" or "cluster" (the base must return ``extras["cluster_scores"]``, as EGHN does).
+        noise_init: initial σ (and τ) in the dataset's length unit; noise_min: floor added to every scale.
+        noise_hidden, noise_layers: size of the invariant scale network.
+        project: what a sampled state is projected onto in rollouts and in training chains: "bonds" (the local
+            edges' reference lengths), "angles" (bonds and 1-3 distances: rigid bond angles, for small molecules
+            whose motion lives in their torsions) or "none".
+    ``forward`` returns the base model's Prediction (x = the mean μ) with ``extras["noise_scale"]`` σ [ΣN] and,
+    for ``cluster``, ``extras["cluster_noise_scale"]`` τ [B·K].
+    """
+
+    def __init__(self, base: Propagator, *, node_dim: int, edge_dim: int, local_edge_dim: int, noise: str = "node",
+                 noise_init: float = 0.1, noise_hidden: int = 32, noise_layers: int = 2, noise_min: float = 1e-4,
+                 project: str = "bonds"):
+        super().__init__()
+        if noise not in NOISE_MODES:
+            raise ValueError(f"noise must be one of {', '.join(NOISE_MODES)} (or 'none'), not {noise!r}")
+        if noise == "cluster" and not base.produces_clusters:
+            raise ValueError(f"noise = 'cluster' needs a hierarchical model (such as eghn); {base.name!r} has no "
+                             "clusters: use noise = 'node'")
+        if project not in PROJECTIONS:
+            raise ValueError(f"project must be one of {', '.join(PROJECTIONS)}, not {project!r}")
+        self.project = project
+        if not noise_init > 0 or not noise_min >= 0:
+            raise ValueError("noise_init must be > 0 and noise_min ≥ 0")
+        self.base, self.noise, self.noise_min = base, noise, float(noise_min)
+        self.name = base.name
+        self.uses_local_graph = base.uses_local_graph
+        self.produces_clusters = base.produces_clusters
+        self.scales = ScaleNet(node_dim, edge_dim, local_edge_dim, noise_hidden, noise_layers,
+                               2 if noise == "cluster" else 1)
+        # softplus(raw + bias0) = noise_init − noise_min at initialisation
+        init = max(float(noise_init) - self.noise_min, 1e-6)
+        self.register_buffer("bias0", torch.tensor(math.log(math.expm1(init))), persistent=False)
+
+    def forward(self, batch: GraphBatch) -> Prediction:
+        pred = self.base(batch)
+        disp = (pred.x.detach() - batch.x).norm(dim=-1)
+        raw = self.scales(batch, disp) + self.bias0
+        sigma = F.softplus(raw[:, 0]) + self.noise_min
+        pred.extras["noise_scale"] = sigma
+        if self.noise == "cluster":
+            S = pred.extras["cluster_scores"]  # [ΣN, K]
+            K = S.shape[1]
+            graphs = batch.num_graphs
+            weight = scatter_sum(S, batch.batch, graphs).reshape(-1).clamp_min(1e-12)  # [B·K] Σ_i S_ik
+            cluster_of = batch.batch.unsqueeze(1) * K + torch.arange(K, device=S.device)  # [ΣN, K] flat cluster id
+            pooled = scatter_sum((S * raw[:, 1:2]).reshape(-1), cluster_of.reshape(-1), graphs * K) / weight
+            pred.extras["cluster_noise_scale"] = F.softplus(pooled) + self.noise_min
+        return pred
+
+    # -- sampling and likelihood ------------------------------------------------------------------------------
+    def sample(self, pred: Prediction, batch: Tensor, num_graphs: int, generator: torch.Generator | None = None,
+               ) -> Tensor:
+        """One draw of the next positions [ΣN, 3] given the prediction (batch: [ΣN] graph of each node)."""
+        mu, sigma = pred.x, pred.extras["noise_scale"]
+        eps = torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
+        x = mu + sigma.unsqueeze(-1) * eps
+        if self.noise == "cluster":
+            S, tau = pred.extras["cluster_scores"].to(mu.dtype), pred.extras["cluster_noise_scale"]
+            K = S.shape[1]
+            xi = torch.randn((num_graphs * K, 3), generator=generator, device=mu.device, dtype=mu.dtype)
+            xi = (tau.unsqueeze(-1) * xi).view(num_graphs, K, 3)
+            x = x + torch.einsum("nk,nkc->nc", S, xi.index_select(0, batch))
+        return x
+
+    def nll(self, pred: Prediction, target: Tensor, batch: Tensor, num_graphs: int) -> Tensor:
+        """Mean Gaussian negative log-likelihood per coordinate of ``target`` [ΣN, 3] (nats)."""
+        r = target - pred.x
+        sigma = pred.extras["noise_scale"]
+        var = sigma.square().unsqueeze(-1)  # [ΣN, 1]
+        if self.noise == "node":
+            return 0.5 * (r.square() / var + var.log() + math.log(2 * math.pi)).mean()
+        # the K×K algebra in float64: M mixes 1/σ² and 1/τ² terms whose ratio float32 cannot always hold
+        out_dtype = r.dtype
+        r, var = r.double(), var.double()
+        S, tau = pred.extras["cluster_scores"].double(), pred.extras["cluster_noise_scale"].double()
+        K = S.shape[1]
+        Sd = S / var  # D⁻¹S  [ΣN, K]
+        # M_g = C⁻¹ + Sᵀ D⁻¹ S  (per graph, [B, K, K])
+        outer = (Sd.unsqueeze(2) * S.unsqueeze(1)).reshape(-1, K * K)
+        M = scatter_sum(outer, batch, num_graphs).view(num_graphs, K, K)
+        M = M + torch.diag_embed(tau.view(num_graphs, K).square().reciprocal())
+        u = scatter_sum((Sd.unsqueeze(-1) * r.unsqueeze(1)).reshape(-1, K * 3), batch, num_graphs)
+        u = u.view(num_graphs, K, 3)  # SᵀD⁻¹r
+        L = torch.linalg.cholesky(M)
+        w = torch.cholesky_solve(u, L)  # M⁻¹u
+        quad = (r.square() / var).sum() - (u * w).sum()  # Σ over graphs and the 3 coordinates
+        logdet = 3 * (var.log().sum() + tau.square().log().sum()
+                      + 2 * torch.diagonal(L, dim1=-2, dim2=-1).log().sum())
+        n = r.numel()
+        return (0.5 * (quad + logdet) / n + 0.5 * math.log(2 * math.pi)).to(out_dtype)
+
+
+def is_stochastic(model: nn.Module) -> bool:
+    """True for a propagator that samples its next state (possibly wrapped, e.g. by DDP or torch.compile)."""
+    inner = getattr(model, "module", getattr(model, "_orig_mod", model))
+    return isinstance(inner, StochasticPropagator)
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The propagator under a DDP / torch.compile wrapper."""
+    return getattr(model, "module", getattr(model, "_orig_mod", model))

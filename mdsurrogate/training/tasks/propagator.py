@@ -1,0 +1,191 @@
+"""The propagator task: learn the state at t + Δ from the state at t (positions and velocities).
+
+Loss of a batch (the EGHN paper's loss on Z = [x, v], eq. 16, with the velocity term weighted)::
+
+    L = mean_{i,c} (x̂_ic − x_ic(t + Δ))²  +  w_v · mean_{i,c} (v̂_ic − v_ic(t + Δ))²  +  aux
+
+with w_v = ``train.velocity_weight`` (0 in the papers' protocol: positions only) and ``aux`` a model's own
+regulariser (EGHN's weighted connectivity loss). The reported figure is the papers' metric, the position MSE of a
+split: per batch the MSE over (node, coordinate), averaged over batches weighted by graphs.
+
+Training for rollouts (``train.rollout_steps``, ``rollout_curriculum``, ``rollout_noise``, ``input_noise``,
+``bond_weight``) and stochastic propagators (``model.noise``) use :class:`~mdsurrogate.training.objectives.
+RolloutObjective` instead (a batch then holds the true positions after 1 … m steps, from samples whose frames never
+cross a split boundary); with none of them set the loss is exactly the papers'. ``train.select = "rollout"`` ranks
+evaluations by the validation rollout MSE (the mean over k = 1 … ``select_steps`` of the position MSE of the model
+chained on its own mean predictions) instead of the one-step validation MSE.
+
+Every checkpoint also carries what the training data says a sane rollout looks like
+(:func:`~mdsurrogate.training.limits.data_limits`): the stability guard's limits and the reference bond lengths.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from ...data.chains import chain_sample_ids, gather_chain
+from ...data.featurize import Featurizer
+from ...data.graph import GraphBatch
+from ...data.topology import BatchTopology
+from ...errors import UserError
+from ...models.base import Prediction
+from ...models.registry import build_model
+from ..checkpoint import DatasetInfo
+from ..limits import data_limits
+from ..metrics import evaluate
+from ..objectives import RolloutObjective
+from .base import Task
+
+
+@dataclass
+class PropagatorBatch:
+    """One batch: ``graph`` (the featurised state at t), the raw state ``x0``, ``v0`` [ΣN, 3] and ``topo`` it was
+    built from (for losses that chain the model on its own predictions and featurise again), and the targets
+    ``x1``, ``v1`` [ΣN, 3] at t + Δ."""
+
+    graph: GraphBatch
+    x1: Tensor
+    v1: Tensor
+    num_graphs: int
+    x0: Tensor | None = None
+    v0: Tensor | None = None
+    topo: BatchTopology | None = None
+    targets: Tensor | None = None  # [m, ΣN, 3] true positions after 1 … m steps (rollout training)
+
+
+class PropagatorTask(Task):
+    kind = "propagator"
+    selection = "mse"
+    selection_label = "val MSE"
+    test_each_evaluation = True  # the papers report the test MSE at the evaluation with the lowest val MSE
+    train_figures = ("loss", "mse", "mse_v")
+    eval_figures = ("mse", "mse_v")
+
+    def __init__(self, recipe, data_path: str):
+        super().__init__(recipe, data_path)
+        if self.dataset.meta.get("task") == "potential":
+            raise UserError(f"dataset {data_path} holds energies and forces for a learned potential, not "
+                            "trajectories for a propagator; train it with a potential recipe (e.g. cu_emt_potential)")
+        self.featurizer = Featurizer(self.dataset.features)
+        t = recipe.train
+        md = self.dataset.meta.get("md") or {}
+        self.objective = RolloutObjective(
+            rollout_steps=t.rollout_steps, rollout_curriculum=t.rollout_curriculum, input_noise=t.input_noise,
+            bond_weight=t.bond_weight, velocity_weight=t.velocity_weight, rollout_noise=t.rollout_noise,
+            lag_velocity=md.get("velocities") == "lag", delta_frames=self.dataset.delta_frames)
+        stochastic = recipe.model.params.get("noise", "none") != "none"
+        self.for_rollouts = stochastic or t.rollout_steps > 1 or t.input_noise > 0 or t.bond_weight > 0
+        if stochastic:
+            self.train_figures = ("loss", "mse", "mse_v", "nll")
+        if t.select == "rollout":
+            self.selection, self.selection_label = "rollout_mse", f"val rollout MSE ({t.select_steps} steps)"
+            self.eval_figures = ("mse", "mse_v", "rollout_mse")
+        self.generator = torch.Generator().manual_seed(int(t.seed))
+        self.steps = 1
+
+    def split(self, name: str) -> np.ndarray:
+        """Sample ids of a split; training on rollouts keeps the samples whose m later frames the split may see."""
+        if name == "train" and self.recipe.train.rollout_steps > 1:
+            ids = chain_sample_ids(self.dataset, "train", self.recipe.train.rollout_steps)
+            if len(ids) == 0:
+                raise UserError(f"no training sample of {self.dataset.path} has {self.recipe.train.rollout_steps} "
+                                "model steps of trajectory after it: lower train.rollout_steps or store longer "
+                                "trajectories (e.g. ingest nbody --train-horizon)")
+            return ids
+        return super().split(name)
+
+    def start_epoch(self, epoch: int) -> None:
+        self.steps = self.objective.steps_at(epoch)
+
+    def build_model(self) -> nn.Module:
+        spec = self.featurizer.spec
+        return build_model(self.recipe.model.name, node_dim=spec.node_dim, edge_dim=spec.edge_dim,
+                           local_edge_dim=spec.local_edge_dim, **self.recipe.model.params)
+
+    def hparams(self) -> dict:
+        return dict(self.recipe.model.params)
+
+    # -- training ---------------------------------------------------------------------------------------------
+    def batch(self, ids: np.ndarray) -> PropagatorBatch:
+        x0, v0, x1, v1, topo = self.dataset.gather(ids)
+        x0, v0, x1, v1 = (a.to(self.device, self.dtype, non_blocking=True) for a in (x0, v0, x1, v1))
+        topo = topo.to(self.device)
+        targets = None
+        if self.for_rollouts:
+            targets = (gather_chain(self.dataset, ids, self.steps)[2].to(self.device, self.dtype)
+                       if self.steps > 1 else x1.unsqueeze(0))
+        return PropagatorBatch(self.featurizer(x0, v0, topo), x1, v1, len(ids), x0, v0, topo, targets)
+
+    def forward(self, net: nn.Module, batch: PropagatorBatch) -> Prediction:
+        with self.autocast():
+            return net(batch.graph)
+
+    def loss_terms(self, pred: Prediction, batch: PropagatorBatch) -> dict[str, Tensor]:
+        """Named terms of one prediction against the batch's targets (scalars, with gradients)."""
+        mse = ((pred.x.to(batch.x1.dtype) - batch.x1) ** 2).mean()
+        mse_v = ((pred.v.to(batch.v1.dtype) - batch.v1) ** 2).mean()
+        return {"mse": mse, "mse_v": mse_v}
+
+    def loss(self, net: nn.Module, batch: PropagatorBatch) -> tuple[Tensor, dict[str, Tensor]]:
+        if self.for_rollouts:
+            with self.autocast():
+                loss, parts = self.objective.loss(net, self.featurizer, batch.x0, batch.v0, batch.targets, batch.topo,
+                                                  v1=batch.v1, generator=self.generator)
+            parts.setdefault("mse_v", loss.new_zeros(()))
+            return loss, {"loss": loss.detach(), **parts}
+        pred = self.forward(net, batch)
+        terms = self.loss_terms(pred, batch)
+        loss = terms["mse"] + self.recipe.train.velocity_weight * terms["mse_v"]
+        if pred.aux_loss is not None:
+            loss = loss + pred.aux_loss.to(loss.dtype)
+        return loss, {"loss": loss.detach(), **{k: v.detach() for k, v in terms.items()}}
+
+    # -- evaluation -------------------------------------------------------------------------------------------
+    def evaluate(self, model: nn.Module, ids: np.ndarray, *, batch_size: int, distributed: bool = False) -> dict:
+        out = evaluate(model, self.dataset, ids, self.featurizer, device=self.device, batch_size=batch_size,
+                       dtype=self.dtype, autocast=self.amp and self.device.type == "cuda", distributed=distributed)
+        res = {"mse": out["mse"], "mse_v": out["mse_v"]}
+        if self.recipe.train.select == "rollout":
+            res["rollout_mse"] = self.rollout_mse(model, ids, batch_size)
+        return res
+
+    @torch.no_grad()
+    def rollout_mse(self, model: nn.Module, ids: np.ndarray, batch_size: int) -> float:
+        """Mean over k = 1 … select_steps and over the samples (of ``ids``) whose split holds those frames of the
+        position MSE of the model chained on its own mean predictions (NaN when no sample qualifies)."""
+        split = {0: "train", 1: "val", 2: "test"}[int(self.dataset.split_codes[ids[0]])] if len(ids) else "val"
+        steps = self.recipe.train.select_steps
+        usable = np.intersect1d(ids, chain_sample_ids(self.dataset, split, steps))
+        if len(usable) == 0:
+            return float("nan")
+        model.eval()
+        total, count = 0.0, 0
+        for s in range(0, len(usable), batch_size):
+            chunk = usable[s:s + batch_size]
+            x, v, targets, topo = gather_chain(self.dataset, chunk, steps)
+            x, v, targets = (a.to(self.device, self.dtype) for a in (x, v, targets))
+            topo = topo.to(self.device)
+            for k in range(steps):
+                pred = model(self.featurizer(x, v, topo))
+                x_new = pred.x.to(self.dtype)
+                total += float(((x_new - targets[k]) ** 2).mean()) * len(chunk)
+                count += len(chunk)
+                v = (x_new - x) / float(self.dataset.delta_frames) if self.objective.lag_velocity else pred.v
+                x = x_new
+        return total / count
+
+    def summary(self, best: dict) -> dict:
+        val, test = best.get("val", {}), best.get("test", {})
+        return {"best_val_mse": val.get("mse", float("nan")), "test_mse": test.get("mse", float("nan")),
+                "val": val, "test": test}
+
+    def checkpoint_fields(self) -> dict:
+        if not hasattr(self, "_limits"):
+            self._limits = data_limits(self.dataset)
+        guard, extra = self._limits
+        return {"features": self.featurizer.spec.to_dict(), "dataset": DatasetInfo.from_dataset(self.dataset),
+                "guard": guard, "extra": extra}

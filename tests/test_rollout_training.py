@@ -1,0 +1,112 @@
+"""Training for rollouts: multi-step samples inside their split, the unrolled objective, stochastic models,
+rollout-metric selection and the data-derived guard in the checkpoint."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from mdsurrogate.config import RecipeError, recipe_from_dict
+from mdsurrogate.data.chains import chain_sample_ids, frame_limits, gather_chain
+from mdsurrogate.data.dataset import Dataset
+from mdsurrogate.training.checkpoint import Checkpoint
+from mdsurrogate.training.objectives import RolloutObjective
+from mdsurrogate.training.trainer import Trainer
+
+
+@pytest.fixture(scope="module")
+def long_nbody(tmp_path_factory):
+    from mdsurrogate.data.ingest import ingest_nbody
+
+    path = tmp_path_factory.mktemp("data") / "nbody_long"
+    return ingest_nbody(path, n_train=40, n_val=10, n_test=10, stream_train=40, horizon=4, train_horizon=3)
+
+
+def recipe(path, stochastic=False, **train):
+    t = {"epochs": 2, "batch_size": 10, "lr": 1e-3, "eval_every": 1, "seed": 2, "velocity_weight": 0.1} | train
+    model = {"name": "egnn", "hidden": 16, "layers": 2} | ({"noise": "node"} if stochastic else {})
+    return recipe_from_dict({"data": {"path": str(path)}, "model": model, "train": t})
+
+
+def test_chain_samples_never_cross_a_split_boundary(tmp_path):
+    from mdsurrogate.data.ingest.md import chronological_samples
+
+    # one MD-like trajectory cut chronologically: train frames end before val frames start
+    starts, codes = chronological_samples(100, 5, (0.6, 0.2, 0.2))
+    train_last = starts[codes == 0].max() + 5
+    assert train_last < starts[codes == 1].min() + 5
+    ds = Dataset(_write_cut_dataset(tmp_path, starts, codes))
+    limit = frame_limits(ds, "train")[0]
+    assert limit == train_last
+    for m in (2, 4):
+        s = ds.samples[chain_sample_ids(ds, "train", m)]
+        assert (s[:, 1] + m * 5 <= limit).all() and len(s) == (codes == 0).sum() - (m - 1) * 5
+    x0, v0, targets, topo = gather_chain(ds, chain_sample_ids(ds, "train", 3)[:2], 3)
+    assert targets.shape == (3, x0.shape[0], 3)
+    np.testing.assert_array_equal(targets[2][:4].numpy(), ds.frame(0, int(ds.samples[0, 1]) + 15)[0])
+
+
+def _write_cut_dataset(tmp_path, starts, codes):
+    from mdsurrogate.data.dataset import write_dataset
+
+    g = np.random.default_rng(0)
+    pos = g.normal(size=(1, 100, 4, 3)).astype(np.float32)
+    samples = np.stack([np.zeros_like(starts), starts, starts + 5], axis=1)
+    meta = {"features": {"global_graph": {"kind": "complete"}, "node": ["speed"], "edge": ["dist2"]},
+            "units": {}, "frame_dt": 1.0, "delta_frames": 5}
+    return write_dataset(tmp_path / "cut", positions=pos, velocities=pos, samples=samples, split=codes, meta=meta)
+
+
+def test_single_step_objective_is_the_papers_loss(long_nbody):
+    """With nothing for rollouts set, the objective's arithmetic is the papers' loss term for term."""
+    from mdsurrogate.data.featurize import Featurizer
+    from mdsurrogate.models.registry import build_model
+
+    ds = Dataset(long_nbody)
+    feat = Featurizer(ds.features)
+    torch.manual_seed(0)
+    model = build_model("egnn", node_dim=1, edge_dim=2, local_edge_dim=0, hidden=8, layers=1)
+    x0, v0, x1, v1, topo = ds.gather(ds.split_indices("train")[:5])
+    pred = model(feat(x0, v0, topo))
+    want = ((pred.x - x1) ** 2).mean() + 0.1 * ((pred.v - v1) ** 2).mean()
+    got, _ = RolloutObjective(velocity_weight=0.1).loss(model, feat, x0, v0, x1.unsqueeze(0), topo, v1=v1)
+    assert torch.equal(got, want)
+
+
+def test_rollout_training_runs_and_lowers_the_chained_error(long_nbody, tmp_path):
+    s = Trainer(recipe(long_nbody, rollout_steps=3, rollout_curriculum=1, select="rollout", select_steps=3,
+                       epochs=3), tmp_path / "r", device="cpu").run()
+    assert math.isfinite(s["test_mse"])
+    ck = Checkpoint.load(tmp_path / "r")
+    assert ck.guard["step_rms"] > 0 and "data" in ck.guard
+    lines = (tmp_path / "r" / "metrics.jsonl").read_text().splitlines()
+    assert any("val_rollout_mse" in line for line in lines)
+
+
+def test_stochastic_training_and_sampled_rollout(long_nbody, tmp_path):
+    from mdsurrogate.simulation.initial_state import from_dataset
+    from mdsurrogate.simulation.surrogate import Surrogate
+
+    Trainer(recipe(long_nbody, stochastic=True, rollout_steps=2, input_noise=0.01), tmp_path / "s",
+            device="cpu").run()
+    sur = Surrogate.load(tmp_path / "s", device="cpu")
+    assert sur.stochastic
+    start = from_dataset(Dataset(long_nbody), sur, split="test", sample=0)
+    a = sur.rollout(start, 3, seed=1).positions
+    b = sur.rollout(start, 3, seed=1).positions
+    c = sur.rollout(start, 3, seed=2).positions
+    assert np.array_equal(a, b) and not np.array_equal(a, c)
+    sur.sample = False  # the mean chain is deterministic
+    assert np.array_equal(sur.rollout(start, 3, seed=1).positions, sur.rollout(start, 3, seed=2).positions)
+
+
+def test_bad_rollout_settings_are_clear(long_nbody):
+    with pytest.raises(RecipeError, match="rollout_noise"):
+        recipe(long_nbody, rollout_noise="some")
+    with pytest.raises(RecipeError, match="input_noise must be ≥ 0"):
+        recipe(long_nbody, input_noise=float("nan"))
+    with pytest.raises(Exception, match="rollout_steps"):
+        Trainer(recipe(long_nbody, rollout_steps=50), "/tmp/never", device="cpu")
