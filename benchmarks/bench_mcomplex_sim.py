@@ -1,4 +1,4 @@
-"""Time the M-complex data generation (protocols.md §2) and print one JSON line per configuration.
+"""Time the M-complex data generation (docs/protocols.md §2) and print one JSON line per configuration.
 
 Paper size is 1000 train + 2000 val + 2000 test systems of 5000 steps. ``--fraction`` simulates that fraction
 of every split and extrapolates linearly to paper size (cost is linear in the number of systems).

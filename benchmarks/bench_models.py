@@ -44,7 +44,7 @@ MODEL_ARGS = {
     "linear": {},
     "eghn": {"hidden": 64, "n_clusters": 5},
 }
-# performance.md times the AdK EGHN with the 2023 backbone config (protocols.md §6)
+# performance.md times the AdK EGHN with the 2023 backbone config (docs/protocols.md §6)
 WORKLOAD_MODEL_ARGS = {
     ("adk", "eghn"): {"hidden": 128, "n_clusters": 20, "layers": 4, "pool_layers": 4, "decoder_layers": 2},
 }
@@ -130,7 +130,7 @@ def timed(fn, repeats, device):
     return median_seconds(fn, repeats, device, warmup=max(3, repeats // 5))
 
 
-# EGNN paper, Table 2: forward time of one batch of 100 N-body systems on a GTX 1080 Ti, in ms (protocols.md §7)
+# EGNN paper, Table 2: forward time of one batch of 100 N-body systems on a GTX 1080 Ti, in ms (docs/protocols.md §7)
 PAPER_NBODY_FORWARD_MS = {"linear": 0.1, "se3_transformer": 134.6, "tfn": 34.3, "gnn": 3.2, "rf": 3.9, "egnn": 6.2}
 
 

@@ -21,7 +21,7 @@ from mdsurrogate.data.sources.mcomplex import (
 # straightforward per-system reference integrator (one system, loop over complexes, rotation matrices)
 # -----------------------------------------------------------------------------------------------------------
 def _reference_run(x0, q, cid, v_c0, omega0, n_steps, dt=1e-3, max_force=100.0):
-    """(positions, velocities) after steps 1..n_steps, following protocols.md §2.3 literally."""
+    """(positions, velocities) after steps 1..n_steps, following docs/protocols.md §2.3 literally."""
     x = np.array(x0, dtype=np.float64)
     members = [np.flatnonzero(cid == k) for k in range(int(cid.max()) + 1)]
     x_c = [x[m].mean(axis=0) for m in members]
@@ -132,7 +132,7 @@ def test_system_types_support_and_official_draws():
                     assert len(t) == m and len(set(t)) == m and set(t) <= support
     for seed in range(10):
         assert all(sorted(t) == [2, 3, 4] for t in draw_system_types(seed, 3, 3, 5))
-    # the official seed-43 types (protocols.md §2.5)
+    # the official seed-43 types (docs/protocols.md §2.5)
     assert [sum(t) for t in draw_system_types(np.random.RandomState(43), 5, 5, 5)] == [25, 24, 21, 27, 22]
     assert [sum(t) for t in draw_system_types(np.random.RandomState(43), 5, 10, 5)] == [36, 37, 40, 45, 51]
 

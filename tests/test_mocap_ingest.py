@@ -1,4 +1,4 @@
-"""CMU mocap → datasets (protocols.md §3): the published Run split, forward-difference velocities, the skeleton
+"""CMU mocap → datasets (docs/protocols.md §3): the published Run split, forward-difference velocities, the skeleton
 graphs, a height feature that is a dataset constant, AMC ingest at 30 Hz, bad input, and the symmetry the
 height feature leaves (rotations about y, horizontal translations) versus full E(3) without it."""
 

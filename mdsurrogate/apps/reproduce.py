@@ -1,7 +1,7 @@
 """Reproduce a table of the papers: run (or reuse) the recipes of every model of the table over several seeds and
 put our test MSE beside the published number.
 
-Tables (the published numbers are data, below; protocols.md §7 quotes them):
+Tables (the published numbers are data, below; docs/protocols.md §7 quotes them):
 
     egnn-nbody      EGNN paper (Satorras et al., ICML 2021), Table 2: charged N-body, test MSE
     eghn-mcomplex   EGHN paper (Han et al., NeurIPS 2022), Table 1: M-complex, one column (``config``, default
@@ -121,7 +121,7 @@ TABLES: dict[str, PaperTable] = {
         PaperTable(
             name="egnn-nbody",
             title="EGNN paper, Table 2: charged N-body, test MSE",
-            source="Satorras, Hoogeboom & Welling, ICML 2021, Table 2 (protocols.md §7). The SEGNN paper's number "
+            source="Satorras, Hoogeboom & Welling, ICML 2021, Table 2 (docs/protocols.md §7). The SEGNN paper's number "
                    "for this task is not entered: it could not be checked against the paper here.",
             models=("linear", "se3_transformer", "tfn", "gnn", "rf", "egnn", "segnn", "gmn"),
             paper={"": {"linear": 0.0819, "se3_transformer": 0.0244, "tfn": 0.0155, "gnn": 0.0107, "rf": 0.0104,
@@ -135,7 +135,7 @@ TABLES: dict[str, PaperTable] = {
         PaperTable(
             name="eghn-mcomplex",
             title="EGHN paper, Table 1: M-complex (M, N/M) = ({M}, {A}), J = {J}, test MSE",
-            source="Han, Huang, Xu & Rong, NeurIPS 2022, Table 1 (protocols.md §7; printed there ×10⁻², mean of 3 "
+            source="Han, Huang, Xu & Rong, NeurIPS 2022, Table 1 (docs/protocols.md §7; printed there ×10⁻², mean of 3 "
                    "runs)",
             models=("linear", "tfn", "se3_transformer", "gnn", "rf", "egnn", "eghn", "segnn", "gmn"),
             paper={c: {m: _percent(v[k]) for m, v in _MCOMPLEX_ROWS.items()} for k, c in enumerate(_MCOMPLEX_COLUMNS)},
@@ -150,8 +150,8 @@ TABLES: dict[str, PaperTable] = {
         PaperTable(
             name="eghn-mocap",
             title="EGHN paper, Table 2: CMU motion capture, Run (subject 9), test MSE",
-            source="Han, Huang, Xu & Rong, NeurIPS 2022, Table 2, Run column (protocols.md §7; printed there ×10⁻², "
-                   "3 runs). No Linear row in the paper.",
+            source="Han, Huang, Xu & Rong, NeurIPS 2022, Table 2, Run column (docs/protocols.md §7; printed there "
+                   "×10⁻², 3 runs). No Linear row in the paper.",
             models=("gnn", "rf", "tfn", "se3_transformer", "egnn", "gmn", "eghn", "linear", "segnn"),
             paper={"": {"gnn": 0.664, "rf": 5.213, "tfn": 0.566, "se3_transformer": 0.612, "egnn": 0.509,
                         "gmn": 0.441, "eghn": 0.259}},

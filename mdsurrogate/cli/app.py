@@ -141,5 +141,5 @@ def command_line() -> str:
 NEW_DATASET = typer.Argument(..., help="Dataset directory to create.")
 OVERWRITE = typer.Option(False, help="Replace an existing output (only once the new one is complete).")
 JSON_OUT = typer.Option(False, "--json", help="Print the result as one JSON object on the last line of stdout.")
-DEVICE = typer.Option("auto", help="auto (CUDA when available), cpu or cuda[:i].")
+DEVICE = typer.Option("auto", help="auto (CUDA when available), cpu or cuda\\[:i].")
 MODEL_RUN = typer.Argument(..., help="Run directory (uses best.pt) or checkpoint file.")

@@ -66,7 +66,8 @@ def demo(
     else:
         res = run_demo(out_dir, device=device, console=err)
         title = "charged N-body, Δ = 1000 steps"
-    table = Table("model", "test MSE (Å² for AdK)", "test MSE, rotated+reflected+translated", "train s",
+    unit = "Å²" if system == "adk" else "dimensionless (simulator units)"
+    table = Table("model", f"test MSE ({unit})", "test MSE, rotated+reflected+translated", "train s",
                   header_style="bold", title=title)
     for row in res["models"]:
         table.add_row(row["model"], f"{row['test_mse']:.5f}", f"{row['test_mse_rotated']:.5f}", f"{row['seconds']:.1f}")

@@ -207,14 +207,14 @@ def ingest_adk_cmd(
                                "the EGHN paper's data); embedded: the AdK DIMS trajectories of MDAnalysisTests "
                                "(offline)."),
     select: str = typer.Option("backbone", help="MDAnalysis selection (EGHN paper: backbone)."),
-    delta: int = typer.Option(None, help="Δ in frames [default: 15 (3.6 ns) for equilibrium, 5 for embedded]."),
+    delta: int = typer.Option(None, help="Δ in frames \\[default: 15 (3.6 ns) for equilibrium, 5 for embedded]."),
     velocities: str = typer.Option("auto", help="auto, difference or lag (the displacement over Δ frames), as for "
                                    "`ingest md`."),
     cutoff: float = typer.Option(10.0, help="Global-graph cutoff in Å (EGHN paper: 10)."),
     smooth_cutoff: float = typer.Option(None, help="Width in Å over which an edge's messages fade to 0 at the "
-                                        "cutoff (0 = hard) [default: 0, the paper's, for equilibrium; 2 for "
+                                        "cutoff (0 = hard) \\[default: 0, the paper's, for equilibrium; 2 for "
                                         "embedded]."),
-    data_home: Path = typer.Option(None, help="Where MDAnalysisData keeps its downloads [~/MDAnalysis_data]."),
+    data_home: Path = typer.Option(None, help="Where MDAnalysisData keeps its downloads \\[~/MDAnalysis_data]."),
     overwrite: bool = OVERWRITE,
     json_out: bool = JSON_OUT,
 ):

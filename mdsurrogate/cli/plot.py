@@ -68,7 +68,7 @@ def plot_ramachandran_cmd(
                                   "(then --traj)."),
     traj: list[Path] = typer.Option(None, help="Trajectory file(s) of a topology SOURCE, in order (repeatable)."),
     out_file: Path = typer.Option(..., "--out", help="Figure file: .png (or .pdf, .svg)."),
-    title: str = typer.Option(None, help="Figure title [default: source, frames, residues]."),
+    title: str = typer.Option(None, help="Figure title \\[default: source, frames, residues]."),
     json_out: bool = JSON_OUT,
 ):
     """φ/ψ free-energy map (10° bins) with the αR / β / other basins and their populations, and φ(t), ψ(t).

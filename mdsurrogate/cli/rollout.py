@@ -24,10 +24,10 @@ def rollout(
                                   "demand."),
     top: Path = typer.Option(None, help="Topology of the trajectory (PSF, TPR, PRMTOP, PDB, GRO, …)."),
     select: str = typer.Option(None, help="Atom selection; any selection of the model's atoms (they are compared, "
-                               "not the strings) [default: the model's]."),
+                               "not the strings) \\[default: the model's]."),
     dt: float = typer.Option(None, help="ps between the trajectory's saved frames, where the file does not state "
                              "it (Amber NetCDF with zero times, PDB, XYZ; as `ingest md --dt`)."),
-    frame: int = typer.Option(None, help="Frame to start from; negative counts from the end [trajectory: -1, "
+    frame: int = typer.Option(None, help="Frame to start from; negative counts from the end \\[trajectory: -1, "
                               "dataset: the sample's input frame]."),
     sample: int = typer.Option(0, help="Dataset source: index of the starting sample in --split."),
     split: str = typer.Option("test", help="Dataset source: split the sample is taken from."),
@@ -35,7 +35,7 @@ def rollout(
                                "the training data (step size, bond lengths, Rg), keeping the frames before it; "
                                "--no-guard stops on NaN/inf only."),
     seed: int = typer.Option(None, help="Seed of a stochastic propagator's noise (same seed → same trajectory) "
-                             "[default: 0]."),
+                             "\\[default: 0]."),
     overwrite: bool = OVERWRITE,
     device: str = DEVICE,
     json_out: bool = JSON_OUT,

@@ -47,3 +47,29 @@ def project_bond_lengths(x: Tensor, bonds: Tensor, lengths: Tensor, *, iteration
         x = x + torch.zeros_like(x).index_add_(0, j, c).index_add_(0, i, -c)
     d = x.index_select(0, i) - x.index_select(0, j)
     return x, ((d.norm(dim=-1) - lengths).abs() * inv_len).max().item()
+
+
+def restore_handedness(x: Tensor, centres: Tensor, signs: Tensor) -> tuple[Tensor, int]:
+    """Reflect the leaf atom c of every stereo centre (o, a, b, c) whose signed volume has lost its sign through
+    the plane (o, a, b), so that a rollout cannot turn L-alanine into D-alanine (an E(3)-equivariant model with
+    distance constraints cannot tell a molecule from its mirror image). Bond lengths and angles are unchanged
+    (o, a and b lie in the mirror plane). Equivariant under rotations, translations and, with ``signs`` taken
+    from the reflected start, reflections.
+
+    Args: x [ΣN, 3]; centres [Q, 4] atom indices (``data.geometry.stereo_centres``); signs [Q] ±1 wanted.
+    Returns: (positions [ΣN, 3], number of centres restored).
+    """
+    if centres.numel() == 0:
+        return x, 0
+    from .geometry import signed_volumes
+
+    flipped = torch.sign(signed_volumes(x, centres)) != signs
+    if not bool(flipped.any()):
+        return x, 0
+    o, a, b, c = centres[flipped].unbind(1)
+    n = torch.linalg.cross(x[a] - x[o], x[b] - x[o])
+    n = n / n.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+    height = ((x[c] - x[o]) * n).sum(-1, keepdim=True)
+    x = x.clone()
+    x[c] = x[c] - 2.0 * height * n
+    return x, int(flipped.sum())

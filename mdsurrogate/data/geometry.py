@@ -42,3 +42,32 @@ def constraint_pairs(local_index: Tensor, n_nodes: int, *, angles: bool = False)
         p, q = torch.minimum(p[ok], q[ok]), torch.maximum(p[ok], q[ok])
         key = torch.unique(torch.cat([key, p * n_nodes + q]))
     return torch.stack([key // n_nodes, key % n_nodes])
+
+
+def stereo_centres(local_index: Tensor, n_nodes: int) -> Tensor:
+    """[Q, 4] candidate stereo centres ``(o, a, b, c)`` of a topology: an atom o with at least three bonded
+    neighbours, one of which, c, is a leaf (bonded to o only); a and b are two of its other neighbours (the
+    first two by index). The signed volume of (a − o, b − o, c − o) is the handedness of o; reflecting the leaf
+    c through the plane (o, a, b) inverts it and changes no bond length or bond angle. Which candidates are real
+    stereo centres (volume far from 0 with one sign throughout the data) is for the data to say
+    (``training.limits``)."""
+    pairs = constraint_pairs(local_index, n_nodes)
+    ends = torch.cat([pairs, pairs.flip(0)], dim=1)
+    deg = torch.bincount(ends[0], minlength=n_nodes)
+    out = []
+    for o in torch.nonzero(deg >= 3).flatten().tolist():  # setup only: a handful of atoms per molecule
+        nbrs = sorted(ends[1][ends[0] == o].tolist())
+        leaves = [n for n in nbrs if int(deg[n]) == 1]
+        if not leaves:
+            continue
+        c = leaves[-1]
+        a, b = [n for n in nbrs if n != c][:2]
+        out.append((o, a, b, c))
+    return torch.tensor(out, dtype=torch.long).reshape(-1, 4)
+
+
+def signed_volumes(x: Tensor, centres: Tensor) -> Tensor:
+    """[..., Q] signed volumes (a − o) · ((b − o) × (c − o)) of the ``centres`` [Q, 4] in ``x`` [..., N, 3]
+    (length unit cubed); their sign is the handedness, and a mirror image flips it."""
+    o, a, b, c = (x[..., centres[:, k], :] for k in range(4))
+    return ((a - o) * torch.linalg.cross(b - o, c - o)).sum(-1)

@@ -76,7 +76,7 @@ Variants (hyper-parameter ``variant``)
   and the prediction is x̂ = x^L + (C ρ)_{:,0}, v̂ = v^L + (C ρ)_{:,1}.
 - The cluster graph uses the raw soft counts Sᵀ A_global S as edge attribute (as eq. 11 and the code do).
 
-``"official"`` follows the authors' code (hanjq17/EGHN, see protocols.md §5) where it differs from the paper:
+``"official"`` follows the authors' code (hanjq17/EGHN, see docs/protocols.md §5) where it differs from the paper:
 
 - low- and high-level blocks are a Linear(H→H) embedding plus plain EGNN layers (``EGCL``) on the single
   vector r_ij with the block's input velocity, no h residual, the mean coordinate update clipped to ±100 after
@@ -441,7 +441,7 @@ class EGHN(Propagator):
         layers: EMMP (or EGNN) layers per block, low and high level (3). pool_layers: layers of the pooling
             net (3). decoder_layers: chained matrix nets in E-UnPool (1).
         cut_weight: λ of the connectivity loss (1.0). act: activation name ("silu").
-        variant: "paper" (default) or "official" (the authors' code, protocols.md §5).
+        variant: "paper" (default) or "official" (the authors' code, docs/protocols.md §5).
     Forward: GraphBatch → Prediction(x [ΣN, 3], v [ΣN, 3], aux_loss = λ·connectivity loss,
         extras = {"cluster_scores": S [ΣN, K], "clusters": argmax_k S [ΣN]}).
     """

@@ -1,6 +1,6 @@
 """EGNN with the velocity extension (Satorras, Hoogeboom & Welling, ICML 2021, §3.2).
 
-Defaults follow the paper's N-body model (protocols.md §1.4): 4 layers × 64, SiLU, h residual, mean
+Defaults follow the paper's N-body model (docs/protocols.md §1.4): 4 layers × 64, SiLU, h residual, mean
 aggregation for x and sum for h, per-edge clip ±100, φ_x's last layer bias-free with Xavier gain 0.001, and the
 input velocity v(t) in every layer. Output: the positions after the last layer, plus a next-velocity readout
 (``VelocityReadout``) so that rollouts can chain steps. Messages of the global edges are multiplied by the

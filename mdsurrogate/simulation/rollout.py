@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..data.constraints import project_bond_lengths
+from ..data.constraints import project_bond_lengths, restore_handedness
 from ..data.topology import BatchTopology
 from ..models.base import Prediction
 from ..models.stochastic import unwrap
@@ -66,6 +66,7 @@ class Chain:
         self.x = x0.to(device=surrogate.device, dtype=surrogate.dtype)
         self.v = v0.to(device=surrogate.device, dtype=surrogate.dtype)
         self.bonds = surrogate.bond_reference(self.topo, self.x) if surrogate.projects else None
+        self.stereo = surrogate.stereo_reference(self.topo, self.x)
         reference = surrogate.bond_reference(self.topo, self.x, angles=False)
         self._guard_start = guard.start(self.x, self.topo, reference) if guard is not None else None
 
@@ -75,7 +76,8 @@ class Chain:
 
     def next_state(self, pred: Prediction) -> tuple[Tensor, Tensor]:
         """The state one Δ later: the prediction's mean, or a draw for a stochastic propagator (from this chain's
-        random stream), projected onto the bond lengths when asked; the velocity follows the positions when the
+        random stream), projected onto the bond lengths when asked, with the start's handedness kept at every stereo
+        centre the training data has (``Surrogate.stereo_reference``); the velocity follows the positions when the
         dataset defines it as the displacement over one step."""
         sur = self.surrogate
         x_new, v_new = pred.x, pred.v
@@ -83,6 +85,8 @@ class Chain:
             x_new = unwrap(sur.model).sample(pred, self.topo.batch, self.topo.num_graphs, self.generator)
         if self.bonds is not None:
             x_new, _ = project_bond_lengths(x_new, *self.bonds, tol=1e-5)
+        if self.stereo is not None:
+            x_new, _ = restore_handedness(x_new, *self.stereo)
         if sur.velocity_from_positions:
             v_new = (x_new - self.x) / float(sur.dataset.delta_frames)
         return x_new, v_new
@@ -194,19 +198,22 @@ def rollout_to_file(surrogate, start, steps: int, path, *, on_step: Callable[[in
 
     The writer class the path names decides what it stores (asked, never guessed from the extension):
     velocities (converted from the dataset's length per frame to length per time unit, Å/ps for MD), bonds as
-    CONECT records, the hard clusters of hierarchical models as B-factors or a per-atom column, times.
+    CONECT records, the hard clusters of hierarchical models as B-factors or a per-atom column, times (in ps when
+    the dataset's time unit is ps; for dimensionless data the writer's own frame numbering).
     ``on_step(k)`` runs after frame k is written (e.g. a progress bar). An existing file is replaced only with
     ``overwrite``; a stopped rollout keeps the frames before the stop in a complete file.
     """
     from ..io.writers import open_writer
 
     frame_dt = float(surrogate.dataset.frame_dt) or 1.0
+    in_ps = surrogate.units.get("time") == "ps"  # dimensionless simulators (N-body, M-complex) have no ps to state
     with open_writer(path, start.atoms, overwrite=overwrite, conect=start.atoms.bonds is not None,
                      bfactors="cluster" if surrogate.produces_clusters else None) as writer:
 
         def on_frame(k, x, v, t, clusters):
             extra = {"cluster": clusters} if clusters is not None and writer.per_atom_columns else {}
-            writer.write(x, time_ps=t, velocities=v / frame_dt if writer.velocities else None, **extra)
+            velocities = v / frame_dt if writer.velocities else None
+            writer.write(x, time_ps=t if in_ps else None, velocities=velocities, **extra)
             if on_step is not None:
                 on_step(k)
 

@@ -21,7 +21,7 @@ import torch
 from torch import Tensor
 
 from ..data.featurize import Featurizer
-from ..data.geometry import constraint_pairs
+from ..data.geometry import constraint_pairs, signed_volumes
 from ..data.topology import BatchTopology
 from ..device import resolve_device, resolve_dtype
 from ..models.base import Prediction
@@ -154,6 +154,20 @@ class Surrogate:
         else:
             lengths = (x0[pairs[0]] - x0[pairs[1]]).norm(dim=-1)
         return pairs.to(self.device), lengths.to(device=self.device, dtype=self.dtype)
+
+    def stereo_reference(self, topo: BatchTopology, x0: Tensor):
+        """(centres [Q·B, 4], signs [Q·B]) of the stereo centres the checkpoint records (``training.limits``),
+        repeated over the B graphs of ``topo``, with the handedness each has in ``x0``; None when it records none
+        or the graphs are not the training system's size."""
+        centres = self.checkpoint.extra.get("stereo_centres") if self.checkpoint else None
+        if centres is None or len(centres) == 0:
+            return None
+        centres = torch.as_tensor(centres, dtype=torch.long, device=self.device)
+        sizes = topo.ptr[1:] - topo.ptr[:-1]
+        if not bool((sizes == sizes[0]).all()) or int(centres.max()) >= int(sizes[0]):
+            return None
+        centres = (centres.unsqueeze(0) + topo.ptr[:-1].to(self.device).view(-1, 1, 1)).reshape(-1, 4)
+        return centres, torch.sign(signed_volumes(x0, centres))
 
     def guard(self) -> StabilityGuard:
         """The stability guard with the limits the checkpoint stores (defaults without)."""

@@ -10,7 +10,10 @@ From the training split (at most ``max_samples`` samples, spread evenly):
   ``angle_pair_lengths``: the same for the bonds and 1-3 pairs (for rollouts that also fix bond angles),
   ``bond_rms``: the largest per-frame RMS deviation from those means times ``margin`` (floored at ``bond_floor``
   × the mean length, so that a data set with rigid bonds does not give a zero limit), and ``rg_bounds``: the
-  data's radius-of-gyration range widened by ``rg_margin`` on each side (as factors);
+  data's radius-of-gyration range widened by ``rg_margin`` on each side (as factors), and ``stereo_centres``
+  [Q, 4]: the candidate centres (:func:`~mdsurrogate.data.geometry.stereo_centres`) whose signed volume keeps one
+  sign in every sampled frame and never comes closer to 0 than a quarter of its mean magnitude (a chiral Cα, not
+  a planar carbonyl carbon), which rollouts keep from inverting;
 * ``data``: the raw statistics (means, spreads, extremes) for reports.
 
 The guard stops a rollout with a sentence naming the quantity, the step and the limit; nothing here depends on
@@ -23,7 +26,7 @@ import numpy as np
 import torch
 
 from ..data.dataset import Dataset
-from ..data.geometry import constraint_pairs, radius_of_gyration
+from ..data.geometry import constraint_pairs, radius_of_gyration, signed_volumes, stereo_centres
 from ..models.scatter import scatter_mean
 
 
@@ -37,7 +40,8 @@ def data_limits(ds: Dataset, *, margin: float = 3.0, step_margin: float = 5.0, r
     if len(ids) > max_samples:
         ids = ids[np.linspace(0, len(ids) - 1, max_samples).round().astype(np.int64)]
     single_system = bool(ds.meta.get("md")) and len(set(ds.traj_nodes.tolist())) == 1
-    steps, rgs, lengths, lengths13 = [], [], [], []
+    steps, rgs, lengths, lengths13, volumes = [], [], [], [], []
+    centres = None
     for s in range(0, len(ids), batch_size):
         x0, _, x1, _, topo = ds.gather(ids[s:s + batch_size])
         x0, x1 = x0.double(), x1.double()
@@ -51,6 +55,11 @@ def data_limits(ds: Dataset, *, margin: float = 3.0, step_margin: float = 5.0, r
                 for out, angles in ((lengths, False), (lengths13, True)):
                     pairs = constraint_pairs(local.index, n_all, angles=angles)
                     out.append((x0[pairs[0]] - x0[pairs[1]]).norm(dim=-1).view(n_graph, -1))
+                if centres is None:
+                    first = local.index[:, local.index.max(0).values < int(topo.ptr[1])]
+                    centres = stereo_centres(first, int(topo.ptr[1]))
+                if len(centres):
+                    volumes.append(signed_volumes(x0.view(n_graph, -1, 3), centres))
     step = torch.cat(steps)
     data = {"step_rms_mean": float(step.mean()), "step_rms_max": float(step.max()), "samples": int(len(ids))}
     limits = {"step_rms": step_margin * float(step.max())}
@@ -68,5 +77,10 @@ def data_limits(ds: Dataset, *, margin: float = 3.0, step_margin: float = 5.0, r
             limits["bond_rms"] = max(margin * float(dev.max()), bond_floor * float(mean.mean()))
             extra["bond_lengths"] = mean.float()
             extra["angle_pair_lengths"] = torch.cat(lengths13).mean(0).float()
+        if volumes:
+            vol = torch.cat(volumes)  # [frames, Q]
+            keep = ((vol > 0).all(0) | (vol < 0).all(0)) & (vol.abs().min(0).values > 0.25 * vol.abs().mean(0))
+            extra["stereo_centres"] = centres[keep]
+            data["stereo_centres"] = int(keep.sum())
     limits["data"] = data
     return limits, extra

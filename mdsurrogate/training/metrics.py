@@ -1,6 +1,6 @@
 """Evaluation with the papers' metric, and rigid motions for the equivariance check.
 
-Metric (protocols.md §0): per batch the position MSE over all (node, coordinate) entries; the split's number is
+Metric (docs/protocols.md §0): per batch the position MSE over all (node, coordinate) entries; the split's number is
 Σ_batches (batch MSE × graphs in batch) / Σ graphs. The velocity MSE is reported beside it the same way.
 """
 

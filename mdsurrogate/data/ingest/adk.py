@@ -29,4 +29,5 @@ def ingest_adk(out: str | Path, *, source: str = "equilibrium", select: str = "b
     if smooth_cutoff is None:
         smooth_cutoff = 0.0 if source == "equilibrium" else 2.0
     return ingest_md(out, top, trajs, select=select, delta=delta, cutoff=cutoff, ratios=ratios, test_trajs=test_trajs,
-                     smooth_cutoff=smooth_cutoff, velocities=velocities, overwrite=overwrite, name=f"adk_{source}", warn=warn)
+                     smooth_cutoff=smooth_cutoff, velocities=velocities, overwrite=overwrite, name=f"adk_{source}",
+                     warn=warn)

@@ -18,7 +18,7 @@ def group_pairs(group: np.ndarray) -> np.ndarray:
 def ingest_mcomplex(out: str | Path, *, n_complexes: int = 3, avg_size: int = 3, n_types: int = 1,
                     n_train: int = 1000, n_val: int = 2000, n_test: int = 2000, seed: int = 43,
                     input_frame: int = 10, target_frame: int = 25, overwrite: bool = False) -> Path:
-    """Simulate the M-complex system (EGHN paper, Table 1) and write its dataset (protocols.md §2.6).
+    """Simulate the M-complex system (EGHN paper, Table 1) and write its dataset (docs/protocols.md §2.6).
 
     One trajectory per system (50 stored frames, frame k after 100k + 1 steps), one sample per system:
     frame 10 → frame 25 (Δ = 1500 steps = 1.5 time units). Node properties ``charge`` and ``complex``;

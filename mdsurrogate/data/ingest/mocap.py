@@ -1,4 +1,5 @@
-"""Mocap ingest: CMU motion capture → datasets, the Walk / Run benchmarks of the GMN and EGHN papers (protocols.md §3).
+"""Mocap ingest: CMU motion capture → datasets, the Walk / Run benchmarks of the GMN and EGHN papers
+(docs/protocols.md §3).
 
 Two entry points:
 
@@ -29,7 +30,7 @@ Both write one trajectory per trial, in the order the trials are given (``meta["
 * **Node features** [‖v‖, height], height = y · ``scales["height"]`` with ``scales["height"]`` = 1 / (largest
   joint height over every stored frame of the *training* trials), a dataset constant fixed at ingest.
   Deviation: the official code divides by the maximum height over the nodes of the current batch, which makes
-  a node's features depend on the other graphs in its batch (protocols.md §3.5); a constant keeps the feature
+  a node's features depend on the other graphs in its batch (docs/protocols.md §3.5); a constant keeps the feature
   a function of the state alone (identical in training, evaluation and rollouts) and at the same scale (≈ 0 … 1).
   The height feature breaks full E(3) symmetry: models stay equivariant to rotations about the vertical axis
   and horizontal translations only. ``height_feature=False`` uses [‖v‖, 1] instead (the GMN choice) and keeps
@@ -70,7 +71,7 @@ __all__ = [
     "resolve_split",
 ]
 
-#: The EGHN trainer's caps on samples per split (protocols.md §3.3); per trial ⌊cap / trials in the split⌋.
+#: The EGHN trainer's caps on samples per split (docs/protocols.md §3.3); per trial ⌊cap / trials in the split⌋.
 EGHN_MAX_SAMPLES: dict[str, int] = {"train": 3000, "val": 600, "test": 600}
 
 #: Subject 35's 23 walking trials (35_01–16, 35_28–34), the trials of the Walk benchmark.
@@ -343,7 +344,7 @@ def ingest_mocap_amc(out: str | os.PathLike, asf: str | os.PathLike, amc_files: 
     extra = {
         "name": name or f"mocap_{subject}",
         "description": f"CMU motion capture, skeleton {Path(asf).name}: {len(names)} AMC trials at {fps:g} Hz, "
-                       f"joint positions by forward kinematics (GMN/EGHN Walk/Run protocol, protocols.md §3)",
+                       f"joint positions by forward kinematics (GMN/EGHN Walk/Run protocol, docs/protocols.md §3)",
         "generator": {"kind": "asf/amc", "asf": str(asf), "amc": [str(p) for p in amc_files],
                       "joints": skeleton.names, "asf_length_unit": skeleton.length_unit},
     }
@@ -425,7 +426,7 @@ def ingest_mocap_positions(out: str | os.PathLike, npz: str | os.PathLike, *, de
     extra = {
         "name": name or f"mocap_{Path(src).stem}",
         "description": f"CMU motion capture, joint positions from {Path(src).name}: {len(names)} trials at "
-                       f"{fps:g} Hz (GMN/EGHN Walk/Run protocol, protocols.md §3)",
+                       f"{fps:g} Hz (GMN/EGHN Walk/Run protocol, docs/protocols.md §3)",
         "generator": {"kind": "positions", "file": src, "split_from_file": bool(split_from_file)},
     }
     return _write_mocap(out, names=names, positions=positions, bones=bones, delta=delta, split=split,

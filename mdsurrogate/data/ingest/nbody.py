@@ -1,6 +1,6 @@
 """N-body ingest: the charged N-body simulator's output as the EGNN paper's dataset.
 
-N-body (protocols.md §1): one trajectory per simulation (49 stored frames, 5 particles), one sample per
+N-body (docs/protocols.md §1): one trajectory per simulation (49 stored frames, 5 particles), one sample per
 simulation: input frame 30 (step 3100) → target frame 40 (step 4100), Δ = 1000 steps = 1.0 time unit;
 node property ``charge``; node feature ‖v‖; edge features [q_i q_j, ‖r_ij‖²]; complete graph.
 """

@@ -3,7 +3,7 @@
 - ``embedded``: the real AdK trajectories that MDAnalysisTests ships (CHARMM PSF, 3341 atoms; two DIMS
   closed → open transition trajectories ``adk_dims.dcd`` (98 frames) and ``adk_dims2.dcd`` (102 frames)); no
   network needed, used by ``mdsurrogate demo`` and the tests.
-- ``equilibrium``: MDAnalysisData's ``adk_equilibrium`` (the EGHN paper's data, protocols.md §4: 4187 frames every
+- ``equilibrium``: MDAnalysisData's ``adk_equilibrium`` (the EGHN paper's data, docs/protocols.md §4: 4187 frames every
   240 ps, 1.004 µs, NPT 300 K, CHARMM27, solvent stripped), downloaded once (about 70 MB) into
   ``~/MDAnalysis_data`` or ``data_home``. This is the only part of mdsurrogate that uses the network.
 """

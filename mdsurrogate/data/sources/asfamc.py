@@ -6,7 +6,7 @@ and the rotational degrees of freedom (``dof``) that the AMC file animates. The 
 frame, the channel values of every animated bone (the root: translation and rotation in the order of its
 ``order`` line).
 
-Forward kinematics (protocols.md §3.1), vectorised over frames:
+Forward kinematics (docs/protocols.md §3.1), vectorised over frames:
 
 * ``Rot(a, α)`` is the right-handed (active) rotation by α about axis a; an ordered list of rotations
   ``(a1, α1), (a2, α2), …`` about *fixed* axes composes to ``… · Rot(a2, α2) · Rot(a1, α1)`` (the first one

@@ -6,7 +6,7 @@ members of its own complex), ``F_i = sum_j q_i q_j (x_i - x_j) / |x_i - x_j|^3``
 clipped to ``+-max_force``. Each complex then moves as one rigid body. All quantities are dimensionless
 (k = 1, unit mass, unit charge, ``dt = 1e-3``).
 
-The physics reproduces the data of the official generator (see ``protocols.md`` section 2), *including* its
+The physics reproduces the data of the official generator (see ``docs/protocols.md`` section 2), *including* its
 quirks:
 
 * translational acceleration of a complex is ``mean_i(f_i) / s_k`` (an extra ``1/s_k`` versus Newton);

@@ -1,7 +1,7 @@
 """Charged N-body simulator of the EGNN paper (Satorras et al., ICML 2021), vectorised across simulations.
 
 This reproduces the data-generation protocol of the official ``nbody_small`` dataset (see
-``protocols.md`` §1.1-1.2): ``n`` unit-mass particles in free 3-D space with charges ``q_i = ±1`` interacting
+``docs/protocols.md`` §1.1-1.2): ``n`` unit-mass particles in free 3-D space with charges ``q_i = ±1`` interacting
 through a Coulomb-like pair force
 
     F_i = sum_{j != i} k q_i q_j (x_i - x_j) / |x_i - x_j|^3        (like charges repel),
