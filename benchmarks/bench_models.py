@@ -50,7 +50,12 @@ WORKLOAD_MODEL_ARGS = {
 }
 
 
-def workload(name: str, device):
+DEFAULT_BATCH = {"nbody": 100, "mcomplex": 100, "adk": 8}
+
+
+def workload(name: str, device, batch: int | None = None):
+    """(featurizer, x [ΣN, 3], v [ΣN, 3], topology) of one workload; ``batch`` graphs (default: performance.md's
+    ``DEFAULT_BATCH``). The random draws do not depend on ``batch`` beyond the sizes of the tensors drawn."""
     g = torch.Generator().manual_seed(0)
     if name == "nbody":
         b, n, groups = 100, 5, None
@@ -69,6 +74,7 @@ def workload(name: str, device):
         scale = 1.0  # real AdK backbone coordinates, see adk_backbone_copies
     else:
         raise SystemExit(f"unknown workload {name}")
+    b = batch or b
     ptr = sizes_to_ptr(torch.full((b,), n))
     x = torch.randn(b * n, 3, generator=g) * scale
     if name == "adk":
@@ -108,6 +114,18 @@ def adk_backbone_copies(copies: int, g: torch.Generator) -> torch.Tensor:
     return torch.cat([pos + 0.3 * torch.randn(pos.shape, generator=g) for _ in range(copies)])
 
 
+def make_adam(params, lr: float, weight_decay: float = 0.0) -> torch.optim.Optimizer:
+    """The optimizer construction recommended to the trainer (issue 14): ``torch.optim.Adam(..., fused=True)``,
+    one fused kernel for every parameter per step (CPU and CUDA in torch ≥ 2.4), falling back to
+    ``foreach=True`` where the fused kernel is not available (another device or dtype). The same Adam update,
+    up to float rounding."""
+    params = [p for p in params if p.requires_grad]
+    try:
+        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, fused=True)
+    except (RuntimeError, TypeError, ValueError):
+        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, foreach=True)
+
+
 def timed(fn, repeats, device):
     return median_seconds(fn, repeats, device, warmup=max(3, repeats // 5))
 
@@ -125,7 +143,7 @@ def measure(model_name: str, workload_name: str, device: torch.device, repeats: 
     hparams = WORKLOAD_MODEL_ARGS.get((workload_name, model_name), MODEL_ARGS.get(model_name, {}))
     model = build_model(model_name, node_dim=spec.node_dim, edge_dim=spec.edge_dim,
                         local_edge_dim=spec.local_edge_dim, **hparams).to(device)
-    opt = torch.optim.Adam(model.parameters(), lr=1e-4) if any(p.requires_grad for p in model.parameters()) else None
+    opt = make_adam(model.parameters(), lr=1e-4) if any(p.requires_grad for p in model.parameters()) else None
     target = x + 0.1
 
     def forward():

@@ -137,7 +137,8 @@ class PropagatorProgram(nn.Module):
         glob, local = EdgeSet(edge_index, edge_props), EdgeSet(local_edge_index, local_edge_props)
         gb = GraphBatch(x=x, v=v, h=f.node_features(x, v, topo), edge_index=edge_index,
                         edge_attr=f.edge_features(f.spec.edge, x, glob, topo), local_edge_index=local_edge_index,
-                        local_edge_attr=f.edge_features(f.spec.local_edge, x, local, topo), batch=batch, ptr=ptr)
+                        local_edge_attr=f.edge_features(f.spec.local_edge, x, local, topo), batch=batch, ptr=ptr,
+                        edge_weight=f.edge_weights(x, glob))
         pred = self.model(gb)
         return pred.x, pred.v
 

@@ -167,6 +167,8 @@ def ingest_md_cmd(
     select: str = typer.Option("backbone", help="MDAnalysis selection of the atoms to model."),
     delta: int = typer.Option(15, help="Δ in saved frames between input and target (EGHN AdK: 15 = 3.6 ns)."),
     cutoff: float = typer.Option(10.0, help="Global-graph cutoff in Å (rebuilt for every state)."),
+    smooth_cutoff: float = typer.Option(2.0, help="Width in Å over which an edge's messages fade to 0 at the "
+                                        "cutoff, so a rollout step is continuous as atoms cross it; 0 = hard."),
     velocities: str = typer.Option("auto", help="auto (the trajectory's own when they describe its motion over a "
                                    "frame, else the backward difference), trajectory, difference, or lag (the "
                                    "displacement over one model step per frame); stored in Å per frame."),
@@ -189,7 +191,8 @@ def ingest_md_cmd(
 
     t0 = time.perf_counter()
     with input_errors(), err.status(f"reading {len(traj)} trajectory file(s) with MDAnalysis…"):
-        path = ingest_md(out_dir, top, traj, select=select, delta=delta, cutoff=cutoff, velocities=velocities,
+        path = ingest_md(out_dir, top, traj, select=select, delta=delta, cutoff=cutoff, smooth_cutoff=smooth_cutoff,
+                         velocities=velocities,
                          ratios=parse_ratios(split), test_trajs=test_traj or [], dt=dt, align=align,
                          overwrite=overwrite,
                          warn=warn)
@@ -208,6 +211,9 @@ def ingest_adk_cmd(
     velocities: str = typer.Option("auto", help="auto, difference or lag (the displacement over Δ frames), as for "
                                    "`ingest md`."),
     cutoff: float = typer.Option(10.0, help="Global-graph cutoff in Å (EGHN paper: 10)."),
+    smooth_cutoff: float = typer.Option(None, help="Width in Å over which an edge's messages fade to 0 at the "
+                                        "cutoff (0 = hard) \\[default: 0, the paper's, for equilibrium; 2 for "
+                                        "embedded]."),
     data_home: Path = typer.Option(None, help="Where MDAnalysisData keeps its downloads \\[~/MDAnalysis_data]."),
     overwrite: bool = OVERWRITE,
     json_out: bool = JSON_OUT,
@@ -220,7 +226,8 @@ def ingest_adk_cmd(
     status = "fetching adk_equilibrium with MDAnalysisData (once) and reading it…" if source == "equilibrium" else \
         "reading the AdK trajectories of MDAnalysisTests…"
     with input_errors(), err.status(status):
-        path = ingest_adk(out_dir, source=source, select=select, delta=delta, cutoff=cutoff, velocities=velocities,
+        path = ingest_adk(out_dir, source=source, select=select, delta=delta, cutoff=cutoff,
+                          smooth_cutoff=smooth_cutoff, velocities=velocities,
                           data_home=data_home,
                           overwrite=overwrite, warn=warn)
     report_dataset(path, t0, json_out)

@@ -3,7 +3,7 @@
 The featurizer is described by a small JSON-able spec stored in the dataset (and in every checkpoint), so that
 training, evaluation, rollouts and the integrations build exactly the same inputs:
 
-    {"global_graph": {"kind": "complete"} | {"kind": "radius", "cutoff": 10.0} | {"kind": "static"},
+    {"global_graph": {"kind": "complete"} | {"kind": "radius", "cutoff": 10.0, "envelope": 2.0} | {"kind": "static"},
      "node": ["speed", "charge"], "edge": ["charge_product", "dist2"], "local_edge": ["dist2"],
      "scales": {"charge": 0.5}, "classes": {"element": 8}, "vertical_axis": 1}
 
@@ -15,6 +15,12 @@ Node features (one or more columns each):
     height            x_i[vertical_axis] · scales["height"] (breaks full E(3): keeps rotations about the
                       vertical axis and horizontal translations only)
     ones              the constant 1
+Smooth cutoff: a radius graph with ``"envelope": w`` (Å, 0 < w ≤ cutoff) gives every global edge the weight
+    s(t) = 1 − 10t³ + 15t⁴ − 6t⁵,   t = clamp((d_ij − (cutoff − w)) / w, 0, 1)
+(``GraphBatch.edge_weight``): 1 inside cutoff − w, falling to 0 at the cutoff with zero first and second
+derivatives, so an atom crossing the cutoff changes the model's output continuously (the layers multiply each
+global-edge message by the weight and take weighted means). Without ``envelope`` the cutoff is hard (the papers').
+
 Edge features (global and local edge sets alike):
     dist2 / dist      ‖x_i − x_j‖² / ‖x_i − x_j‖ at time t
     charge_product    q_i q_j  (from node property ``charge``)
@@ -103,6 +109,7 @@ class Featurizer:
         kind = self.spec.global_graph.get("kind")
         if kind not in ("complete", "radius", "static"):
             raise FeatureError(f"unknown global graph kind {kind!r} (complete, radius or static)")
+        self.envelope = self._envelope_width()
         self._complete_cache: tuple[Tensor, Tensor] | None = None
 
     # -- graphs ------------------------------------------------------------------------------------------
@@ -121,6 +128,28 @@ class Featurizer:
             return EdgeSet(index)
         cutoff = float(self.spec.global_graph["cutoff"])
         return EdgeSet(radius_graph(x.detach(), cutoff, topo.batch))
+
+    def _envelope_width(self) -> float | None:
+        graph = self.spec.global_graph
+        if "envelope" not in graph or graph.get("envelope") is None:
+            return None
+        if graph["kind"] != "radius":
+            raise FeatureError("a smooth cutoff (global_graph envelope) needs a radius graph")
+        width, cutoff = float(graph["envelope"]), float(graph["cutoff"])
+        if not 0.0 < width <= cutoff:  # also rejects NaN
+            raise FeatureError(f"the smooth-cutoff width (envelope = {graph['envelope']}) must lie in (0, cutoff = "
+                               f"{cutoff:g}]")
+        return width
+
+    def edge_weights(self, x: Tensor, edges: EdgeSet) -> Tensor | None:
+        """[E] smooth-cutoff weights s(t) of the global edges (see the module docstring), or None (hard cutoff)."""
+        if self.envelope is None:
+            return None
+        i, j = edges.index
+        d = (x[i] - x[j]).norm(dim=-1)
+        cutoff = float(self.spec.global_graph["cutoff"])
+        t = ((d - (cutoff - self.envelope)) / self.envelope).clamp(0.0, 1.0)
+        return 1.0 - t ** 3 * (10.0 - 15.0 * t + 6.0 * t * t)
 
     # -- features ----------------------------------------------------------------------------------------
     def node_features(self, x: Tensor, v: Tensor, topo: BatchTopology) -> Tensor:
@@ -190,4 +219,5 @@ class Featurizer:
             local_edge_attr=self.edge_features(self.spec.local_edge, x, local, topo),
             batch=topo.batch,
             ptr=topo.ptr,
+            edge_weight=self.edge_weights(x, glob),
         )

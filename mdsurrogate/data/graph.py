@@ -30,6 +30,8 @@ class GraphBatch:
         local_edge_attr: [E_l, A_l] invariant local-edge scalars.
         batch: [ΣN] graph id of each node (sorted, contiguous).
         ptr: [B+1] node offsets.
+        edge_weight: [E] smooth-cutoff weight of every global edge in [0, 1] (an envelope of the distance that
+            reaches 0 at the cutoff), or None; message-passing layers multiply each global-edge message by it.
     """
 
     x: Tensor
@@ -41,6 +43,7 @@ class GraphBatch:
     local_edge_attr: Tensor
     batch: Tensor
     ptr: Tensor
+    edge_weight: Tensor | None = None
 
     @property
     def num_graphs(self) -> int:
@@ -60,7 +63,9 @@ class GraphBatch:
         out = {}
         for f in fields(self):
             t = getattr(self, f.name)
-            if t.is_floating_point():
+            if t is None:
+                out[f.name] = None
+            elif t.is_floating_point():
                 out[f.name] = t.to(device=device, dtype=dtype or t.dtype)
             else:
                 out[f.name] = t.to(device=device)

@@ -35,7 +35,7 @@ from torch import Tensor, nn
 
 from ..data.graph import GraphBatch
 from .layers import activation
-from .scatter import scatter_mean
+from .scatter import scatter_mean, weighted_scatter
 
 
 def sh_irreps(lmax: int) -> o3.Irreps:
@@ -492,16 +492,18 @@ def steerable_inputs(batch: GraphBatch, centre: bool = True, edge_distance: bool
     return f, rel, s
 
 
-def steerable_attributes(rel: Tensor, v: Tensor, receivers: Tensor, lmax: int, normalization: str = "integral"):
+def steerable_attributes(rel: Tensor, v: Tensor, receivers: Tensor, lmax: int, normalization: str = "integral",
+                         edge_weight: Tensor | None = None):
     """SEGNN's steerable attributes: spherical harmonics up to ``lmax`` in e3nn's ``normalization`` ("integral",
     as the official code: Y⁰ = 1/√(4π); or "component": Y⁰ = 1).
 
-    Args: rel [E, 3] r_ij; v [ΣN, 3] velocities; receivers [E] i of each edge.
+    Args: rel [E, 3] r_ij; v [ΣN, 3] velocities; receivers [E] i of each edge; edge_weight [E] smooth-cutoff
+        weights or None (the mean becomes the w-weighted mean Σ_j w_ij Y(r_ij) / max(Σ_j w_ij, 1)).
     Returns: a_edge [E, A] = Y(r_ij); a_node [ΣN, A] = Y(v_i) + mean_j Y(r_ij), its 0e component set to 1 (as in
         the official code, also for isolated nodes). A zero vector has Y^{l>0} = 0.
     """
     irreps = sh_irreps(lmax)
     a_edge = o3.spherical_harmonics(irreps, rel, normalize=True, normalization=normalization)
-    a_node = (scatter_mean(a_edge, receivers, v.shape[0])
+    a_node = (weighted_scatter(a_edge, receivers, v.shape[0], edge_weight, mean=True)
               + o3.spherical_harmonics(irreps, v, normalize=True, normalization=normalization))
     return a_edge, torch.cat([torch.ones_like(a_node[:, :1]), a_node[:, 1:]], dim=-1)

@@ -23,6 +23,15 @@ every flat cluster array [B·K, …]; pooling is a segment sum over ``batch``, u
 computed from the edge list (Σ_edges S_ik S_jl), never from a dense ΣN×ΣN matrix. No Python loop runs over
 graphs, nodes or clusters.
 
+Smooth cutoff: with ``GraphBatch.edge_weight`` (w_ij ∈ [0, 1] on the global edges) the low-level block's messages
+and matrix updates are multiplied by w_ij (means become w-weighted means, ``Aggregator.inv_degree``) and the
+cluster graph's attribute is Sᵀ W S with W_ij = w_ij, so a step is continuous as an atom crosses the cutoff.
+Local and cluster edges carry no weight.
+
+Implementation: the EMMP layers run through the fused, chunked edge pipeline (``fused.edge_pipeline``) and
+``Sᵀ A S`` through chunked neighbour sums (``fused.neighbour_sum``) unless ``fused.edge_impl()`` is
+``"reference"``; both give the same numbers (tests/test_fused.py).
+
 Shapes: ΣN nodes, B graphs, K clusters, H hidden, E / E_l / E_c global / local / cluster edges; a matrix of
 m vector channels is [n, 3, m] (channels last). Units: whatever the dataset uses (Å, Å/ps for MD;
 dimensionless for the synthetic systems); every scalar input is taken as invariant.
@@ -96,6 +105,16 @@ from torch import Tensor, nn
 
 from ..data.graph import GraphBatch
 from .base import Prediction, Propagator, register
+from .fused import (
+    CrossGram,
+    DifferenceGram,
+    EdgeNet,
+    edge_pipeline,
+    fused_active,
+    fused_enabled,
+    fused_mlp,
+    neighbour_sum,
+)
 from .layers import EGCL, PairLinear, activation, mlp
 from .scatter import Aggregator
 
@@ -140,14 +159,20 @@ def unpool(S: Tensor, batch: Tensor, y: Tensor) -> Tensor:
 
 
 def coarsen_adjacency(S: Tensor, edge_index: Tensor, graphs: Aggregator,
-                      edges: Aggregator | None = None) -> Tensor:
-    """Sᵀ A S per graph from the edge list: [B, K, K], entry (k, l) = Σ_{edges i←j in g} S_ik S_jl.
+                      edges: Aggregator | None = None, edge_weight: Tensor | None = None) -> Tensor:
+    """Sᵀ A S per graph from the edge list: [B, K, K], entry (k, l) = Σ_{edges i←j in g} A_ij S_ik S_jl, with
+    A_ij = 1, or the smooth-cutoff weight w_ij when ``edge_weight`` [E] is given.
 
-    ``edges``: the edge set's receiver plan, built here when not given. Cost ΣN·K² + E·K, no dense ΣN×ΣN.
+    ``edges``: the edge set's receiver plan, built here when not given. Cost ΣN·K² + E·K, no dense ΣN×ΣN; the
+    fused path (``fused.neighbour_sum``) never builds the [E, K] gather either.
     """
-    if edges is None:
-        edges = Aggregator(edge_index[0], S.shape[0])
-    AS = edges.sum(S.index_select(0, edge_index[1]))  # (A S)_i = Σ_{j→i} S_j  [ΣN, K]
+    if fused_active():
+        AS = neighbour_sum(S, edge_index, S.shape[0], edge_weight)  # (A S)_i = Σ_{j→i} A_ij S_j  [ΣN, K]
+    else:
+        if edges is None:
+            edges = Aggregator(edge_index[0], S.shape[0])
+        rows = S.index_select(0, edge_index[1])
+        AS = edges.sum(rows if edge_weight is None else rows * edge_weight.unsqueeze(-1))
     return graphs.sum(S.unsqueeze(-1) * AS.unsqueeze(1))  # [B, K, K]
 
 
@@ -191,7 +216,11 @@ class EMMP(nn.Module):
         for a last layer whose vectors are discarded); coord_gain (Xavier gain of Φ_Z's bias-free last layer,
         None for PyTorch's default init with a bias).
     Forward: h [n, H], Z [n, 3, m], edge_index [2, E] (receiver first), edge_attr [E, A], agg: the edge set's
-        ``Aggregator`` → (h' [n, H], Z' [n, 3, m]).
+        ``Aggregator``, edge_weight [E] or None (smooth-cutoff weights w_ij: m_ij and M_ij are multiplied by
+        them and the mean becomes the weighted mean, ``Aggregator.inv_degree``) → (h' [n, H], Z' [n, 3, m]).
+
+    The edge computations run through ``fused.edge_pipeline`` (chunked, recomputing backward) unless
+    ``fused.edge_impl()`` is ``"reference"`` or the activation is not SiLU; both give the same numbers.
     """
 
     def __init__(self, hidden: int, edge_dim: int, channels: int, act: str = "silu", *,
@@ -200,8 +229,9 @@ class EMMP(nn.Module):
         super().__init__()
         if gram not in ("difference", "cross"):
             raise ValueError(f"gram must be 'difference' or 'cross', not {gram!r}")
-        self.difference, self.channels, self.residual = gram == "difference", channels, residual
+        self.difference, self.channels, self.residual, self.act = gram == "difference", channels, residual, act
         self.basis_dim = 2 * channels - 1 if self.difference else channels  # columns of Ẑ_ij
+        self.geometry = DifferenceGram(channels, GRAM_EPS) if self.difference else CrossGram(channels, GRAM_EPS)
         n_scalars = self.basis_dim**2 + (1 if self.difference else 0) + edge_dim
         self.edge_in = PairLinear(hidden, n_scalars, hidden)  # first layer of φ_m, fused
         self.edge_out = nn.Sequential(activation(act), nn.Linear(hidden, hidden), activation(act))
@@ -226,15 +256,41 @@ class EMMP(nn.Module):
             scalars = torch.cat([normalised_gram(Zj, Zi), edge_attr], dim=-1)  # Ĝ(Z_jᵀZ_i)
         return self.edge_out(self.edge_in(h, edge_index, scalars)), basis  # (3) m_ij [E, H]
 
-    def forward(self, h: Tensor, Z: Tensor, edge_index: Tensor, edge_attr: Tensor, agg: Aggregator):
+    def forward(self, h: Tensor, Z: Tensor, edge_index: Tensor, edge_attr: Tensor, agg: Aggregator,
+                edge_weight: Tensor | None = None):
+        if fused_enabled(self.act, edge_index.shape[1]):
+            msum, dZ = self.edges_fused(h, Z, edge_index, edge_attr, edge_weight)
+            if dZ is not None:
+                dZ = dZ * agg.inv_degree(dZ.dtype, edge_weight)
+        else:
+            msum, dZ = self.edges_reference(h, Z, edge_index, edge_attr, agg, edge_weight)
+        if dZ is not None:
+            Z = Z + dZ.view_as(Z)  # (6)
+        out = fused_mlp([self.node], h, msum)[0]  # (5)
+        return (h + out if self.residual else out), Z
+
+    def edges_reference(self, h, Z, edge_index, edge_attr, agg: Aggregator, edge_weight=None):
+        """(Σ_j w_ij m_ij [n, H], the w-weighted mean of M_ij [n, 3·m] or None), every [E, H] tensor
+        materialised."""
         E = edge_index.shape[1]
         m, basis = self.message(h, Z, edge_index, edge_attr)  # (3)
+        w = None if edge_weight is None else edge_weight.unsqueeze(-1)
+        dZ = None
         if self.coef is not None:
             W = self.coef(m).view(E, self.basis_dim, self.channels)  # Φ_Z(m_ij) [E, q, m]
-            M = basis @ W  # (4) M_ij [E, 3, m]
-            Z = Z + agg.mean(M.flatten(1)).view_as(Z)  # (6) (flatten: also for E = 0, no edges)
-        out = self.node(torch.cat([h, agg.sum(m)], dim=-1))  # (5)
-        return (h + out if self.residual else out), Z
+            M = (basis @ W).flatten(1)  # (4) M_ij [E, 3·m] (flatten: also for E = 0, no edges)
+            dZ = agg.mean(M, edge_weight)
+        return agg.sum(m if w is None else m * w), dZ
+
+    def edges_fused(self, h, Z, edge_index, edge_attr, edge_weight=None):
+        """(Σ_j w_ij m_ij, Σ_j w_ij M_ij or None) by ``fused.edge_pipeline`` (a sum: divide for the mean)."""
+        lin2 = self.edge_out[1]
+        net = EdgeNet(self.edge_in.linear.weight, self.edge_in.linear.bias, lin2.weight, lin2.bias)
+        if self.coef is not None:
+            hid, last = self.coef[0], self.coef[2]
+            net.w3, net.b3, net.w4, net.b4 = hid.weight, hid.bias, last.weight, last.bias
+        return edge_pipeline(net, edge_index, h, nodes=Z.reshape(Z.shape[0], -1), geometry=self.geometry,
+                             attr=edge_attr, edge_weight=edge_weight, n_out=self.channels)
 
 
 class EGNNBlock(nn.Module):
@@ -252,10 +308,10 @@ class EGNNBlock(nn.Module):
             for _ in range(layers)
         )
 
-    def forward(self, h, x, v, edge_index, edge_attr, agg):
+    def forward(self, h, x, v, edge_index, edge_attr, agg, edge_weight=None):
         h = self.embed(h)
         for layer in self.layers:
-            h, x = layer(h, x, v, edge_index, edge_attr, agg)
+            h, x = layer(h, x, v, edge_index, edge_attr, agg, edge_weight)
         return h, x
 
 
@@ -295,7 +351,7 @@ class EPool(nn.Module):
         agg = Aggregator(edge_index[0], h.shape[0])
         for layer in self.layers:
             h, Z = layer(h, Z, edge_index, edge_attr, agg)  # (7) internal EMMP, local graph
-        return torch.softmax(self.head(h), dim=-1)  # (8) S [ΣN, K]
+        return torch.softmax(fused_mlp([self.head], h)[0], dim=-1)  # (8) S [ΣN, K]
 
     def forward(self, h, Z_score, Z_pool, edge_index, edge_attr, graphs: Aggregator):
         S = self.scores(h, Z_score, edge_index, edge_attr)
@@ -329,9 +385,10 @@ class MatrixNet(nn.Module):
         self.scalar = mlp(hidden, hidden, hidden, act) if scalar_out else None
 
     def forward(self, C: Tensor, scalars: Tensor):
-        s = self.inp(torch.cat([normalised_gram(C), scalars], dim=-1))
-        out = C @ self.coef(s).view(-1, self.n_vectors, self.n_out)  # [n, 3, o]
-        return out, (self.scalar(s) if self.scalar is not None else None)
+        s = fused_mlp([self.inp], normalised_gram(C), scalars)[0]
+        heads = fused_mlp([self.coef] if self.scalar is None else [self.coef, self.scalar], s)  # one first matmul
+        out = C @ heads[0].view(-1, self.n_vectors, self.n_out)  # [n, 3, o]
+        return out, (heads[1] if self.scalar is not None else None)
 
 
 class EUnPool(nn.Module):
@@ -423,17 +480,18 @@ class EGHN(Propagator):
         edges = Aggregator(batch.edge_index[0], n)  # global graph
         cluster_edges = cluster_graph(B, K, x.device)  # [2, B·K²]
         clusters = Aggregator(cluster_edges[0], B * K)
+        w = batch.edge_weight  # smooth-cutoff weights of the global edges, or None
 
         if self.variant == "paper":
             # (3)–(6) low-level EMMP on the global graph, Z = [x, v]
             Z = torch.stack([x, v], dim=-1)  # [ΣN, 3, 2]
             for layer in self.low:
-                h, Z = layer(h, Z, batch.edge_index, batch.edge_attr, edges)
+                h, Z = layer(h, Z, batch.edge_index, batch.edge_attr, edges, w)
             x_low, v_low = Z.unbind(-1)
             # (7)–(10) E-Pool on the local graph
             S, Z_k, h_k = self.pool(h, Z, Z, batch.local_edge_index, batch.local_edge_attr, graphs)
             # (11) cluster graph with attribute Sᵀ A_global S, then the high-level EMMP
-            Q = coarsen_adjacency(S, batch.edge_index, graphs, edges).reshape(-1, 1)  # [B·K², 1]
+            Q = coarsen_adjacency(S, batch.edge_index, graphs, edges, w).reshape(-1, 1)  # [B·K², 1]
             h_k2, Z_k2 = h_k, Z_k
             for layer in self.high:
                 h_k2, Z_k2 = layer(h_k2, Z_k2, cluster_edges, Q, clusters)
@@ -442,13 +500,13 @@ class EGHN(Propagator):
             out, _, _ = self.unpool(S, node_graph, Z_k2 - Z_k, Z_k, Z, extra, h, h_k2)
             x_new, v_new = x_low + out[..., 0], v_low + out[..., 1]
         else:
-            h, x_low = self.low(h, x, v, batch.edge_index, batch.edge_attr, edges)
+            h, x_low = self.low(h, x, v, batch.edge_index, batch.edge_attr, edges, w)
             disp = x_low - x  # nf_i
             x_c = x - graphs.mean(x).index_select(0, node_graph)  # x_i − x̄_g
             S, Z_k, h_k = self.pool(h, torch.stack([x_c, disp, v], dim=-1), torch.stack([x, v], dim=-1),
                                     batch.local_edge_index, batch.local_edge_attr, graphs)
             X_k, V_k = Z_k.unbind(-1)  # [B·K, 3] each
-            Q = coarsen_adjacency(S, batch.edge_index, graphs, edges).reshape(-1, 1)
+            Q = coarsen_adjacency(S, batch.edge_index, graphs, edges, w).reshape(-1, 1)
             h_k2, X_k2 = self.high(h_k, X_k, V_k, cluster_edges, Q, clusters)
             out, delta, Z_tilde = self.unpool(S, node_graph, (X_k2 - X_k).unsqueeze(-1), Z_k,
                                               torch.stack([x, v], dim=-1), disp.unsqueeze(-1), h, h_k2)

@@ -3,7 +3,8 @@
 Defaults follow the paper's N-body model (docs/protocols.md §1.4): 4 layers × 64, SiLU, h residual, mean
 aggregation for x and sum for h, per-edge clip ±100, φ_x's last layer bias-free with Xavier gain 0.001, and the
 input velocity v(t) in every layer. Output: the positions after the last layer, plus a next-velocity readout
-(``VelocityReadout``) so that rollouts can chain steps.
+(``VelocityReadout``) so that rollouts can chain steps. Messages of the global edges are multiplied by the
+smooth-cutoff weights ``GraphBatch.edge_weight`` when the batch has them.
 """
 
 from __future__ import annotations
@@ -38,7 +39,8 @@ class EGNN(Propagator):
         agg = Aggregator(batch.edge_index[0], x0.shape[0])
         h = self.embed(batch.h)
         x = x0
+        w = batch.edge_weight  # smooth-cutoff weights of the global edges, or None
         for layer in self.layers:
-            h, x = layer(h, x, v, batch.edge_index, batch.edge_attr, agg)
-        v_new = self.readout(h, x0, x, v, batch.edge_index, agg) if self.readout is not None else v
+            h, x = layer(h, x, v, batch.edge_index, batch.edge_attr, agg, w)
+        v_new = self.readout(h, x0, x, v, batch.edge_index, agg, w) if self.readout is not None else v
         return Prediction(x=x, v=v_new)

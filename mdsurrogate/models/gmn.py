@@ -37,6 +37,7 @@ from torch import Tensor, nn
 from ..data.graph import GraphBatch
 from .base import Prediction, Propagator, register
 from .eghn import EMMP
+from .fused import EdgeNet, edge_pipeline, fused_enabled, fused_mlp
 from .layers import VelocityReadout, activation, mlp
 from .scatter import Aggregator
 
@@ -46,7 +47,9 @@ class GMNLayer(EMMP):
 
     Args: hidden H, edge_dim A, act, clip (per-edge clamp of Ẑ_ij φ_f(m_ij), ±clip; None: off),
         force_gain (Xavier gain of φ_f's bias-free last layer).
-    Forward: h [ΣN, H], x [ΣN, 3], v [ΣN, 3], edge_index [2, E], edge_attr [E, A], agg (Aggregator)
+    Forward: h [ΣN, H], x [ΣN, 3], v [ΣN, 3], edge_index [2, E], edge_attr [E, A], agg (Aggregator),
+        edge_weight [E] or None (smooth-cutoff weights: m_ij and the clipped f_ij are multiplied by them, the
+        mean is the weighted one)
         → (h', x', v').
     """
 
@@ -60,14 +63,28 @@ class GMNLayer(EMMP):
         self.force = nn.Sequential(nn.Linear(hidden, hidden), activation(act), last)  # φ_f
         self.vel = mlp(hidden, hidden, 1, act)  # φ_v
 
-    def forward(self, h: Tensor, x: Tensor, v: Tensor, edge_index: Tensor, edge_attr: Tensor, agg: Aggregator):
-        m, basis = self.message(h, torch.stack([x, v], dim=-1), edge_index, edge_attr)  # m_ij, Ẑ_ij [E, 3, 3]
-        f = (basis @ self.force(m).unsqueeze(-1)).squeeze(-1)  # Ẑ_ij φ_f(m_ij)  [E, 3]
-        if self.clip is not None:
-            f = f.clamp(-self.clip, self.clip)
-        v = self.vel(h) * v + agg.mean(f)
+    def forward(self, h: Tensor, x: Tensor, v: Tensor, edge_index: Tensor, edge_attr: Tensor, agg: Aggregator,
+                edge_weight: Tensor | None = None):
+        Z = torch.stack([x, v], dim=-1)
+        if fused_enabled(self.act, edge_index.shape[1]):
+            lin2, hid, last = self.edge_out[1], self.force[0], self.force[2]
+            net = EdgeNet(self.edge_in.linear.weight, self.edge_in.linear.bias, lin2.weight, lin2.bias,
+                          hid.weight, hid.bias, last.weight, last.bias)
+            msum, fsum = edge_pipeline(net, edge_index, h, nodes=Z.reshape(Z.shape[0], -1),
+                                       geometry=self.geometry, attr=edge_attr, edge_weight=edge_weight, n_out=1,
+                                       clip=self.clip)
+            f_mean = fsum * agg.inv_degree(fsum.dtype, edge_weight)
+        else:
+            m, basis = self.message(h, Z, edge_index, edge_attr)  # m_ij, Ẑ_ij [E, 3, 3]
+            f = (basis @ self.force(m).unsqueeze(-1)).squeeze(-1)  # Ẑ_ij φ_f(m_ij)  [E, 3]
+            if self.clip is not None:
+                f = f.clamp(-self.clip, self.clip)
+            if edge_weight is not None:
+                m = m * edge_weight.unsqueeze(-1)
+            msum, f_mean = agg.sum(m), agg.mean(f, edge_weight)
+        v = fused_mlp([self.vel], h)[0] * v + f_mean
         x = x + v
-        out = self.node(torch.cat([h, agg.sum(m)], dim=-1))
+        out = fused_mlp([self.node], h, msum)[0]
         return h + out, x, v
 
 
@@ -98,7 +115,8 @@ class GMN(Propagator):
         agg = Aggregator(batch.edge_index[0], x0.shape[0])
         h = self.embed(batch.h)
         x, v = x0, v0
+        w = batch.edge_weight  # smooth-cutoff weights of the global edges, or None
         for layer in self.layers:
-            h, x, v = layer(h, x, v, batch.edge_index, batch.edge_attr, agg)
-        v_new = v0 if self.readout is None else self.readout(h, x0, x, v0, batch.edge_index, agg)
+            h, x, v = layer(h, x, v, batch.edge_index, batch.edge_attr, agg, w)
+        v_new = v0 if self.readout is None else self.readout(h, x0, x, v0, batch.edge_index, agg, w)
         return Prediction(x=x, v=v_new)

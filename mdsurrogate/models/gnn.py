@@ -30,6 +30,7 @@ from torch import nn
 
 from ..data.graph import GraphBatch
 from .base import Prediction, Propagator, register
+from .fused import EdgeNet, edge_pipeline, fused_enabled, fused_mlp
 from .layers import PairLinear, activation, mlp
 from .scatter import Aggregator
 
@@ -37,21 +38,29 @@ FRAMES = ("absolute", "centred")
 
 
 class MPNNLayer(nn.Module):
-    """m_ij = φ_e([h_i, h_j, e_ij]); h_i ← h_i + φ_h([h_i, Σ_j m_ij]).
+    """m_ij = φ_e([h_i, h_j, e_ij]); h_i ← h_i + φ_h([h_i, Σ_j w_ij m_ij]).
 
-    Forward: h [ΣN, H], edge_index [2, E], edge_attr [E, A], agg (Aggregator) → h' [ΣN, H].
+    Forward: h [ΣN, H], edge_index [2, E], edge_attr [E, A], agg (Aggregator), edge_weight [E] or None (w_ij,
+    1 when None) → h' [ΣN, H]. The messages run through ``fused.edge_pipeline`` unless the reference path is
+    selected or the activation is not SiLU.
     """
 
     def __init__(self, hidden: int, edge_dim: int, act: str = "silu", residual: bool = True):
         super().__init__()
-        self.residual = residual
+        self.residual, self.act = residual, act
         self.edge_in = PairLinear(hidden, edge_dim, hidden)  # φ_e's first layer, node parts projected per node
         self.edge_out = nn.Sequential(activation(act), nn.Linear(hidden, hidden), activation(act))
         self.node = mlp(2 * hidden, hidden, hidden, act)
 
-    def forward(self, h, edge_index, edge_attr, agg: Aggregator):
-        m = self.edge_out(self.edge_in(h, edge_index, edge_attr))
-        out = self.node(torch.cat([h, agg.sum(m)], dim=-1))
+    def forward(self, h, edge_index, edge_attr, agg: Aggregator, edge_weight=None):
+        if fused_enabled(self.act, edge_index.shape[1]):
+            lin2 = self.edge_out[1]
+            net = EdgeNet(self.edge_in.linear.weight, self.edge_in.linear.bias, lin2.weight, lin2.bias)
+            msum, _ = edge_pipeline(net, edge_index, h, attr=edge_attr, edge_weight=edge_weight)
+        else:
+            m = self.edge_out(self.edge_in(h, edge_index, edge_attr))
+            msum = agg.sum(m if edge_weight is None else m * edge_weight.unsqueeze(-1))
+        out = fused_mlp([self.node], h, msum)[0]
         return h + out if self.residual else out
 
 
@@ -91,7 +100,7 @@ class GNN(Propagator):
         agg = Aggregator(batch.edge_index[0], x.shape[0])
         h = self.embed(torch.cat([x, v, batch.h], dim=-1))
         for layer in self.layers:
-            h = layer(h, batch.edge_index, batch.edge_attr, agg)
+            h = layer(h, batch.edge_index, batch.edge_attr, agg, batch.edge_weight)
         out = self.decode(h)
         x_new, v_new = out[:, :3], out[:, 3:]
         if origin is not None:

@@ -20,6 +20,9 @@ head of the same kind on the predicted positions x̂,
 
 with γ's last layer zero-initialised. It is trained only when ``train.velocity_weight`` > 0.
 
+Smooth-cutoff weights w_ij (``GraphBatch.edge_weight``) turn every mean over edges into the w-weighted mean
+Σ_j w_ij (…) / max(Σ_j w_ij, 1).
+
 Shapes: ΣN nodes, E edges, A edge scalars, H hidden width. Units: the dataset's (Å and Å/ps for MD,
 dimensionless for the synthetic systems).
 """
@@ -46,7 +49,8 @@ class RadialFieldLayer(nn.Module):
 
     Args: hidden H, edge_dim A, act (activation name), gain (Xavier gain of the bias-free last layer of φ).
     Forward: x [ΣN, 3], v [ΣN, 3], speed ‖v‖ [ΣN, 1], edge_index [2, E], edge_attr [E, A], agg (Aggregator of
-        the edge set) → x' [ΣN, 3].
+        the edge set), edge_weight [E] or None (smooth-cutoff weights: the w-weighted mean, see
+        ``Aggregator.mean``) → x' [ΣN, 3].
     """
 
     def __init__(self, hidden: int, edge_dim: int, act: str = "silu", gain: float = 0.001):
@@ -56,9 +60,9 @@ class RadialFieldLayer(nn.Module):
         self.phi = nn.Sequential(nn.Linear(1 + edge_dim, hidden), activation(act), last, nn.Tanh())
         self.psi = mlp(1, hidden, 1, act)
 
-    def forward(self, x, v, speed, edge_index, edge_attr, agg: Aggregator):
+    def forward(self, x, v, speed, edge_index, edge_attr, agg: Aggregator, edge_weight=None):
         rel, dist = edge_distance(x, edge_index)
-        x = x + agg.mean(rel * self.phi(torch.cat([dist, edge_attr], dim=-1)))
+        x = x + agg.mean(rel * self.phi(torch.cat([dist, edge_attr], dim=-1)), edge_weight)
         return x + self.psi(speed) * v
 
 
@@ -76,9 +80,9 @@ class RadialVelocityReadout(nn.Module):
         nn.init.zeros_(self.gamma[-1].weight)
         nn.init.zeros_(self.gamma[-1].bias)
 
-    def forward(self, x, x_new, v, speed, edge_index, edge_attr, agg: Aggregator):
+    def forward(self, x, x_new, v, speed, edge_index, edge_attr, agg: Aggregator, edge_weight=None):
         rel, dist = edge_distance(x_new, edge_index)
-        pair = agg.mean(rel * self.gamma(torch.cat([dist, edge_attr], dim=-1)))
+        pair = agg.mean(rel * self.gamma(torch.cat([dist, edge_attr], dim=-1)), edge_weight)
         return self.alpha(speed) * v + self.beta(speed) * (x_new - x) + pair
 
 
@@ -109,6 +113,7 @@ class RadialField(Propagator):
         speed = v.norm(dim=-1, keepdim=True)
         x = x0
         for layer in self.layers:
-            x = layer(x, v, speed, batch.edge_index, batch.edge_attr, agg)
-        v_new = v if self.readout is None else self.readout(x0, x, v, speed, batch.edge_index, batch.edge_attr, agg)
+            x = layer(x, v, speed, batch.edge_index, batch.edge_attr, agg, batch.edge_weight)
+        v_new = v if self.readout is None else self.readout(x0, x, v, speed, batch.edge_index, batch.edge_attr, agg,
+                                                            batch.edge_weight)
         return Prediction(x=x, v=v_new)

@@ -27,6 +27,19 @@ def scatter_mean(src: Tensor, index: Tensor, dim_size: int, count: Tensor | None
     return total / count.clamp(min=1).view(shape)
 
 
+def weighted_scatter(src: Tensor, index: Tensor, dim_size: int, weight: Tensor | None, mean: bool) -> Tensor:
+    """Σ_e w_e src_e per bucket (``mean``: divided by max(Σ_e w_e, 1), the smooth-cutoff soft degree, see
+    ``Aggregator.inv_degree``); ``weight`` None gives ``scatter_sum`` / ``scatter_mean``."""
+    if weight is None:
+        return scatter_mean(src, index, dim_size) if mean else scatter_sum(src, index, dim_size)
+    w = weight.to(src.dtype)
+    total = scatter_sum(src * w.view((-1,) + (1,) * (src.dim() - 1)), index, dim_size)
+    if not mean:
+        return total
+    soft = scatter_sum(w, index, dim_size).clamp(min=1.0)
+    return total / soft.view((-1,) + (1,) * (src.dim() - 1))
+
+
 SEGMENT_MAX_WIDTH = 16
 
 
@@ -56,13 +69,24 @@ class Aggregator:
             return torch.segment_reduce(src, "sum", lengths=self.counts, axis=0)
         return scatter_sum(src, self.index, self.dim_size)
 
-    def inv_degree(self, dtype: torch.dtype) -> Tensor:
-        """[dim_size, 1] 1 / in-degree (0 where the in-degree is 0)."""
+    def inv_degree(self, dtype: torch.dtype, weight: Tensor | None = None) -> Tensor:
+        """[dim_size, 1] 1 / in-degree (0 where the in-degree is 0).
+
+        With smooth-cutoff weights ``weight`` [E] (w_e in [0, 1]): 1 / max(Σ_{e→i} w_e, 1), the soft degree, so
+        that a weighted mean Σ_e w_e t_e / max(Σ_e w_e, 1) is the plain mean when every weight is 1 and is
+        continuous as an edge's weight goes to 0 and the edge leaves the graph (differentiable in the weights).
+        """
+        if weight is not None:
+            return 1.0 / self.sum(weight.to(dtype).unsqueeze(-1)).clamp(min=1.0)
         if self._inv is None or self._inv.dtype != dtype:
             c = self.counts.to(dtype)
             self._inv = torch.where(c > 0, 1.0 / c.clamp(min=1), torch.zeros_like(c)).unsqueeze(-1)
         return self._inv
 
-    def mean(self, src: Tensor) -> Tensor:
-        inv = self.inv_degree(src.dtype)
+    def mean(self, src: Tensor, weight: Tensor | None = None) -> Tensor:
+        """[E, …] → [dim_size, …] mean over incoming edges; with ``weight`` [E] the weighted mean
+        Σ_e w_e src_e / max(Σ_e w_e, 1) (see ``inv_degree``)."""
+        inv = self.inv_degree(src.dtype, weight)
+        if weight is not None:
+            src = src * weight.to(src.dtype).view((-1,) + (1,) * (src.dim() - 1))
         return self.sum(src) * inv.view((-1,) + (1,) * (src.dim() - 1))

@@ -44,13 +44,14 @@ from .e3layers import (
     steerable_inputs,
     weight_balanced_irreps,
 )
-from .scatter import scatter_mean, scatter_sum
+from .scatter import weighted_scatter
 
 
 class SEGNNLayer(torch.nn.Module):
     """One SEGNN message-passing layer (eqs. of the module docstring).
 
-    Forward: h [ΣN, hidden], s [E, S], a_edge [E, A], a_node [ΣN, A], edge_index [2, E] → h' [ΣN, hidden].
+    Forward: h [ΣN, hidden], s [E, S], a_edge [E, A], a_node [ΣN, A], edge_index [2, E], edge_weight [E] or None
+    (smooth-cutoff weights w_ij: m_i = Σ_j w_ij m_ij, or the w-weighted mean) → h' [ΣN, hidden].
     """
 
     def __init__(self, hidden: o3.Irreps, scalars: int, attr: o3.Irreps, aggregation: str = "sum",
@@ -64,7 +65,7 @@ class SEGNNLayer(torch.nn.Module):
         self.update2 = AttrTensorProduct(hidden, attr, hidden, scalar_attr=1.0)
         self.aggregation = aggregation
 
-    def forward(self, h, s, a_edge, a_node, edge_index):
+    def forward(self, h, s, a_edge, a_node, edge_index, edge_weight=None):
         i, j = edge_index
         # W([h_i, h_j, s_ij]) = W₁h_i + W₂h_j + W₃s_ij: mix per node, gather per edge, then couple with a_ij
         z = add_mixed(gather_mixed(self.message1.mix(h, 0), i), gather_mixed(self.message1.mix(h, 1), j))
@@ -72,7 +73,7 @@ class SEGNNLayer(torch.nn.Module):
             z = add_mixed(z, self.message1.mix(s, 2))
         m = self.message2(self.message1.couple(z, a_edge), a_edge)  # [E, hidden]
         # index_add (scatter_sum) beats segment_reduce on CPU for rows this wide
-        m_i = scatter_sum(m, i, h.shape[0]) if self.aggregation == "sum" else scatter_mean(m, i, h.shape[0])
+        m_i = weighted_scatter(m, i, h.shape[0], edge_weight, mean=self.aggregation == "mean")
         return h + self.update2(self.update1([h, m_i], a_node), a_node)
 
 
@@ -118,9 +119,9 @@ class SEGNN(Propagator):
     def forward(self, batch: GraphBatch) -> Prediction:
         f, rel, s = steerable_inputs(batch, self.centre, self.edge_distance)
         a_edge, a_node = steerable_attributes(rel, batch.v, batch.edge_index[0], self.lmax_attr,
-                                              self.attr_normalization)
+                                              self.attr_normalization, batch.edge_weight)
         h = self.embed(f, a_node)
         for layer in self.layers:
-            h = layer(h, s, a_edge, a_node, batch.edge_index)
+            h = layer(h, s, a_edge, a_node, batch.edge_index, batch.edge_weight)
         out = self.readout2(self.readout1(h, a_node), a_node)  # [ΣN, 6] = [Δx, Δv]
         return Prediction(x=batch.x + out[:, :3], v=batch.v + out[:, 3:])

@@ -36,7 +36,7 @@ from .e3layers import (
     steerable_inputs,
 )
 from .layers import activation
-from .scatter import scatter_mean, scatter_sum
+from .scatter import weighted_scatter
 
 
 class TFNLayer(nn.Module):
@@ -47,7 +47,8 @@ class TFNLayer(nn.Module):
         lmax: highest filter degree. scalars: edge scalars fed to the radial MLP (‖r_ij‖ + edge features).
         radial_hidden: width of the radial MLP. nonlinearity: "gate", "norm" or "none".
         aggregation: "sum" or "mean" of the convolution over incoming edges.
-    Forward: h [ΣN, irreps_in.dim], y_sh [E, (lmax+1)²], s [E, scalars], edge_index [2, E] → [ΣN, irreps_out.dim].
+    Forward: h [ΣN, irreps_in.dim], y_sh [E, (lmax+1)²], s [E, scalars], edge_index [2, E], edge_weight [E] or
+    None (smooth-cutoff weights w_ij: Σ_j w_ij c_ij, or the w-weighted mean) → [ΣN, irreps_out.dim].
     """
 
     def __init__(self, irreps_in, irreps_out, lmax: int, scalars: int, radial_hidden: int = 32,
@@ -68,11 +69,11 @@ class TFNLayer(nn.Module):
             raise ValueError(f"nonlinearity must be gate, norm or none, not {nonlinearity!r}")
         self.aggregation = aggregation
 
-    def forward(self, h, y_sh, s, edge_index):
+    def forward(self, h, y_sh, s, edge_index, edge_weight=None):
         i, j = edge_index
         c = self.conv(h.index_select(0, j), y_sh, self.radial(s))  # [E, conv irreps]
         n = h.shape[0]
-        c = scatter_sum(c, i, n) if self.aggregation == "sum" else scatter_mean(c, i, n)
+        c = weighted_scatter(c, i, n, edge_weight, mean=self.aggregation == "mean")
         out = self.self_interaction([c, h], None)
         return self.norm_act(out) if self.norm_act is not None else out
 
@@ -112,6 +113,6 @@ class TFN(Propagator):
         y_sh = o3.spherical_harmonics(sh_irreps(self.lmax), rel, normalize=True, normalization="component")
         last = len(self.layers) - 1
         for k, layer in enumerate(self.layers):
-            out = layer(h, y_sh, s, batch.edge_index)
+            out = layer(h, y_sh, s, batch.edge_index, batch.edge_weight)
             h = h + out if (self.residual and 0 < k < last) else out
         return Prediction(x=batch.x + h[:, :3], v=batch.v + h[:, 3:])

@@ -72,13 +72,17 @@ def chronological_samples(n_frames: int, delta: int, ratios=(0.6, 0.2, 0.2), fir
     return np.concatenate(starts), np.concatenate(codes)
 
 
-def _check_parameters(trajs: Sequence, delta: int, cutoff: float, velocities: str, dt: float | None) -> None:
+def _check_parameters(trajs: Sequence, delta: int, cutoff: float, velocities: str, dt: float | None,
+                      smooth_cutoff: float = 0.0) -> None:
     if not trajs:
         raise md.MDInputError("give at least one trajectory (trajs)")
     if isinstance(delta, bool) or not isinstance(delta, int | np.integer) or delta < 1:
         raise md.MDInputError(f"delta must be a whole number of frames ≥ 1, got {delta}")
     if not (isinstance(cutoff, int | float) and math.isfinite(cutoff) and cutoff > 0):
         raise md.MDInputError(f"cutoff must be a positive, finite number of Å, got {cutoff}")
+    if not (isinstance(smooth_cutoff, int | float) and 0 <= smooth_cutoff <= cutoff):  # also rejects NaN
+        raise md.MDInputError(f"smooth_cutoff must lie between 0 (a hard cutoff) and the cutoff ({cutoff:g} Å), "
+                              f"got {smooth_cutoff}")
     if velocities not in ("auto", *md.VELOCITY_KINDS):
         raise md.MDInputError(f"velocities must be 'auto', 'trajectory', 'difference' or 'lag', not {velocities!r}")
     if dt is not None and not (isinstance(dt, int | float) and math.isfinite(dt) and dt > 0):
@@ -197,7 +201,11 @@ def _periodic_meta(runs: Sequence[_Trajectory]) -> dict:
 
 
 def _meta(*, name, top, trajs, test_trajs, select, delta, cutoff, velocities, ratios, system: md.MDSystem,
-          kind: str, frame_dt: float, scales: dict, dt: float | None, periodic: dict, align: bool = False) -> dict:
+          kind: str, frame_dt: float, scales: dict, dt: float | None, periodic: dict, align: bool = False,
+          smooth_cutoff: float = 0.0) -> dict:
+    graph = {"kind": "radius", "cutoff": float(cutoff)}
+    if smooth_cutoff > 0:
+        graph["envelope"] = float(smooth_cutoff)
     return {
         "name": name or f"md_{Path(top).stem}",
         "source": "md",
@@ -208,7 +216,7 @@ def _meta(*, name, top, trajs, test_trajs, select, delta, cutoff, velocities, ra
         "delta_frames": int(delta),
         "selection": select,
         "features": {
-            "global_graph": {"kind": "radius", "cutoff": float(cutoff)},
+            "global_graph": graph,
             "node": ["speed", "charge", "one_hot:element"],
             "edge": ["dist", "dist2"],
             "local_edge": ["length0", "dist2"],
@@ -226,20 +234,23 @@ def _meta(*, name, top, trajs, test_trajs, select, delta, cutoff, velocities, ra
         "generator": {"kind": "md", "topology": str(top),
                       "trajectories": [str(p) for p in trajs[:len(trajs) - len(test_trajs)]],
                       "test_trajectories": [str(p) for p in test_trajs], "select": select,
-                      "delta": int(delta), "cutoff": float(cutoff), "velocities": velocities,
+                      "delta": int(delta), "cutoff": float(cutoff), "smooth_cutoff": float(smooth_cutoff),
+                      "velocities": velocities,
                       **({"dt": float(dt)} if dt is not None else {})},
     }
 
 
 def ingest_md(out: str | Path, top: str | Path, trajs, *, select: str = "backbone", delta: int = 15,
               cutoff: float = 10.0, velocities: str = "auto", ratios=(0.6, 0.2, 0.2), test_trajs=(),
-              name: str | None = None, dt: float | None = None, align: bool = False, overwrite: bool = False,
-              warn=None) -> Path:
+              name: str | None = None, dt: float | None = None, align: bool = False, smooth_cutoff: float = 2.0,
+              overwrite: bool = False, warn=None) -> Path:
     """Any MD trajectory MDAnalysis reads → a dataset of (frame i → frame i + Δ) samples of one atom selection.
 
     Several trajectories of one system become one dataset; each is split chronologically on its own
     (``ratios`` train/val/test) and no sample straddles two files or two splits (see
-    :func:`chronological_samples`). Global graph: atoms within ``cutoff`` Å, rebuilt for every state;
+    :func:`chronological_samples`). Global graph: atoms within ``cutoff`` Å, rebuilt for every state, each edge's
+    messages weighted by a smooth step that falls from 1 at ``cutoff − smooth_cutoff`` to 0 at ``cutoff`` (Å;
+    0 = a hard cutoff, as in the papers), so that a step is continuous as atoms cross the cutoff;
     edge features [‖r_ij‖, ‖r_ij‖²]; local graph: bonds with [length0, ‖r_ij‖²]; node features
     [‖v‖ / v_rms, q / max|q|, one-hot element]. Velocities: ``"auto"`` (the trajectory's when it has them and they
     describe its motion over a frame, else the backward difference), ``"trajectory"`` (refused when they do not),
@@ -255,7 +266,7 @@ def ingest_md(out: str | Path, top: str | Path, trajs, *, select: str = "backbon
     """
     warn = warn or (lambda message: None)
     trajs, test_trajs = list(trajs), list(test_trajs)
-    _check_parameters(trajs, delta, cutoff, velocities, dt)
+    _check_parameters(trajs, delta, cutoff, velocities, dt, smooth_cutoff)
     check_new_dataset(out, overwrite)
     held_out = set(range(len(trajs), len(trajs) + len(test_trajs)))
     files = trajs + test_trajs
@@ -273,7 +284,7 @@ def ingest_md(out: str | Path, top: str | Path, trajs, *, select: str = "backbon
     meta = _meta(name=name, top=top, trajs=files, test_trajs=test_trajs, select=select, delta=delta, cutoff=cutoff,
                  velocities=velocities, ratios=ratios, system=system, kind=runs[0].kind, frame_dt=frame_dt,
                  scales=_feature_scales(runs, samples, codes, system), dt=dt, periodic=_periodic_meta(runs),
-                 align=align)
+                 align=align, smooth_cutoff=smooth_cutoff)
     local = system.topology(runs[0].positions[0]).edge_sets["local"]
     e_idx, length0 = local.index.numpy().T, local.props["length0"].numpy()
     n_t = len(runs)
