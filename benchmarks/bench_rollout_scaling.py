@@ -49,7 +49,7 @@ def one(model: str, copies: int, cutoff: float, steps: int, warmup: int, device:
     sys.path.insert(0, str(HERE))
     import bench_rollout_md as br
 
-    from mdsurrogate.models.base import build_model
+    from mdsurrogate.models.registry import build_model
 
     dev = torch.device(device)
     x, topo, feat = br.system(copies, cutoff)

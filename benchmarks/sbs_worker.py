@@ -64,7 +64,7 @@ import bench_rollout_md as br  # noqa: E402
 
 from mdsurrogate.data.graph import GraphBatch  # noqa: E402
 from mdsurrogate.data.topology import EdgeSet  # noqa: E402
-from mdsurrogate.models.base import build_model  # noqa: E402
+from mdsurrogate.models.registry import build_model  # noqa: E402
 
 BIG = args.workload.startswith(("adk", "rollout"))
 info: dict = {"side": "ours", "workload": args.workload, "mode": args.mode, "threads": args.threads,
