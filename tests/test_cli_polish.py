@@ -93,3 +93,13 @@ def test_info_of_a_potential_and_of_a_dataset(tmp_path, tiny_nbody):
     assert d["trajectories"] == 100 and d["samples"]["train"] == 60
     r = invoke("info", tmp_path / "nothing")
     assert r.exit_code == 2 and "does not exist" in r.stderr
+
+
+def test_train_out_below_a_file_is_one_sentence(tmp_path):
+    blocker = tmp_path / "afile"
+    blocker.write_text("keep me")
+    r = invoke("train", "nbody_demo", "--data", tmp_path / "nope", "--out", blocker / "run")
+    assert r.exit_code == 2 and "is a file" in r.output and "Errno" not in r.output
+    r = invoke("train", "nbody_demo", "--data", tmp_path / "nope", "--out", blocker)
+    assert r.exit_code == 2 and "is a file" in r.output
+    assert blocker.read_text() == "keep me"
