@@ -103,3 +103,21 @@ def test_train_out_below_a_file_is_one_sentence(tmp_path):
     r = invoke("train", "nbody_demo", "--data", tmp_path / "nope", "--out", blocker)
     assert r.exit_code == 2 and "is a file" in r.output
     assert blocker.read_text() == "keep me"
+
+
+def test_checkpoint_without_features_names_what_it_lacks(tmp_path):
+    from mdsurrogate.errors import CheckpointError
+
+    ck = Checkpoint(kind="propagator", model_name="linear", hparams={}, state_dict={}, features={},
+                    dataset=DatasetInfo(units={}, frame_dt=1.0, delta_frames=1, delta_time=1.0))
+    path = ck.save(tmp_path / "ok.pt")
+    data = torch.load(path, weights_only=True)
+    del data["features"]
+    torch.save(data, tmp_path / "nofeat.pt")
+    try:
+        Checkpoint.load(tmp_path / "nofeat.pt")
+    except CheckpointError as exc:
+        assert str(exc).endswith("incomplete mdsurrogate checkpoint: it lacks features")
+        assert "__init__" not in str(exc)
+    else:
+        raise AssertionError("an incomplete checkpoint loaded")

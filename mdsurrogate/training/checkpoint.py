@@ -16,7 +16,7 @@ import datetime
 import os
 import pickle
 import zipfile
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -164,10 +164,17 @@ class Checkpoint:
             if kind not in KINDS:
                 raise CheckpointError(f"{where} holds a model of unknown kind {kind!r}")
             names = {f.name for f in fields(cls)} - {"path", "dataset"}
+            required = {f.name for f in fields(cls) if f.default is MISSING and f.default_factory is MISSING}
+            lacking = sorted(required - {"path", "dataset"} - set(data))
+            if lacking:
+                raise CheckpointError(f"{where} is an incomplete mdsurrogate checkpoint: it lacks "
+                                      f"{', '.join(lacking)}")
             ck = cls(**{k: v for k, v in data.items() if k in names},
                      dataset=DatasetInfo.from_dict(data.get("dataset")), path=path)
-        except (KeyError, TypeError) as exc:
-            raise CheckpointError(f"{where} is an incomplete mdsurrogate checkpoint (missing {exc})") from None
+        except KeyError as exc:
+            raise CheckpointError(f"{where} is an incomplete mdsurrogate checkpoint: it lacks {exc}") from None
+        except TypeError:
+            raise CheckpointError(f"{where} is a damaged mdsurrogate checkpoint (an entry of the wrong type)") from None
         if not isinstance(ck.state_dict, dict) or not isinstance(ck.features, dict):
             raise CheckpointError(f"{where} is an incomplete mdsurrogate checkpoint (no weights or features)")
         return ck
@@ -188,6 +195,9 @@ class Checkpoint:
         except (pickle.UnpicklingError, zipfile.BadZipFile, RuntimeError, EOFError, ValueError, OSError,
                 AttributeError, TypeError, KeyError) as exc:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else exc.__class__.__name__
+            if "Weights only load failed" in first:
+                first = ("it is not a PyTorch file of tensors and plain data; checkpoints are loaded with "
+                         "weights_only=True, so nothing in one can run code")
             raise CheckpointError(f"{path} is not a loadable mdsurrogate checkpoint ({first[:160]})") from None
         ck = cls.from_payload(data, path)
         if kind is not None and ck.kind != kind:
