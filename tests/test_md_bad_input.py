@@ -73,7 +73,7 @@ def test_bad_ingest_parameters(tmp_path, nan_dcd):
     _fails("ingest", "md", out, *TIP, "--traj", nan_dcd, "--select", "all", phrase="frame 6 of")
     _fails("ingest", "md", out, *TIP, "--traj", nan_dcd, "--select", "all", phrase="non-finite values (NaN or inf)")
     _fails("ingest", "md", out, "--top", mdt.PRMncdf, "--traj", mdt.NCDF,
-           phrase="does not state the time between its frames (every frame is at 0 ps); pass dt")
+           phrase="does not state the time between its frames (every frame is at 0 ps); pass --dt")
     _fails("ingest", "md", out, "--top", mdt.LAMMPSdata2, "--traj", mdt.LAMMPSdcd2,
            phrase="needs atom information this topology does not have (no names or resnames)")
     _fails("ingest", "md", out, "--top", mdt.GRO, "--traj", mdt.TRR, "--select", "name CA", "--delta", 1,

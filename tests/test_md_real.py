@@ -290,7 +290,7 @@ def test_lag_velocities_still_work(tmp_path):
 @pytest.mark.parametrize("top,traj", [(mdt.PRMncdf, mdt.NCDF), (mdt.PRM7, mdt.NCDFtruncoct)])
 def test_netcdf_without_times_needs_dt(top, traj, tmp_path):
     with pytest.raises(MDInputError, match=r"does not state the time between its frames \(every frame is at 0 ps\); "
-                                           r"pass dt"):
+                                           r"pass `dt`"):
         ingest_md(tmp_path / "x", top, [traj], select="not resname WAT", delta=1)
     assert not (tmp_path / "x").exists()
     ds = Dataset(ingest_md(tmp_path / "y", top, [traj], select="not resname WAT", delta=1, dt=0.5,
@@ -304,7 +304,7 @@ def test_netcdf_without_times_needs_dt(top, traj, tmp_path):
 def test_files_without_time_information_need_dt(tmp_path):
     """PDB models and XYZ frames carry no times (MDAnalysis would assume 1 ps): dt, or a sentence."""
     for top, traj, sel in ((mdt.PDB_multiframe, mdt.PDB_multiframe, "name CA"), (mdt.XYZ_psf, mdt.XYZ, "name CA")):
-        with pytest.raises(MDInputError, match="does not state the time between its frames; pass dt"):
+        with pytest.raises(MDInputError, match="does not state the time between its frames; pass `dt`"):
             ingest_md(tmp_path / "x", top, [traj], select=sel, delta=1)
         ds = Dataset(ingest_md(tmp_path / "y", top, [traj], select=sel, delta=1, dt=10.0, overwrite=True,
                                ratios=(0.4, 0.3, 0.3)))

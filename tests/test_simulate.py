@@ -253,3 +253,23 @@ def test_library_errors_name_parameters_and_the_cli_names_options(tmp_path):
     assert "--" not in str(caught.value)
     r = invoke("simulate", "ala2", tmp_path / "x", "--frame-ps", "-1")
     assert r.exit_code == 2 and "--frame-ps" in r.output and "`" not in r.output
+
+
+def test_plot_ramachandran_of_a_multi_model_pdb_needs_its_frame_spacing(cli_run, tmp_path):
+    """A rollout written as multi-MODEL PDB holds its own frames but states no time between them: --dt gives it."""
+    pytest.importorskip("matplotlib")
+    import MDAnalysis as mda
+
+    out = cli_run[0]
+    u = mda.Universe(str(out / "topology.pdb"), str(out / "trajectory.dcd"))
+    heavy = u.select_atoms("not element H")
+    pdb = tmp_path / "rollout.pdb"
+    with mda.Writer(str(pdb), heavy.n_atoms, multiframe=True) as w:
+        for _ in u.trajectory:
+            w.write(heavy)
+    fig = tmp_path / "rama.png"
+    assert_clean_error(invoke("plot", "ramachandran", pdb, "--out", fig), "pass --dt")
+    r = invoke("plot", "ramachandran", pdb, "--dt", "1", "--out", fig, "--json")
+    assert r.exit_code == 0, r.output
+    rec = json.loads((out / "simulate.json").read_text())
+    assert last_json(r)["frames"] == 20 and last_json(r)["populations"] == rec["ramachandran"]["populations"]

@@ -8,10 +8,10 @@ from collections.abc import Sequence
 import numpy as np
 
 
-def phi_psi_from_files(top: str | os.PathLike, trajs: Sequence[str | os.PathLike]
+def phi_psi_from_files(top: str | os.PathLike, trajs: Sequence[str | os.PathLike], *, dt: float | None = None
                        ) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
     """φ, ψ [F, R] (degrees) of every residue with a complete backbone over all frames of ``trajs`` (in order),
-    the [R] residue numbers (resids) and the frame spacing in ps. Raises MDInputError for unreadable files and
+    the [R] residue numbers (resids) and the frame spacing in ps (``dt`` for files that do not state it). Raises MDInputError for unreadable files and
     ValueError when no residue has φ and ψ."""
     from ..data.periodic import Unwrapper
     from ..data.sources.md import frame_spacing, open_universe, read_frames, selection_bonds
@@ -33,6 +33,6 @@ def phi_psi_from_files(top: str | os.PathLike, trajs: Sequence[str | os.PathLike
         frames = read_frames(u, ag, unwrap=Unwrapper(len(ag), bonds))
         phis.append(dihedral_angles(frames.positions, remap[0]))
         psis.append(dihedral_angles(frames.positions, remap[1]))
-        spacing.append(frame_spacing(u, frames.times))
+        spacing.append(frame_spacing(u, frames.times, dt=dt))
     resids = np.asarray(universes[0].residues.resids)[residues]
     return np.concatenate(phis), np.concatenate(psis), resids, float(np.median(spacing))

@@ -446,7 +446,8 @@ def fidelity_figure(rec: dict):
 
 def trajectory_files(source: str | os.PathLike, trajs=()) -> tuple[Path, list[Path]]:
     """(topology, trajectories) of ``source``: a `mdsurrogate simulate` output directory (its topology.pdb and
-    trajectory.dcd) or a topology file with ``trajs``; UserError when neither fits."""
+    trajectory.dcd), a topology file with ``trajs``, or without ``trajs`` a file that holds its own frames (a
+    multi-MODEL PDB written by ``rollout``); UserError when none fits."""
     source = Path(source)
     if source.is_dir():
         top, traj = source / "topology.pdb", source / "trajectory.dcd"
@@ -456,22 +457,21 @@ def trajectory_files(source: str | os.PathLike, trajs=()) -> tuple[Path, list[Pa
         return top, [traj, *map(Path, trajs)]
     if not source.exists():
         raise UserError(f"{source} does not exist")
-    if not trajs:
-        raise UserError(f"give the trajectory of {source.name} with --traj")
-    return source, [Path(t) for t in trajs]
+    return source, [Path(t) for t in trajs] or [source]
 
 
-def plot_ramachandran(source: str | os.PathLike, out: str | os.PathLike, *, trajs=(), title: str | None = None
-                      ) -> dict:
+def plot_ramachandran(source: str | os.PathLike, out: str | os.PathLike, *, trajs=(), title: str | None = None,
+                      dt: float | None = None) -> dict:
     """:func:`ramachandran_figure` of a trajectory (see :func:`trajectory_files`) written to ``out`` atomically;
-    returns :func:`~mdsurrogate.analysis.ramachandran.ramachandran_summary` (without the histogram) with ``out``."""
+    returns :func:`~mdsurrogate.analysis.ramachandran.ramachandran_summary` (without the histogram) with ``out``.
+    ``dt``: ps between frames for files that do not state it."""
     from ..analysis.ramachandran import ramachandran_summary
     from ..analysis.trajectory import phi_psi_from_files
 
     _check_output(Path(out))
     top, files = trajectory_files(source, trajs)
     try:
-        phi, psi, resids, frame_ps = phi_psi_from_files(top, files)
+        phi, psi, resids, frame_ps = phi_psi_from_files(top, files, dt=dt)
     except ValueError as exc:
         raise UserError(str(exc)) from None
     summary = ramachandran_summary(phi, psi, frame_ps)

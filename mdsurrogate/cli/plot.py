@@ -64,9 +64,11 @@ def plot_fidelity_cmd(
 @plot_app.command("ramachandran")
 @friendly
 def plot_ramachandran_cmd(
-    source: Path = typer.Argument(..., help="A `mdsurrogate simulate` output directory, or a topology file "
-                                  "(then --traj)."),
+    source: Path = typer.Argument(..., help="A `mdsurrogate simulate` output directory, a topology file (with "
+                                  "--traj), or a file that holds its own frames (a multi-MODEL PDB rollout)."),
     traj: list[Path] = typer.Option(None, help="Trajectory file(s) of a topology SOURCE, in order (repeatable)."),
+    dt: float = typer.Option(None, help="ps between saved frames, for files that do not state it (PDB, XYZ): "
+                             "a rollout's Δ."),
     out_file: Path = typer.Option(..., "--out", help="Figure file: .png (or .pdf, .svg)."),
     title: str = typer.Option(None, help="Figure title \\[default: source, frames, residues]."),
     json_out: bool = JSON_OUT,
@@ -76,7 +78,7 @@ def plot_ramachandran_cmd(
     frames and the core-to-core transitions per ns (basin and core definitions: mdsurrogate.analysis)."""
     from ..apps.plot import plot_ramachandran
 
-    res = plot_ramachandran(source, out_file, trajs=traj or (), title=title)
+    res = plot_ramachandran(source, out_file, trajs=traj or (), title=title, dt=dt)
     pops = ", ".join(f"{k} {v:.3f}" for k, v in res["populations"].items())
     js = res.get("js_halves_bits")
     err.print(f"[green]wrote[/] {out_file}: {res['frames']} frames; basins {pops}; JS(halves) "

@@ -435,7 +435,7 @@ def frame_spacing(universe, times: np.ndarray | None = None, *, dt: float | None
         if not (isinstance(dt, int | float) and math.isfinite(dt) and dt > 0):
             raise MDInputError(f"dt must be a positive number of ps between saved frames, got {dt}")
         return float(dt)
-    ask = "pass dt, the time between its saved frames in ps"
+    ask = "pass `dt`, the time between its saved frames in ps"
     stated = stated_spacing(universe)
     if stated is None:
         same = times is not None and len(times) > 1 and np.ptp(times) == 0
@@ -449,7 +449,7 @@ def frame_spacing(universe, times: np.ndarray | None = None, *, dt: float | None
                                f"{k + 1}: {times[k + 1]:g} ps); {ask}")
         if d.max() > 1.01 * d.min():
             raise MDInputError(f"the frames of {name} are not evenly spaced in time ({d.min():g} to {d.max():g} ps "
-                               "apart); ingest evenly saved frames, or pass dt to treat them as evenly spaced")
+                               "apart); ingest evenly saved frames, or pass `dt` to treat them as evenly spaced")
         return float(np.median(d))
     return stated
 
@@ -638,7 +638,7 @@ def frame_state(universe, atoms, frame: int, *, velocities: str, frame_dt: float
     spacing = frame_spacing(universe, dt=dt) if dt is not None else stated_spacing(universe)
     if spacing is None and velocities != "trajectory":
         raise MDInputError("the trajectory does not state the time between its frames, which the velocity (a "
-                           "displacement per frame) needs; pass dt, the time between its saved frames in ps")
+                           "displacement per frame) needs; pass `dt`, the time between its saved frames in ps")
     back = 0
     if velocities == "lag":
         back = lag * frame_dt / spacing
