@@ -11,8 +11,8 @@ import numpy as np
 def phi_psi_from_files(top: str | os.PathLike, trajs: Sequence[str | os.PathLike], *, dt: float | None = None
                        ) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
     """φ, ψ [F, R] (degrees) of every residue with a complete backbone over all frames of ``trajs`` (in order),
-    the [R] residue numbers (resids) and the frame spacing in ps (``dt`` for files that do not state it). Raises MDInputError for unreadable files and
-    ValueError when no residue has φ and ψ."""
+    the [R] residue numbers (resids) and the frame spacing in ps (``dt`` for files that do not state it).
+    Raises MDInputError for unreadable files and ValueError when no residue has φ and ψ."""
     from ..data.periodic import Unwrapper
     from ..data.sources.md import frame_spacing, open_universe, read_frames, selection_bonds
     from .dihedrals import backbone_quadruples, dihedral_angles
