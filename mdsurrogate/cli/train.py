@@ -89,11 +89,6 @@ def train(
             fail("--resume needs --out RUN_DIR (the run to continue)")
         stem = rec.name or Path(recipe).stem
         out_dir = Path("runs") / f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}"
-    if out_dir.exists() and not out_dir.is_dir():
-        fail(f"--out {out_dir} is a file; a run directory is a folder")
-    from ..io.atomic import ensure_parent
-
-    ensure_parent(out_dir / "recipe.toml")  # a file where a folder must be: one sentence, before any work
     rank = int(os.environ.get("RANK", "0"))
     progress = TrainProgress(enabled=not quiet and rank == 0)
     try:

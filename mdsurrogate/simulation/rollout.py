@@ -209,7 +209,8 @@ def write_frame(writer, surrogate, x, v, t, clusters=None) -> None:
     frame_dt = float(surrogate.dataset.frame_dt) or 1.0
     extra = {"cluster": clusters} if clusters is not None and writer.per_atom_columns else {}
     velocities = v / frame_dt if writer.velocities else None
-    writer.write(x, time_ps=t if surrogate.units.get("time") == "ps" else None, velocities=velocities, **extra)
+    in_ps = surrogate.dataset.units.get("time") == "ps"
+    writer.write(x, time_ps=t if in_ps else None, velocities=velocities, **extra)
 
 
 def rollout_to_file(surrogate, start, steps: int, path, *, on_step: Callable[[int], None] | None = None,
