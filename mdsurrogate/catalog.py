@@ -55,7 +55,7 @@ def read_recipe_file(path: str | Path, _seen: tuple[Path, ...] = ()) -> dict:
     if not path.is_file():
         raise RecipeError(f"recipe {path} does not exist")
     if path.resolve() in _seen:
-        raise RecipeError(f"recipe {path} includes itself through `base`")
+        raise RecipeError(f"recipe {path} includes itself through its base key")
     try:
         raw = tomllib.loads(path.read_text())
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:

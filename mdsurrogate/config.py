@@ -85,9 +85,13 @@ class TrainConfig:
     rollout_curriculum: int = 0  # epochs over which the chain grows from 1 to rollout_steps (0 = at once)
     rollout_noise: str = "sample"  # stochastic models: continue the chain from a draw (sample) or the mean (mean)
     input_noise: float = 0.0  # σ (length unit) of Gaussian noise added to the input positions (denoising)
+    noise_loss: str = "joint"  # stochastic models: mean and scales by one likelihood (joint), or the mean by MSE and
+    #                           the scales by the likelihood of the detached mean (separate)
     bond_weight: float = 0.0  # weight of the local-edge (bond, bone) length error
     select: str = "mse"  # model selection on the one-step val MSE (mse) or the val rollout MSE (rollout)
     select_steps: int = 10  # select = "rollout": model steps of the validation rollouts
+    calibrate_noise: int = 0  # stochastic propagators: after training, scale the noise so that K-step validation
+    #                           ensembles have spread = error (simulation/calibration.py); K here, 0 = off
     energy_weight: float = 1.0  # potentials: w_E on the per-atom energy error (eV/atom)²
     force_weight: float = 1.0  # potentials: w_F on the force component error (eV/Å)²
 
@@ -95,7 +99,8 @@ class TrainConfig:
 # [train] keys that belong to one task only
 TASK_KEYS: dict[str, str] = {"velocity_weight": "propagator", "amp": "propagator", "compile": "propagator",
                              **dict.fromkeys(("rollout_steps", "rollout_curriculum", "rollout_noise", "input_noise",
-                                              "bond_weight", "select", "select_steps"), "propagator"),
+                                              "noise_loss", "bond_weight", "select", "select_steps",
+                                              "calibrate_noise"), "propagator"),
                              "energy_weight": "potential", "force_weight": "potential"}
 # where a task's defaults differ from TrainConfig's
 TASK_DEFAULTS: dict[str, dict] = {
@@ -242,6 +247,8 @@ def recipe_from_dict(raw: dict) -> Recipe:
     )
     validate_model(recipe.model, task)
     validate_train(recipe.train)
+    if recipe.train.calibrate_noise and recipe.model.params.get("noise", "none") == "none":
+        raise RecipeError("train.calibrate_noise needs a stochastic model: set model.noise (node or cluster)")
     if recipe.data.max_train_samples is not None and recipe.data.max_train_samples < 1:
         raise RecipeError("data.max_train_samples must be ≥ 1")
     return recipe
@@ -258,11 +265,13 @@ def validate_train(t: TrainConfig) -> None:
         raise RecipeError(f"train.lr must be positive, not {t.lr}")
     for key in ("patience", "warmup_epochs", "plateau_patience", "max_minutes", "grad_clip", "weight_decay",
                 "velocity_weight", "energy_weight", "force_weight", "rollout_curriculum", "input_noise",
-                "bond_weight"):
+                "bond_weight", "calibrate_noise"):
         if not getattr(t, key) >= 0:  # NaN too
             raise RecipeError(f"train.{key} must be ≥ 0, not {getattr(t, key)}")
     if t.rollout_noise not in ("sample", "mean"):
         raise RecipeError(f"train.rollout_noise must be 'sample' or 'mean', not {t.rollout_noise!r}")
+    if t.noise_loss not in ("joint", "separate"):
+        raise RecipeError(f"train.noise_loss must be 'joint' or 'separate', not {t.noise_loss!r}")
     if t.select not in ("mse", "rollout"):
         raise RecipeError(f"train.select must be 'mse' or 'rollout', not {t.select!r}")
     if t.schedule not in SCHEDULES:

@@ -69,3 +69,39 @@ def test_projection_with_angles_keeps_the_torsion_free():
     assert violation < 1e-9
     d = (out[pairs[0]] - out[pairs[1]]).norm(dim=-1)
     assert torch.allclose(d, lengths, atol=1e-8)
+
+
+def test_contacts_are_pushed_to_the_floor_and_bonds_kept():
+    from mdsurrogate.data.constraints import close_contacts, project_with_contacts
+    from mdsurrogate.data.geometry import constraint_pairs
+
+    n = 40
+    bonds = torch.stack([torch.arange(n - 1), torch.arange(1, n)])
+    pairs = constraint_pairs(bonds, n, angles=True)
+    excluded = torch.unique(pairs[0] * n + pairs[1])
+    batch = torch.zeros(n, dtype=torch.long)
+    i, j = torch.triu_indices(n, n, 1)
+    free = ~torch.isin(i * n + j, excluded)
+    pushed = 0
+    for seed in (0, 2, 3, 7):
+        x, _ = chain(n, seed=seed)                                   # 3.8 Å bonds, random angles
+        lengths = (x[pairs[0]] - x[pairs[1]]).norm(dim=-1)
+        floor = float((x[i[free]] - x[j[free]]).norm(dim=-1).min())   # the clean chain is just clear of it
+        noisy = x + 0.2 * torch.randn(x.shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+        before = close_contacts(noisy, floor, batch, excluded)
+        assert not torch.isin(before[0] * n + before[1], excluded).any() and (before[0] < before[1]).all()
+        pushed += before.shape[1]
+        out, left = project_with_contacts(noisy, pairs, lengths, floor=floor, batch=batch, excluded=excluded,
+                                          rounds=6, tol=1e-9, iterations=1000)
+        assert left == 0
+        assert float((out[i[free]] - out[j[free]]).norm(dim=-1).min()) > floor - 1e-5
+        assert torch.allclose((out[pairs[0]] - out[pairs[1]]).norm(dim=-1), lengths, atol=1e-3)
+        assert torch.allclose(out.mean(0), noisy.mean(0), atol=1e-10)
+    assert pushed >= 2                                                 # the noise did bring pairs inside the floor
+    # equivariant: a rotation with reflection and a translation of the input moves the output alike
+    q = orthogonal(7, reflect=True)
+    shift = torch.tensor([1.0, -4.0, 2.5], dtype=torch.float64)
+    kw = dict(floor=floor, batch=batch, excluded=excluded, rounds=6, tol=1e-9, iterations=1000)
+    a, _ = project_with_contacts(noisy, pairs, lengths, **kw)
+    b, _ = project_with_contacts(noisy @ q.T + shift, pairs, lengths, **kw)
+    assert torch.allclose(b, a @ q.T + shift, atol=1e-8)

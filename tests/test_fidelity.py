@@ -486,3 +486,43 @@ def test_rollout_cli_replicas(toy, tmp_path):
     assert again.exit_code == 2 and "--overwrite" in again.output
     bad = invoke("rollout", path, "--model", run, "--out", tmp_path / "r.mdsr", "--replicas", "2")
     assert bad.exit_code == 2 and "--replicas" in bad.output
+
+
+def test_demo_summary_geometry_and_table(toy):
+    """The demo's figures: fidelity_summary picks the record's numbers per horizon, chain_geometry measures a
+    rollout against known answers, and the CLI table shows them."""
+    from rich.console import Console
+
+    from mdsurrogate.apps.demo import chain_geometry, fidelity_summary
+    from mdsurrogate.cli.info import demo_fidelity_table
+    from mdsurrogate.data.topology import BatchTopology, EdgeSet
+
+    _, run, _ = toy
+    sur = Surrogate.load(run, device="cpu")
+    rec = rollout_fidelity(sur, steps=3, starts=4, baseline=sur, n_boot=50)
+    summary = fidelity_summary(rec, horizons=(1, 3, 9))
+    assert sorted(summary) == [1, 3]                                      # k = 9 is beyond the record
+    assert summary[3]["rmsd"]["stay_still"] == rec["methods"]["stay_still"]["rmsd"][2]
+    assert summary[1]["skill"]["stay_still"] == [rec["skill"]["stay_still"][k][0] for k in ("rmsd", "rmsd_lo",
+                                                                                            "rmsd_hi")]
+    assert summary[1]["spread_skill"] is None                             # deterministic: no ensemble
+    res = {"fidelity": summary, "stochastic": False, "fidelity_starts": 4, "fidelity_replicas": 1,
+           "delta_ps": 2.0}
+    console = Console(record=True, width=200)
+    console.print(demo_fidelity_table(res))
+    text = console.export_text()
+    assert "3 (6)" in text and f"{summary[3]['rmsd']['model']:.3f}" in text and "spread/err" not in text
+    # a straight 6-atom chain, 1.5 Å bonds; frame 1 stretches the last bond by 0.3 Å
+    n = 6
+    x0 = np.zeros((n, 3))
+    x0[:, 0] = 1.5 * np.arange(n)
+    x1 = x0.copy()
+    x1[-1, 0] += 0.3
+    bonds = torch.tensor([[i, i + 1] for i in range(n - 1)]).T
+    topo = BatchTopology(torch.tensor([0, n]), {}, {"local": EdgeSet(bonds, {})})
+    bare = Surrogate.from_model(sur.model, sur.featurizer)                # no checkpoint: frame 0 is the reference
+    g = chain_geometry(np.stack([x0, x1]), bare, topo)
+    assert g["bond_rms_dev_max"] == pytest.approx(0.3 / math.sqrt(n - 1))
+    assert g["closest_contact"] == pytest.approx(3 * 1.5)                 # i, i + 3: the nearest pair not 1-2 or 1-3
+    rg0 = float(np.sqrt(((x0 - x0.mean(0)) ** 2).sum(-1).mean()))
+    assert g["rg_min"] == pytest.approx(rg0)

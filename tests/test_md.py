@@ -225,4 +225,36 @@ def test_ingest_adk_embedded(tmp_path):
                               "--json"])
     assert res.exit_code == 0, res.output
     info = json.loads(res.stdout.strip().splitlines()[-1])
-    assert info["samples"] == {"train": 72, "val": 14, "test": 96} and info["delta_frames"] == 5
+    # the training span of adk_dims.dcd forwards and backwards (72 + 72), validation and test forwards only
+    assert info["samples"] == {"train": 144, "val": 14, "test": 96} and info["delta_frames"] == 5
+    res = runner.invoke(app, ["ingest", "adk", str(tmp_path / "f"), "--source", "embedded", "--select", "name CA",
+                              "--no-time-reversal", "--json"])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.stdout.strip().splitlines()[-1])["samples"] == {"train": 72, "val": 14, "test": 96}
+
+
+@pytest.mark.parametrize("velocities", ["difference", "lag"])
+def test_time_reversal_adds_the_training_span_backwards(adk_ca, tmp_path, velocities):
+    """--time-reversal: each training span is appended played backwards, velocities by the same rule in reversed
+    time, as training samples only; validation and test samples and the forward trajectories are unchanged."""
+    kw = dict(test_trajs=[DCD2], select="name CA", delta=5, cutoff=10.0, ratios=(0.8, 0.2, 0.0),
+              velocities=velocities)
+    fwd = Dataset(ingest_md(tmp_path / "fwd", PSF, [DCD], **kw))
+    both = Dataset(ingest_md(tmp_path / "rev", PSF, [DCD], time_reversal=True, **kw))
+    assert both.meta["md"]["time_reversal"] and not fwd.meta["md"]["time_reversal"]
+    assert both.n_trajectories == fwd.n_trajectories + 1
+    for split in ("val", "test"):
+        np.testing.assert_array_equal(both.samples[both.split_indices(split)], fwd.samples[fwd.split_indices(split)])
+    for t in range(fwd.n_trajectories):
+        np.testing.assert_array_equal(both.frame(t, 7)[0], fwd.frame(t, 7)[0])
+    rev = fwd.n_trajectories
+    span = int(np.floor(0.8 * fwd.traj_frames[0]))                      # frames 0 … 77 of adk_dims.dcd (98)
+    assert both.traj_frames[rev] == span
+    x = np.stack([fwd.frame(0, f)[0] for f in range(span)])[::-1]       # the span, backwards
+    np.testing.assert_array_equal(np.stack([both.frame(rev, f)[0] for f in range(span)]), x)
+    v = np.stack([both.frame(rev, f)[1] for f in range(span)])
+    lag = 5 if velocities == "lag" else 1
+    np.testing.assert_allclose(v[lag:], (x[lag:] - x[:-lag]) / lag, atol=1e-5)
+    new = both.samples[both.split_indices("train")]
+    new = new[new[:, 0] == rev]
+    assert len(new) == span - 5 - lag and (new[:, 2] - new[:, 1] == 5).all() and new[:, 1].min() == lag

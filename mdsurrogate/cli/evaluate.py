@@ -170,3 +170,41 @@ def fidelity_tables(rec: dict):
         row += [_f(ens["energy_score"][i]), f"{_f(ens['trivial'][best]['energy_score'][i])} ({best})"]
         phys.add_row(*row)
     return acc, phys
+
+
+@app.command("calibrate")
+@friendly
+def calibrate_cmd(
+    model: Path = typer.Argument(..., help="Run directory (uses best.pt) or checkpoint file of a stochastic "
+                                 "propagator; the gain is written into it."),
+    steps: int = typer.Option(5, help="Horizons k = 1 … K whose spread–skill ratios are averaged."),
+    data: str = typer.Option(None, help="Dataset (default: the one the model was trained on)."),
+    split: str = typer.Option("val", help="train, val or test (judge on data the model did not fit)."),
+    starts: int = typer.Option(20, help="Starts spread evenly over the split."),
+    replicas: int = typer.Option(16, help="Replicas per start."),
+    rounds: int = typer.Option(2, help="Measure-and-rescale rounds."),
+    seed: int = typer.Option(0, help="Seed of the replicas."),
+    device: str = DEVICE,
+    json_out: bool = JSON_OUT,
+):
+    """Scale a stochastic propagator's noise so that its K-step ensembles are as wide as their error (spread–skill
+    ratio 1 on held-out starts); every later rollout of the checkpoint uses the gain."""
+    from ..simulation.calibration import calibrate_run
+
+    for name, value, least in (("--steps", steps, 1), ("--starts", starts, 1), ("--replicas", replicas, 2),
+                               ("--rounds", rounds, 1)):
+        if value < least:
+            fail(f"{name} must be ≥ {least}, not {value}")
+    rec = calibrate_run(model, steps=steps, dataset=data, split=split, starts=starts, replicas=replicas,
+                        rounds=rounds, seed=seed, device=device)
+    report_calibration(rec)
+    if json_out:
+        emit_json(rec)
+
+
+def report_calibration(rec: dict) -> None:
+    """One line per round: the gain and its spread–skill ratios at k = 1 … K."""
+    for r in rec["rounds"]:
+        ratios = " ".join(_f(v, ".2f") for v in r["spread_skill"])
+        err.print(f"gain {r['gain']:.3g}: spread–skill at k = 1…{rec['steps']}: {ratios}", highlight=False)
+    err.print(f"[green]noise gain[/] {rec['gain']:.3g} stored in the checkpoint", highlight=False)

@@ -72,9 +72,45 @@ def demo(
     for row in res["models"]:
         table.add_row(row["model"], f"{row['test_mse']:.5f}", f"{row['test_mse_rotated']:.5f}", f"{row['seconds']:.1f}")
     out.print(table)
-    out.print(f"rollout: {res['rollout']}  ·  total {res['seconds']:.0f} s")
+    if res.get("fidelity"):
+        out.print(demo_fidelity_table(res))
+    if res.get("rollout_geometry"):
+        g, ps = res["rollout_geometry"], res["delta_ps"] * (res["rollout_frames"] - 1)
+        state = f"stopped: {res['rollout_stopped']}" if res["rollout_stopped"] else "the guard never stopped it"
+        out.print(f"rollout: {res['rollout']}, {res['rollout_frames'] - 1} steps = {ps:g} ps ({state}); "
+                  f"Cα–Cα RMS deviation ≤ {g['bond_rms_dev_max']:.3f} Å (data spread {g['data_bond_std']:.3f}), "
+                  f"closest non-bonded pair {g['closest_contact']:.2f} Å (data {g['data_closest_contact']:.2f}), "
+                  f"Rg {g['rg_min']:.1f}–{g['rg_max']:.1f} Å (data {g['data_rg'][0]:.1f}–{g['data_rg'][1]:.1f})",
+                  highlight=False)
+    else:
+        out.print(f"rollout: {res['rollout']}")
+    out.print(f"total {res['seconds']:.0f} s")
     if json_out:
         emit_json(res)
+
+
+def demo_fidelity_table(res: dict) -> Table:
+    """Per horizon k: RMSD (Å) of EGHN (its ensemble mean when stochastic) and of the null models, skill against
+    them (90 % intervals in the JSON), spread/error for a stochastic model, and the bond and step checks against the
+    data (from ``apps.demo.fidelity_summary``)."""
+    stochastic = res.get("stochastic")
+    columns = ["k (ps)", "EGHN", "still", "Linear", "drift", "skill: still", "Linear", "drift", "bond dev", "step"]
+    if stochastic:
+        columns.insert(8, "spread/err")
+    what = f"ensemble mean of {res['fidelity_replicas']} replicas, " if stochastic else ""
+    table = Table(*columns, header_style="bold", title=f"rollout RMSD (Å) from {res['fidelity_starts']} starts of "
+                  f"adk_dims2.dcd ({what}bond dev and step ÷ the data's)")
+    for k, row in res["fidelity"].items():
+        r, sk = row["rmsd"], row["skill"]
+        cells = [f"{k} ({float(k) * res['delta_ps']:g})", f"{r['model']:.3f}", f"{r['stay_still']:.3f}",
+                 f"{r.get('baseline', float('nan')):.3f}", f"{r['drift']:.3f}",
+                 *(("–" if sk.get(n) is None or sk[n][0] is None else f"{sk[n][0]:+.3f}")
+                   for n in ("stay_still", "baseline", "drift")),
+                 f"{row['bond_dev_rel']:.2f}", f"{row['step_ratio']:.2f}"]
+        if stochastic:
+            cells.insert(8, "–" if row["spread_skill"] is None else f"{row['spread_skill']:.2f}")
+        table.add_row(*cells)
+    return table
 
 
 @app.command()

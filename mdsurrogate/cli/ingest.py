@@ -180,6 +180,10 @@ def ingest_md_cmd(
     split: str = typer.Option("0.6,0.2,0.2", help="Chronological train,val,test fractions of each trajectory."),
     test_traj: list[Path] = typer.Option(None, help="Trajectory held out whole as test data (repeatable); then "
                                          "--split may give the other trajectories a test fraction of 0."),
+    time_reversal: bool = typer.Option(False, "--time-reversal/--no-time-reversal", help="Also train on each "
+                                       "trajectory's training span played backwards (validation and test stay "
+                                       "forward): for a driven transition, so that rollouts do not inherit the "
+                                       "drive."),
     overwrite: bool = OVERWRITE,
     json_out: bool = JSON_OUT,
 ):
@@ -194,7 +198,7 @@ def ingest_md_cmd(
         path = ingest_md(out_dir, top, traj, select=select, delta=delta, cutoff=cutoff, smooth_cutoff=smooth_cutoff,
                          velocities=velocities,
                          ratios=parse_ratios(split), test_trajs=test_traj or [], dt=dt, align=align,
-                         overwrite=overwrite,
+                         time_reversal=time_reversal, overwrite=overwrite,
                          warn=warn)
     report_dataset(path, t0, json_out)
 
@@ -215,6 +219,9 @@ def ingest_adk_cmd(
                                         "cutoff (0 = hard) \\[default: 0, the paper's, for equilibrium; 2 for "
                                         "embedded]."),
     data_home: Path = typer.Option(None, help="Where MDAnalysisData keeps its downloads \\[~/MDAnalysis_data]."),
+    time_reversal: bool = typer.Option(None, "--time-reversal/--no-time-reversal", help="Also train on the "
+                                       "training span played backwards \\[default: on for embedded (a driven "
+                                       "transition), off for equilibrium]."),
     overwrite: bool = OVERWRITE,
     json_out: bool = JSON_OUT,
 ):
@@ -228,7 +235,7 @@ def ingest_adk_cmd(
     with input_errors(), err.status(status):
         path = ingest_adk(out_dir, source=source, select=select, delta=delta, cutoff=cutoff,
                           smooth_cutoff=smooth_cutoff, velocities=velocities,
-                          data_home=data_home,
+                          data_home=data_home, time_reversal=time_reversal,
                           overwrite=overwrite, warn=warn)
     report_dataset(path, t0, json_out)
 

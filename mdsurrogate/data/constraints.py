@@ -73,3 +73,48 @@ def restore_handedness(x: Tensor, centres: Tensor, signs: Tensor) -> tuple[Tenso
     x = x.clone()
     x[c] = x[c] - 2.0 * height * n
     return x, int(flipped.sum())
+
+
+def close_contacts(x: Tensor, floor: float, batch: Tensor, excluded: Tensor) -> Tensor:
+    """[2, C] pairs (i < j, same graph) closer than ``floor`` whose key i·N + j is not in ``excluded`` (sorted
+    keys of the pairs a topology fixes or places close, e.g. ``geometry.constraint_pairs(…, angles=True)``)."""
+    from .neighbors import radius_graph
+
+    n = x.shape[0]
+    i, j = radius_graph(x.detach(), floor, batch)
+    keep = i < j
+    i, j = i[keep], j[keep]
+    if excluded.numel():
+        keep = ~torch.isin(i * n + j, excluded)
+        i, j = i[keep], j[keep]
+    return torch.stack([i, j])
+
+
+def project_with_contacts(x: Tensor, pairs: Tensor, lengths: Tensor, *, floor: float, batch: Tensor,
+                          excluded: Tensor, rounds: int = 4, tol: float = 1e-5, iterations: int = 200,
+                          ) -> tuple[Tensor, int]:
+    """Positions with the constrained ``pairs`` at their ``lengths`` (:func:`project_bond_lengths`) and no other
+    pair closer than ``floor`` (excluded volume, an inequality): each round finds the pairs inside the floor and
+    projects them onto it together with the constraints (an active set), until a round finds none new.
+    Equivariant like the bond projection (every correction is along a pair vector, equal and opposite).
+
+    Args: x [ΣN, 3]; pairs [2, P] and lengths [P] the equality constraints; floor the closest distance allowed to
+    other pairs (same unit as x); batch [ΣN] graph of each atom; excluded sorted keys i·N + j of pairs exempt
+    from the floor (bonded, 1-3). Returns (positions, number of contacts still inside the floor at the last check:
+    0 when the projection ended clear of them).
+    """
+    x, _ = project_bond_lengths(x, pairs, lengths, tol=tol, iterations=iterations)
+    active = torch.empty((2, 0), dtype=torch.long, device=x.device)
+    n = x.shape[0]
+    inside = floor * (1.0 - 10.0 * tol)  # a pair projected onto the floor is not a new contact
+    new = close_contacts(x, inside, batch, excluded)
+    for _ in range(rounds):
+        if new.shape[1] == 0:
+            break
+        keys = torch.unique(torch.cat([active[0] * n + active[1], new[0] * n + new[1]]))
+        active = torch.stack([keys // n, keys % n])
+        x, _ = project_bond_lengths(x, torch.cat([pairs, active], 1),
+                                    torch.cat([lengths, lengths.new_full((active.shape[1],), floor)]), tol=tol,
+                                    iterations=iterations)
+        new = close_contacts(x, inside, batch, excluded)
+    return x, int(new.shape[1])

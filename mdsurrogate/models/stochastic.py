@@ -138,13 +138,14 @@ class StochasticPropagator(Propagator):
 
     # -- sampling and likelihood ------------------------------------------------------------------------------
     def sample(self, pred: Prediction, batch: Tensor, num_graphs: int, generator: torch.Generator | None = None,
-               ) -> Tensor:
-        """One draw of the next positions [ΣN, 3] given the prediction (batch: [ΣN] graph of each node)."""
-        mu, sigma = pred.x, pred.extras["noise_scale"]
+               gain: float = 1.0) -> Tensor:
+        """One draw of the next positions [ΣN, 3] given the prediction (batch: [ΣN] graph of each node); ``gain``
+        multiplies every noise scale (σ and τ; a calibration, see ``simulation.calibration``)."""
+        mu, sigma = pred.x, pred.extras["noise_scale"] * gain
         eps = torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
         x = mu + sigma.unsqueeze(-1) * eps
         if self.noise == "cluster":
-            S, tau = pred.extras["cluster_scores"].to(mu.dtype), pred.extras["cluster_noise_scale"]
+            S, tau = pred.extras["cluster_scores"].to(mu.dtype), pred.extras["cluster_noise_scale"] * gain
             K = S.shape[1]
             xi = torch.randn((num_graphs * K, 3), generator=generator, device=mu.device, dtype=mu.dtype)
             xi = (tau.unsqueeze(-1) * xi).view(num_graphs, K, 3)

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..data.constraints import project_bond_lengths, restore_handedness
+from ..data.constraints import project_bond_lengths, project_with_contacts, restore_handedness
 from ..data.topology import BatchTopology
 from ..models.base import Prediction
 from ..models.stochastic import unwrap
@@ -67,6 +67,7 @@ class Chain:
         self.v = v0.to(device=surrogate.device, dtype=surrogate.dtype)
         self.bonds = surrogate.bond_reference(self.topo, self.x) if surrogate.projects else None
         self.stereo = surrogate.stereo_reference(self.topo, self.x)
+        self.contacts = surrogate.contact_reference(self.topo) if self.bonds is not None else None
         reference = surrogate.bond_reference(self.topo, self.x, angles=False)
         self._guard_start = guard.start(self.x, self.topo, reference) if guard is not None else None
 
@@ -82,8 +83,13 @@ class Chain:
         sur = self.surrogate
         x_new, v_new = pred.x, pred.v
         if sur.stochastic:
-            x_new = unwrap(sur.model).sample(pred, self.topo.batch, self.topo.num_graphs, self.generator)
-        if self.bonds is not None:
+            x_new = unwrap(sur.model).sample(pred, self.topo.batch, self.topo.num_graphs, self.generator,
+                                             gain=sur.noise_gain)
+        if self.contacts is not None:
+            floor, excluded = self.contacts
+            x_new, _ = project_with_contacts(x_new, *self.bonds, floor=floor, batch=self.topo.batch,
+                                             excluded=excluded)
+        elif self.bonds is not None:
             x_new, _ = project_bond_lengths(x_new, *self.bonds, tol=1e-5)
         if self.stereo is not None:
             x_new, _ = restore_handedness(x_new, *self.stereo)
@@ -214,8 +220,10 @@ def write_frame(writer, surrogate, x, v, t, clusters=None) -> None:
 
 
 def rollout_to_file(surrogate, start, steps: int, path, *, on_step: Callable[[int], None] | None = None,
-                    guard="default", seed: int | None = None, overwrite: bool = False) -> RolloutResult:
-    """Roll out from ``start`` (an InitialState with ``atoms``) and stream every frame to ``path``.
+                    guard="default", seed: int | None = None, overwrite: bool = False,
+                    keep: bool = False) -> RolloutResult:
+    """Roll out from ``start`` (an InitialState with ``atoms``) and stream every frame to ``path`` (``keep``: also
+    return every frame, not only the last).
 
     The writer class the path names decides what it stores (asked, never guessed from the extension; see
     :func:`open_frame_writer` and :func:`write_frame`). ``on_step(k)`` runs after frame k is written (e.g. a
@@ -229,4 +237,4 @@ def rollout_to_file(surrogate, start, steps: int, path, *, on_step: Callable[[in
             if on_step is not None:
                 on_step(k)
 
-        return rollout(surrogate, start, steps, on_frame=on_frame, guard=guard, seed=seed, keep=False)
+        return rollout(surrogate, start, steps, on_frame=on_frame, guard=guard, seed=seed, keep=keep)

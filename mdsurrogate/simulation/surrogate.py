@@ -43,6 +43,8 @@ class Surrogate:
         dataset: :class:`~mdsurrogate.training.checkpoint.DatasetInfo` (units, frame_dt, Δ, MD selection …).
         checkpoint: the :class:`Checkpoint` it was loaded from (None when built from a bare model).
         device, dtype: where and in which precision states are computed.
+        noise_gain: multiplies a stochastic propagator's noise scales when it samples; None: the checkpoint's
+            calibrated gain (``extra["noise_gain"]``, written by ``simulation.calibration``), else 1.
     """
 
     model: torch.nn.Module
@@ -53,6 +55,12 @@ class Surrogate:
     dtype: torch.dtype = torch.float32
     sample: bool = True
     project: str | bool | None = None
+    noise_gain: float | None = None
+
+    def __post_init__(self):
+        if self.noise_gain is None:
+            extra = self.checkpoint.extra if self.checkpoint is not None else {}
+            self.noise_gain = float(extra.get("noise_gain", 1.0))
 
     # -- construction ---------------------------------------------------------------------------------------
     @classmethod
@@ -154,6 +162,18 @@ class Surrogate:
         else:
             lengths = (x0[pairs[0]] - x0[pairs[1]]).norm(dim=-1)
         return pairs.to(self.device), lengths.to(device=self.device, dtype=self.dtype)
+
+    def contact_reference(self, topo: BatchTopology):
+        """(floor, excluded keys) of the excluded volume a projecting rollout keeps: no two atoms closer than the
+        training data's closest non-bonded, non-1-3 pair (``extra["contact_floor"]``), the topology's bonded and
+        1-3 pairs exempt; None when the checkpoint records no floor or the model does not project."""
+        floor = self.checkpoint.extra.get("contact_floor") if self.checkpoint else None
+        local = topo.edge_sets.get("local")
+        if floor is None or not self.projects or local is None or local.index.shape[1] == 0:
+            return None
+        n = int(topo.ptr[-1])
+        pairs = constraint_pairs(local.index, n, angles=True).to(self.device)
+        return float(floor), torch.unique(pairs[0] * n + pairs[1])
 
     def stereo_reference(self, topo: BatchTopology, x0: Tensor):
         """(centres [Q·B, 4], signs [Q·B]) of the stereo centres the checkpoint records (``training.limits``),

@@ -13,7 +13,8 @@ From the training split (at most ``max_samples`` samples, spread evenly):
   data's radius-of-gyration range widened by ``rg_margin`` on each side (as factors), and ``stereo_centres``
   [Q, 4]: the candidate centres (:func:`~mdsurrogate.data.geometry.stereo_centres`) whose signed volume keeps one
   sign in every sampled frame and never comes closer to 0 than a quarter of its mean magnitude (a chiral Cα, not
-  a planar carbonyl carbon), which rollouts keep from inverting;
+  a planar carbonyl carbon), which rollouts keep from inverting; ``contact_floor``: the closest the data ever
+  brings two atoms that are neither bonded nor 1-3 (the excluded volume stochastic rollouts keep);
 * ``data``: the raw statistics (means, spreads, extremes) for reports.
 
 The guard stops a rollout with a sentence naming the quantity, the step and the limit; nothing here depends on
@@ -22,12 +23,26 @@ the model.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 
 from ..data.dataset import Dataset
 from ..data.geometry import constraint_pairs, radius_of_gyration, signed_volumes, stereo_centres
 from ..models.scatter import scatter_mean
+
+
+def closest_contact(x: torch.Tensor, batch: torch.Tensor, constrained: torch.Tensor, reach: float = 6.0) -> float:
+    """The smallest distance between two atoms of one graph that are neither bonded nor 1-3 (``constrained``
+    [2, P] pairs i < j), among pairs within ``reach`` (inf when there is none)."""
+    from ..data.constraints import close_contacts
+
+    n = x.shape[0]
+    pairs = close_contacts(x, reach, batch, torch.unique(constrained[0] * n + constrained[1]))
+    if pairs.shape[1] == 0:
+        return math.inf
+    return float((x[pairs[0]] - x[pairs[1]]).norm(dim=-1).min())
 
 
 def data_limits(ds: Dataset, *, margin: float = 3.0, step_margin: float = 5.0, rg_margin: float = 0.2,
@@ -40,7 +55,7 @@ def data_limits(ds: Dataset, *, margin: float = 3.0, step_margin: float = 5.0, r
     if len(ids) > max_samples:
         ids = ids[np.linspace(0, len(ids) - 1, max_samples).round().astype(np.int64)]
     single_system = bool(ds.meta.get("md")) and len(set(ds.traj_nodes.tolist())) == 1
-    steps, rgs, lengths, lengths13, volumes = [], [], [], [], []
+    steps, rgs, lengths, lengths13, volumes, closest = [], [], [], [], [], []
     centres = None
     for s in range(0, len(ids), batch_size):
         x0, _, x1, _, topo = ds.gather(ids[s:s + batch_size])
@@ -55,6 +70,7 @@ def data_limits(ds: Dataset, *, margin: float = 3.0, step_margin: float = 5.0, r
                 for out, angles in ((lengths, False), (lengths13, True)):
                     pairs = constraint_pairs(local.index, n_all, angles=angles)
                     out.append((x0[pairs[0]] - x0[pairs[1]]).norm(dim=-1).view(n_graph, -1))
+                closest.append(closest_contact(x0, topo.batch, constraint_pairs(local.index, n_all, angles=True)))
                 if centres is None:
                     first = local.index[:, local.index.max(0).values < int(topo.ptr[1])]
                     centres = stereo_centres(first, int(topo.ptr[1]))
@@ -77,6 +93,9 @@ def data_limits(ds: Dataset, *, margin: float = 3.0, step_margin: float = 5.0, r
             limits["bond_rms"] = max(margin * float(dev.max()), bond_floor * float(mean.mean()))
             extra["bond_lengths"] = mean.float()
             extra["angle_pair_lengths"] = torch.cat(lengths13).mean(0).float()
+            finite = [c for c in closest if math.isfinite(c)]
+            if finite:  # the excluded volume a rollout keeps: never closer than the data ever came
+                extra["contact_floor"] = data["closest_contact"] = float(min(finite))
         if volumes:
             vol = torch.cat(volumes)  # [frames, Q]
             keep = ((vol > 0).all(0) | (vol < 0).all(0)) & (vol.abs().min(0).values > 0.25 * vol.abs().mean(0))

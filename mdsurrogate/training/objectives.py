@@ -11,6 +11,9 @@ For a batch of samples with input state (x₀, v₀) and true positions x₁ …
   chain's state, and with ``rollout_noise = "sample"`` the chain continues from a draw of the model's own noise
   (x̂_k = μ_k + stop_gradient(noise)), so the mean learns to bring the states its own noise produces back to
   the data (with ``"mean"`` it continues from μ_k);
+* ``noise_loss = "separate"``: the mean is trained by the MSE and the noise scales by the likelihood of the
+  detached mean, so that heteroscedastic weighting (1/σ² on each residual) cannot trade the mean's accuracy for
+  the scales' (``"joint"``, the default: one likelihood for both);
 * ``input_noise`` σ: x₀ ← x₀ + σε before the first step (ε ~ N(0, I), seeded), so the model learns to bring a
   slightly wrong state back to the data (denoising); when the velocity is the displacement over one step
   (``lag``) it is perturbed consistently, v₀ ← v₀ + σε/Δ_frames;
@@ -24,6 +27,7 @@ compare across batch sizes.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import torch
@@ -44,6 +48,7 @@ class RolloutObjective:
     bond_weight: float = 0.0
     velocity_weight: float = 0.0
     rollout_noise: str = "sample"
+    noise_loss: str = "joint"
     lag_velocity: bool = False
     delta_frames: int = 1
 
@@ -80,8 +85,9 @@ class RolloutObjective:
             if k == 0:
                 parts["mse"] = mse.detach()
                 if stochastic:
-                    first = unwrap(model).nll(pred, targets[0], topo.batch, topo.num_graphs)
-                    parts["nll"] = first.detach()
+                    nll = self._nll(model, pred, targets[0], topo)
+                    parts["nll"] = nll.detach()
+                    first = nll + mse if self.noise_loss == "separate" else nll
                 else:
                     first = mse
                 if v1 is not None:  # the papers' arithmetic: mse + λ_v·mse_v (+ aux)
@@ -92,7 +98,10 @@ class RolloutObjective:
                     first = first + pred.aux_loss.float()
                 total = first
             else:
-                step_loss = unwrap(model).nll(pred, targets[k], topo.batch, topo.num_graphs) if stochastic else mse
+                step_loss = mse
+                if stochastic:
+                    nll = self._nll(model, pred, targets[k], topo)
+                    step_loss = nll + mse if self.noise_loss == "separate" else nll
                 total = total + step_loss
                 parts[f"mse_{k + 1}"] = mse.detach()
             if self.bond_weight and local is not None and local.index.shape[1] > 0:
@@ -113,3 +122,9 @@ class RolloutObjective:
             parts["bond"] = (bond / steps).detach()
             total = total + self.bond_weight * bond / steps
         return total, parts
+
+    def _nll(self, model, pred, target: Tensor, topo) -> Tensor:
+        """The likelihood term: of the prediction, or with ``noise_loss = "separate"`` of its detached mean."""
+        if self.noise_loss == "separate":
+            pred = dataclasses.replace(pred, x=pred.x.detach())
+        return unwrap(model).nll(pred, target, topo.batch, topo.num_graphs)

@@ -21,6 +21,7 @@ Conventions (units, velocities, bonds) are those of :mod:`mdsurrogate.data.sourc
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -146,6 +147,18 @@ def _read_trajectory(universe, path, system: md.MDSystem, velocities: str, delta
     return _Trajectory(str(path), x, v, spacing, kind, first, frames.periodic, frames.box0, md.symmetric_box(universe))
 
 
+def _time_reversed_training_span(run: _Trajectory, delta: int, ratios, align: bool) -> _Trajectory:
+    """The training span of ``run`` played backwards, its velocities recomputed by the same rule in reversed time
+    (a trajectory's own velocities change sign): an equally likely path of dynamics that obey detailed balance,
+    and the other direction of a driven transition."""
+    n = len(run.positions)
+    hi = int(np.floor(ratios[0] * n))
+    x = np.ascontiguousarray(run.positions[:hi][::-1])
+    own = -run.velocities[:hi][::-1] / run.spacing if run.kind == "trajectory" else None  # Å per frame → Å/ps
+    v = md.state_velocities(x, own, run.spacing, lag=delta if run.kind == "lag" else None, align=align)
+    return dataclasses.replace(run, path=f"{run.path} (time-reversed training span)", positions=x, velocities=v)
+
+
 def _check_consistent(runs: Sequence[_Trajectory]) -> None:
     if len({r.kind for r in runs}) > 1:
         raise md.MDInputError("some trajectories have velocities and others not; use velocities='difference'")
@@ -202,7 +215,7 @@ def _periodic_meta(runs: Sequence[_Trajectory]) -> dict:
 
 def _meta(*, name, top, trajs, test_trajs, select, delta, cutoff, velocities, ratios, system: md.MDSystem,
           kind: str, frame_dt: float, scales: dict, dt: float | None, periodic: dict, align: bool = False,
-          smooth_cutoff: float = 0.0) -> dict:
+          smooth_cutoff: float = 0.0, time_reversal: bool = False) -> dict:
     graph = {"kind": "radius", "cutoff": float(cutoff)}
     if smooth_cutoff > 0:
         graph["envelope"] = float(smooth_cutoff)
@@ -225,6 +238,7 @@ def _meta(*, name, top, trajs, test_trajs, select, delta, cutoff, velocities, ra
         },
         "md": {"selection": select, "n_atoms": system.n_atoms, "signature": system.signature,
                "elements": list(md.ELEMENTS), "velocities": kind, "align": bool(align),
+               "time_reversal": bool(time_reversal),
                "bonds_guessed": system.bonds_guessed,
                "n_bonds": int(len(system.bonds)), "split_ratios": list(ratios), "cutoff": float(cutoff),
                "test_trajectories": [str(p) for p in test_trajs], "periodic": periodic,
@@ -243,7 +257,7 @@ def _meta(*, name, top, trajs, test_trajs, select, delta, cutoff, velocities, ra
 def ingest_md(out: str | Path, top: str | Path, trajs, *, select: str = "backbone", delta: int = 15,
               cutoff: float = 10.0, velocities: str = "auto", ratios=(0.6, 0.2, 0.2), test_trajs=(),
               name: str | None = None, dt: float | None = None, align: bool = False, smooth_cutoff: float = 2.0,
-              overwrite: bool = False, warn=None) -> Path:
+              time_reversal: bool = False, overwrite: bool = False, warn=None) -> Path:
     """Any MD trajectory MDAnalysis reads → a dataset of (frame i → frame i + Δ) samples of one atom selection.
 
     Several trajectories of one system become one dataset; each is split chronologically on its own
@@ -262,6 +276,9 @@ def ingest_md(out: str | Path, top: str | Path, trajs, *, select: str = "backbon
     pairs), for molecules that diffuse and tumble (a small peptide in implicit solvent).
     ``test_trajs``: further trajectories held out whole as test data (independent runs of the same system: the
     strictest test); the ``ratios`` then split the other trajectories (their test fraction may be 0).
+    ``time_reversal``: also train on each trajectory's training span played backwards (appended as further
+    trajectories, training samples only): right for dynamics that obey detailed balance, and for a driven
+    transition it teaches both directions, so that a rollout does not inherit the drive (meta ``time_reversal``).
     ``warn(message)`` receives non-fatal notes (e.g. guessed bonds).
     """
     warn = warn or (lambda message: None)
@@ -280,11 +297,24 @@ def ingest_md(out: str | Path, top: str | Path, trajs, *, select: str = "backbon
             for u, path in zip(universes, files, strict=True)]
     _check_consistent(runs)
     samples, codes = _trajectory_samples(runs, delta, ratios, held_out)
+    reversed_runs = []
+    if time_reversal:  # appended after every file; training samples only, so validation and test stay forward
+        for t, run in enumerate(list(runs)):
+            if t in held_out:
+                continue
+            rev = _time_reversed_training_span(run, delta, ratios, align)
+            starts = np.arange(rev.first, len(rev.positions) - delta)
+            if len(starts):
+                samples = np.concatenate([samples, np.stack([np.full(len(starts), len(runs) + len(reversed_runs)),
+                                                             starts, starts + delta], axis=1)])
+                codes = np.concatenate([codes, np.full(len(starts), SPLITS["train"], np.int8)])
+                reversed_runs.append(rev)
+        runs = runs + reversed_runs
     frame_dt = float(np.median([r.spacing for r in runs]))
     meta = _meta(name=name, top=top, trajs=files, test_trajs=test_trajs, select=select, delta=delta, cutoff=cutoff,
                  velocities=velocities, ratios=ratios, system=system, kind=runs[0].kind, frame_dt=frame_dt,
                  scales=_feature_scales(runs, samples, codes, system), dt=dt, periodic=_periodic_meta(runs),
-                 align=align, smooth_cutoff=smooth_cutoff)
+                 align=align, smooth_cutoff=smooth_cutoff, time_reversal=time_reversal)
     local = system.topology(runs[0].positions[0]).edge_sets["local"]
     e_idx, length0 = local.index.numpy().T, local.props["length0"].numpy()
     n_t = len(runs)

@@ -76,7 +76,7 @@ class PropagatorTask(Task):
         self.objective = RolloutObjective(
             rollout_steps=t.rollout_steps, rollout_curriculum=t.rollout_curriculum, input_noise=t.input_noise,
             bond_weight=t.bond_weight, velocity_weight=t.velocity_weight, rollout_noise=t.rollout_noise,
-            lag_velocity=md.get("velocities") == "lag", delta_frames=self.dataset.delta_frames)
+            noise_loss=t.noise_loss, lag_velocity=md.get("velocities") == "lag", delta_frames=self.dataset.delta_frames)
         stochastic = recipe.model.params.get("noise", "none") != "none"
         self.for_rollouts = stochastic or t.rollout_steps > 1 or t.input_noise > 0 or t.bond_weight > 0
         if stochastic:
