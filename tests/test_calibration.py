@@ -92,7 +92,8 @@ def test_train_calibrates_and_rollouts_use_the_stored_gain(walk, tmp_path):
     assert ck.extra["noise_gain"] == gain and ck.extra["noise_calibration"]["steps"] == 3
     assert Surrogate.load(tmp_path / "run", device="cpu").noise_gain == gain
     # recalibrating from the command line starts from the stored gain and stays near it
-    res = invoke("calibrate", tmp_path / "run", "--steps", 2, "--device", "cpu", "--json")
+    res = invoke("calibrate", tmp_path / "run", "--steps", 2, "--starts", 10, "--replicas", 12, "--rounds", 1,
+                 "--device", "cpu", "--json")
     assert res.exit_code == 0, res.output
     again = last_json(res)
     assert again["rounds"][0]["gain"] == gain
