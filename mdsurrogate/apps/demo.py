@@ -22,6 +22,7 @@ from ..config import load_recipe
 from ..data.dataset import Dataset
 from ..data.ingest import ingest_nbody
 from ..device import resolve_device
+from ..simulation.calibration import calibrate_if_asked
 from ..simulation.evaluation import evaluate_split
 from ..simulation.surrogate import Surrogate
 from ..training.trainer import Trainer
@@ -130,23 +131,22 @@ def chain_geometry(positions, sur, topo) -> dict:
     import numpy as np
     import torch
 
+    from ..analysis.fidelity import edge_deviation, radius_of_gyration
     from ..data.geometry import constraint_pairs
     from ..training.limits import closest_contact
 
-    x = torch.as_tensor(np.asarray(positions), dtype=torch.float64)
+    x = np.asarray(positions, np.float64)
     local = topo.edge_sets["local"].index
     n = x.shape[1]
-    bonds = constraint_pairs(local, n)
+    bonds = constraint_pairs(local, n).T.numpy()
     ref = sur.checkpoint.extra.get("bond_lengths") if sur.checkpoint is not None else None
-    ref = torch.as_tensor(ref, dtype=torch.float64) if ref is not None else (x[0, bonds[0]] - x[0, bonds[1]]).norm(
-        dim=-1)
-    dev = ((x[:, bonds[0]] - x[:, bonds[1]]).norm(dim=-1) - ref).pow(2).mean(1).sqrt()
-    batch = torch.zeros(n, dtype=torch.long)
-    exempt = constraint_pairs(local, n, angles=True)
-    closest = min(closest_contact(f, batch, exempt) for f in x)
-    rg = (x - x.mean(1, keepdim=True)).pow(2).sum(-1).mean(-1).sqrt()
+    ref = np.asarray(ref, np.float64) if ref is not None else np.linalg.norm(x[0, bonds[:, 0]] - x[0, bonds[:, 1]],
+                                                                            axis=-1)
+    exempt, batch = constraint_pairs(local, n, angles=True), torch.zeros(n, dtype=torch.long)
+    closest = min(closest_contact(torch.from_numpy(f), batch, exempt) for f in x)
+    rg = radius_of_gyration(x)
     data = sur.checkpoint.guard.get("data", {}) if sur.checkpoint is not None else {}
-    return {"bond_rms_dev_max": float(dev.max()), "closest_contact": float(closest),
+    return {"bond_rms_dev_max": float(edge_deviation(x, bonds, ref).max()), "closest_contact": float(closest),
             "data_closest_contact": data.get("closest_contact"), "rg_min": float(rg.min()), "rg_max": float(rg.max()),
             "data_rg": [data.get("rg_min"), data.get("rg_max")], "data_bond_std": data.get("bond_std")}
 
@@ -160,10 +160,7 @@ def _train_and_evaluate(recipe_name: str, ds: Dataset, out_dir: Path, dev, overr
     if run_dir.exists():
         shutil.rmtree(run_dir)
     summary = Trainer(recipe, run_dir, device=str(dev), callback=None).run()
-    if recipe.train.calibrate_noise:
-        from ..simulation.calibration import calibrate_run
-
-        calibrate_run(run_dir, steps=recipe.train.calibrate_noise, device=dev, seed=recipe.train.seed)
+    calibrate_if_asked(recipe, run_dir, device=dev)
     moved = evaluate_split(Surrogate.load(run_dir, device=dev), ds, "test", rotate=True, translate=True, seed=7)
     return {"model": recipe.model.name, "recipe": recipe_name, "test_mse": summary["test_mse"],
             "test_mse_rotated": moved["mse"], "seconds": summary["seconds"], "run_dir": str(run_dir)}

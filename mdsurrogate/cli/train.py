@@ -111,12 +111,13 @@ def train(
         err.print(f"[green]done[/] {summary['run_dir']}: test MSE {summary['test_mse']:.6g} at the best validation "
                   f"(epoch {summary['best_epoch']}, val {summary['best_val_mse']:.6g}), {summary['seconds']} s",
                   highlight=False)
-        if rec.train.calibrate_noise:
-            from ..simulation.calibration import calibrate_run
+        from ..simulation.calibration import calibrate_if_asked
+
+        calibration = calibrate_if_asked(rec, out_dir, device=device)
+        if calibration is not None:
             from .evaluate import report_calibration
 
-            summary["noise_calibration"] = calibrate_run(out_dir, steps=rec.train.calibrate_noise, device=device,
-                                                         seed=rec.train.seed)
-            report_calibration(summary["noise_calibration"])
+            summary["noise_calibration"] = calibration
+            report_calibration(calibration)
     if json_out:
         emit_json(summary)

@@ -87,3 +87,12 @@ def calibrate_run(run: str | os.PathLike, *, steps: int, device="auto", **option
     record = calibrate_noise(sur, steps=steps, **options)
     store_noise_gain(sur.path, record["gain"], record)
     return record
+
+
+def calibrate_if_asked(recipe, run_dir: str | os.PathLike, *, device="auto") -> dict | None:
+    """After training: calibrate the run's noise when its recipe asks (``train.calibrate_noise = K`` > 0, seeded
+    with ``train.seed``); the calibration record, or None."""
+    steps = getattr(recipe.train, "calibrate_noise", 0)
+    if not steps:
+        return None
+    return calibrate_run(run_dir, steps=steps, device=device, seed=recipe.train.seed)

@@ -70,7 +70,7 @@ def data_limits(ds: Dataset, *, margin: float = 3.0, step_margin: float = 5.0, r
                 for out, angles in ((lengths, False), (lengths13, True)):
                     pairs = constraint_pairs(local.index, n_all, angles=angles)
                     out.append((x0[pairs[0]] - x0[pairs[1]]).norm(dim=-1).view(n_graph, -1))
-                closest.append(closest_contact(x0, topo.batch, constraint_pairs(local.index, n_all, angles=True)))
+                closest.append(closest_contact(x0, topo.batch, pairs))  # pairs: bonds and 1-3, exempt
                 if centres is None:
                     first = local.index[:, local.index.max(0).values < int(topo.ptr[1])]
                     centres = stereo_centres(first, int(topo.ptr[1]))
