@@ -1,6 +1,6 @@
 """Does a long rollout stay a protein? Geometry of an AdK Cα rollout against the MD it was trained on.
 
-    python benchmarks/adk_long_rollout.py RUN [--steps 1000] [--seed 0] [--out rollout.dcd]
+    python benchmarks/adk_long_rollout.py RUN [--steps 1000] [--seed 0] [--out rollout.dcd] [--project angles]
 
 Rolls the model of RUN (a run directory or checkpoint trained on ``ingest adk --source embedded --select "name
 CA"``) out from the last frame of MDAnalysisTests' ``adk_dims2.dcd`` with the guard on, then reports per step, and
@@ -43,6 +43,9 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=1000)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=None, help="also write the rollout (any writable format)")
+    ap.add_argument("--project", default=None, choices=("none", "bonds", "angles"),
+                    help="project every state (default: the model's own setting; a deterministic model projects "
+                         "nothing unless asked, as `mdsurrogate demo` asks for angles)")
     a = ap.parse_args()
 
     import MDAnalysis as mda
@@ -61,6 +64,8 @@ def main() -> None:
     b1, b2 = pair_stats(md_all, 1).mean(0), pair_stats(md_all, 2).mean(0)
 
     sur = Surrogate.load(a.run, device="cpu")
+    if a.project is not None:
+        sur.project = a.project
     start = initial_state.from_trajectory(dcd2, sur, top=top, frame=-1)
     t0 = time.perf_counter()
     if a.out:
