@@ -64,6 +64,7 @@ class TrainConfig:
     patience: int = 0  # evaluations without a better validation figure before stopping; 0 = never stop early
     max_minutes: float = 0.0  # wall-clock budget: stop at the first evaluation after it (0 = none)
     seed: int = 1  # initial weights and batch order
+    init_from: str = ""  # start from the weights of this run directory or checkpoint (fine-tuning; same model)
     drop_last: bool = True  # drop the last incomplete training batch (the papers do)
     log_every: int = 1  # epochs between metrics lines for the training loss (evaluations are always logged)
     # optimiser (Adam) and learning-rate schedule
@@ -83,6 +84,8 @@ class TrainConfig:
     velocity_weight: float = 0.0  # propagators: weight of the next-velocity MSE (the papers train positions only)
     rollout_steps: int = 1  # propagators: model steps chained with gradients per sample (1 = the papers' loss)
     rollout_curriculum: int = 0  # epochs over which the chain grows from 1 to rollout_steps (0 = at once)
+    rollout_discount: float = 1.0  # weight γ^(k−1) of chain step k in the loss (1 = every step alike; < 1 favours
+    #                                 the first step, the papers' number)
     rollout_noise: str = "sample"  # stochastic models: continue the chain from a draw (sample) or the mean (mean)
     input_noise: float = 0.0  # σ (length unit) of Gaussian noise added to the input positions (denoising)
     noise_loss: str = "joint"  # stochastic models: mean and scales by one likelihood (joint), or the mean by MSE and
@@ -98,9 +101,9 @@ class TrainConfig:
 
 # [train] keys that belong to one task only
 TASK_KEYS: dict[str, str] = {"velocity_weight": "propagator", "amp": "propagator", "compile": "propagator",
-                             **dict.fromkeys(("rollout_steps", "rollout_curriculum", "rollout_noise", "input_noise",
-                                              "noise_loss", "bond_weight", "select", "select_steps",
-                                              "calibrate_noise"), "propagator"),
+                             **dict.fromkeys(("rollout_steps", "rollout_curriculum", "rollout_discount",
+                                              "rollout_noise", "input_noise", "noise_loss", "bond_weight", "select",
+                                              "select_steps", "calibrate_noise"), "propagator"),
                              "energy_weight": "potential", "force_weight": "potential"}
 # where a task's defaults differ from TrainConfig's
 TASK_DEFAULTS: dict[str, dict] = {
@@ -268,6 +271,8 @@ def validate_train(t: TrainConfig) -> None:
                 "bond_weight", "calibrate_noise"):
         if not getattr(t, key) >= 0:  # NaN too
             raise RecipeError(f"train.{key} must be ≥ 0, not {getattr(t, key)}")
+    if not 0 < t.rollout_discount <= 1:
+        raise RecipeError(f"train.rollout_discount must be in (0, 1], not {t.rollout_discount}")
     if t.rollout_noise not in ("sample", "mean"):
         raise RecipeError(f"train.rollout_noise must be 'sample' or 'mean', not {t.rollout_noise!r}")
     if t.noise_loss not in ("joint", "separate"):

@@ -24,7 +24,8 @@ def test_nbody_dataset_protocol(tiny_nbody):
 @pytest.fixture(scope="module")
 def tiny_mcomplex(tmp_path_factory):
     path = tmp_path_factory.mktemp("mc") / "mc"
-    return ingest_mcomplex(path, n_complexes=3, avg_size=3, n_types=1, n_train=30, n_val=10, n_test=10, seed=5)
+    return ingest_mcomplex(path, n_complexes=3, avg_size=3, n_types=1, n_train=30, n_val=10, n_test=10, seed=5,
+                           horizon=1)
 
 
 def test_mcomplex_dataset_protocol(tiny_mcomplex):

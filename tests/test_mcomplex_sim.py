@@ -7,6 +7,7 @@ import pytest
 
 from mdsurrogate.data.sources.mcomplex import (
     MComplexTrajectories,
+    continue_mcomplex,
     draw_system_types,
     generate_mcomplex_splits,
     integrate_mcomplex,
@@ -214,3 +215,89 @@ def test_chunking_and_threads_do_not_change_results():
     b = integrate_mcomplex(state, n_steps=201, n_threads=2, chunk_size=7)
     np.testing.assert_array_equal(a[0], b[0])
     np.testing.assert_array_equal(a[1], b[1])
+
+
+# -----------------------------------------------------------------------------------------------------------
+# continuation beyond the stored frames (rollout references)
+# -----------------------------------------------------------------------------------------------------------
+def test_continuation_equals_one_longer_run():
+    # frames 0..20 (after 1 .. 2001 steps) + state, continued by 40 frames == one run storing 61 frames
+    state = sample_initial_states(np.random.default_rng(0), (2, 3, 4), 5)
+    ref_pos, ref_vel = integrate_mcomplex(state, n_steps=6001, n_threads=1)
+    pos, vel, end = integrate_mcomplex(state, n_steps=2001, n_threads=1, return_state=True)
+    np.testing.assert_array_equal(pos, ref_pos[:, :21])
+    np.testing.assert_allclose(end.positions, pos[:, -1], rtol=0, atol=1e-13)
+    more_pos, more_vel, end2 = continue_mcomplex(end, 40, n_threads=1)
+    assert more_pos.shape == more_vel.shape == (5, 40, 9, 3)
+    np.testing.assert_allclose(more_pos, ref_pos[:, 21:], rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(more_vel, ref_vel[:, 21:], rtol=1e-9, atol=1e-12)
+    # the continuation is not a restart from the stored frame: the off-by-one frame would differ
+    assert np.abs(more_pos[:, 0] - ref_pos[:, 20]).max() > 1e-3
+    # continuing again from the new end state still follows the long run (chunked, 2 threads: same numbers)
+    last_pos, _, _ = continue_mcomplex(end2.select(np.array([1, 3])), 1, n_threads=2, chunk_size=1)
+    ref_last, _ = integrate_mcomplex(state, n_steps=6101, n_threads=1)
+    np.testing.assert_allclose(last_pos[:, 0], ref_last[[1, 3], -1], rtol=1e-9, atol=1e-12)
+    with pytest.raises(ValueError, match="n_frames and sample_every must be >= 1"):
+        continue_mcomplex(end, 0)
+
+
+def test_extension_keeps_rejection_to_the_first_frames():
+    # the velocity test sees only the first 5 frames: same accepted systems and frames with or without extension,
+    # and the round-1 systems (integrated in one batch of 24) continue exactly as one long run of that batch
+    n, sizes, kw = 24, (2, 3, 4), dict(n_steps=401, sample_every=100, max_velocity=1.0)
+    short = simulate_mcomplex(n, [sizes], np.random.default_rng(5), **kw)
+    long = simulate_mcomplex(n, [sizes], np.random.default_rng(5), extend_steps=1801, **kw)
+    assert long.n_rejected == short.n_rejected > 0
+    np.testing.assert_array_equal(long.system_type, short.system_type)
+    for a, b, va, vb in zip(long.positions, short.positions, long.velocities, short.velocities, strict=True):
+        assert a.shape == va.shape == (19, 9, 3)
+        np.testing.assert_array_equal(a[:5], b)
+        np.testing.assert_array_equal(va[:5], vb)
+    assert max(v[5:].max() for v in long.velocities) > 1.0  # no velocity test on the continuation
+    rng = np.random.default_rng(5)
+    rng.integers(1, size=n)  # the round-1 type draw
+    pos, vel = integrate_mcomplex(sample_initial_states(rng, sizes, n), n_steps=1801)
+    first_round = np.flatnonzero(~(vel[:, :5] > 1.0).any(axis=(1, 2, 3)))
+    for slot, b in enumerate(first_round):
+        np.testing.assert_allclose(long.positions[slot], pos[b], rtol=1e-9, atol=1e-12)
+        np.testing.assert_allclose(long.velocities[slot], vel[b], rtol=1e-9, atol=1e-12)
+    for traj, cid in zip(long.positions, long.complex_id, strict=True):
+        assert rigidity_drift(traj, cid) < 1e-6
+
+
+def test_ingest_horizon_keeps_the_paper_samples(tmp_path):
+    from mdsurrogate.data.dataset import Dataset
+    from mdsurrogate.data.ingest import ingest_mcomplex
+
+    kw = dict(n_train=4, n_val=3, n_test=3, seed=5)
+    base = Dataset(ingest_mcomplex(tmp_path / "h1", horizon=1, **kw))
+    long = Dataset(ingest_mcomplex(tmp_path / "h4", horizon=4, train_horizon=3, **kw))
+    np.testing.assert_array_equal(long.samples, base.samples)
+    np.testing.assert_array_equal(long.split_codes, base.split_codes)
+    need, need_train = 10 + 4 * 15 + 1, 10 + 3 * 15 + 1
+    for t in range(base.n_trajectories):
+        val_or_test = int(base.split_codes[t]) != 0  # one sample per trajectory
+        assert base.traj_frames[t] == 50
+        assert long.traj_frames[t] == (need if val_or_test else need_train)
+        for f in range(50):  # the paper's frames, bit for bit (float32 storage)
+            for a, b in zip(long.frame(t, f), base.frame(t, f), strict=True):
+                np.testing.assert_array_equal(a, b)
+        for name in ("charge", "complex"):
+            np.testing.assert_array_equal(long.node_property(name, t), base.node_property(name, t))
+    gen = long.meta["generator"]
+    assert (gen["horizon"], gen["train_horizon"], base.meta["generator"]["horizon"]) == (4, 3, 1)
+    assert long.meta["frame_steps"][50] == 5001 and len(long.meta["frame_steps"]) == need
+    with pytest.raises(ValueError, match="horizon and train_horizon must be ≥ 1 model step"):
+        ingest_mcomplex(tmp_path / "bad", horizon=0, **kw)
+
+
+@pytest.mark.parametrize("flag", ["--horizon", "--train-horizon"])
+def test_ingest_cli_rejects_horizon_below_one(flag, tmp_path):
+    from typer.testing import CliRunner
+
+    from mdsurrogate.cli import app
+
+    res = CliRunner().invoke(app, ["ingest", "mcomplex", str(tmp_path / "mc"), flag, "0"])
+    assert res.exit_code == 2, res.output
+    assert "--horizon and --train-horizon must be ≥ 1" in res.output and "Traceback" not in res.output
+    assert not (tmp_path / "mc").exists()

@@ -42,7 +42,7 @@ def sticks(tmp_path_factory):
     from mdsurrogate.data.ingest import ingest_mcomplex
 
     root = tmp_path_factory.mktemp("plot")
-    ds = ingest_mcomplex(root / "mc", n_complexes=2, avg_size=3, n_train=10, n_val=4, n_test=6)
+    ds = ingest_mcomplex(root / "mc", n_complexes=2, avg_size=3, n_train=10, n_val=4, n_test=6, horizon=1)
     run = train("recipes/mcomplex_egnn.toml", ds, root / "run", "train.epochs=2", "train.eval_every=1",
                 "train.batch_size=5", "model.hidden=8", "model.layers=1")
     return ds, run

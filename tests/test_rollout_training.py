@@ -106,6 +106,46 @@ def test_separate_noise_loss_trains_the_mean_by_mse_only(long_nbody):
         recipe(long_nbody, stochastic=True, noise_loss="both")
 
 
+def test_rollout_discount_weights_the_chain_steps(long_nbody):
+    """L = Σ γ^(k−1) ℓ_k / Σ γ^(k−1): the chained MSEs reported by the objective, reweighted by hand."""
+    from mdsurrogate.data.chains import chain_sample_ids, gather_chain
+    from mdsurrogate.data.featurize import Featurizer
+    from mdsurrogate.models.registry import build_model
+
+    ds = Dataset(long_nbody)
+    feat = Featurizer(ds.features)
+    torch.manual_seed(0)
+    model = build_model("egnn", node_dim=1, edge_dim=2, local_edge_dim=0, hidden=8, layers=1)
+    x0, v0, targets, topo = gather_chain(ds, chain_sample_ids(ds, "train", 3)[:4], 3)
+    for gamma in (1.0, 0.5, 0.1):
+        got, parts = RolloutObjective(rollout_steps=3, rollout_discount=gamma).loss(model, feat, x0, v0, targets,
+                                                                                    topo)
+        terms = [parts["mse"], parts["mse_2"], parts["mse_3"]]
+        want = sum(gamma ** k * t for k, t in enumerate(terms)) / sum(gamma ** k for k in range(3))
+        assert torch.allclose(got, want, rtol=1e-6)
+    with pytest.raises(RecipeError, match="rollout_discount"):
+        recipe(long_nbody, rollout_discount=0.0)
+
+
+def test_init_from_starts_from_another_runs_weights(long_nbody, tmp_path):
+    """train.init_from: the new run's model starts from the other run's best.pt (fine-tuning); a run of
+    another model is refused in one sentence."""
+    from mdsurrogate.errors import ParameterError
+
+    Trainer(recipe(long_nbody, epochs=1), tmp_path / "a", device="cpu").run()
+    source = Checkpoint.load(tmp_path / "a").state_dict
+    tuned = Trainer(recipe(long_nbody, init_from=str(tmp_path / "a"), rollout_steps=2), tmp_path / "b",
+                    device="cpu")
+    assert all(torch.equal(v, source[k]) for k, v in tuned.model.state_dict().items())
+    fresh = Trainer(recipe(long_nbody), tmp_path / "c", device="cpu")
+    assert not all(torch.equal(v, source[k]) for k, v in fresh.model.state_dict().items())
+    tuned.run()
+    other = recipe_from_dict({"data": {"path": str(long_nbody)}, "model": {"name": "egnn", "hidden": 8, "layers": 2},
+                              "train": {"epochs": 1, "batch_size": 10, "init_from": str(tmp_path / "a")}})
+    with pytest.raises(ParameterError, match="init_from.*do not fit"):
+        Trainer(other, tmp_path / "d", device="cpu")
+
+
 def test_rollout_training_runs_and_lowers_the_chained_error(long_nbody, tmp_path):
     s = Trainer(recipe(long_nbody, rollout_steps=3, rollout_curriculum=1, select="rollout", select_steps=3,
                        epochs=3), tmp_path / "r", device="cpu").run()

@@ -56,6 +56,12 @@ def ingest_mcomplex_cmd(
     val: int = typer.Option(2000, help="Validation systems."),
     test: int = typer.Option(2000, help="Test systems."),
     seed: int = typer.Option(43, help="Seed (system types follow the official generator for the same seed)."),
+    horizon: int = typer.Option(20, help="Model steps (Δ = 15 frames) the validation and test systems are continued "
+                                "after the input frame, from their exact state at frame 49 and without the velocity "
+                                "test: references for rollouts; the systems, frames 0–49 and samples stay the "
+                                "paper's."),
+    train_horizon: int = typer.Option(1, help="The same for the training systems (≥ the recipe's "
+                                      "train.rollout_steps to train on rollouts)."),
     overwrite: bool = OVERWRITE,
     json_out: bool = JSON_OUT,
 ):
@@ -65,10 +71,15 @@ def ingest_mcomplex_cmd(
 
     if min(train, val, test) < 0 or min(complexes, size, systems) < 1:
         fail("--complexes, --size and --systems must be ≥ 1 and the split sizes ≥ 0")
+    if train + val + test == 0:
+        fail("--train, --val and --test are all 0: the dataset would hold no sample")
+    if horizon < 1 or train_horizon < 1:
+        fail("--horizon and --train-horizon must be ≥ 1")
     t0 = time.perf_counter()
     with input_errors(), err.status(f"simulating {train + val + test} M-complex systems…"):
         path = ingest_mcomplex(out_dir, n_complexes=complexes, avg_size=size, n_types=systems, n_train=train,
-                               n_val=val, n_test=test, seed=seed, overwrite=overwrite)
+                               n_val=val, n_test=test, seed=seed, horizon=horizon, train_horizon=train_horizon,
+                               overwrite=overwrite)
     report_dataset(path, t0, json_out)
 
 

@@ -6,7 +6,9 @@ For a batch of samples with input state (x₀, v₀) and true positions x₁ …
 
 * ``rollout_steps`` m (with ``rollout_curriculum``: m grows linearly from 1 to its final value over that many
   epochs): the model is chained on its own predictions with gradients through the chain (x̂_k = model(x̂_{k−1},
-  v̂_{k−1})), ℓ_k = MSE(x̂_k, x_k), weights w_k = 1. With m = 1 this is exactly the papers' loss.
+  v̂_{k−1})), ℓ_k = MSE(x̂_k, x_k), weights w_k = γ^(k−1) (``rollout_discount`` γ, 1 by default: every step
+  alike; γ < 1 keeps the first step, the papers' number, the main term). With m = 1 this is exactly the papers'
+  loss.
 * stochastic propagators: every ℓ_k is the Gaussian negative log-likelihood of x_k (per coordinate) given the
   chain's state, and with ``rollout_noise = "sample"`` the chain continues from a draw of the model's own noise
   (x̂_k = μ_k + stop_gradient(noise)), so the mean learns to bring the states its own noise produces back to
@@ -44,6 +46,7 @@ class RolloutObjective:
 
     rollout_steps: int = 1
     rollout_curriculum: int = 0
+    rollout_discount: float = 1.0
     input_noise: float = 0.0
     bond_weight: float = 0.0
     velocity_weight: float = 0.0
@@ -102,12 +105,12 @@ class RolloutObjective:
                 if stochastic:
                     nll = self._nll(model, pred, targets[k], topo)
                     step_loss = nll + mse if self.noise_loss == "separate" else nll
-                total = total + step_loss
+                total = total + self.rollout_discount ** k * step_loss
                 parts[f"mse_{k + 1}"] = mse.detach()
             if self.bond_weight and local is not None and local.index.shape[1] > 0:
                 i, j = local.index
-                bond = bond + (((x_new[i] - x_new[j]).norm(dim=-1)
-                                - (targets[k][i] - targets[k][j]).norm(dim=-1)) ** 2).mean()
+                error = (x_new[i] - x_new[j]).norm(dim=-1) - (targets[k][i] - targets[k][j]).norm(dim=-1)
+                bond = bond + self.rollout_discount ** k * (error ** 2).mean()
             if k + 1 < steps:
                 if stochastic and self.rollout_noise == "sample":
                     draw = unwrap(model).sample(pred, topo.batch, topo.num_graphs, generator)
@@ -116,11 +119,12 @@ class RolloutObjective:
                         x_new, _ = project_bond_lengths(x_new, pairs, lengths, iterations=30, tol=0.0)
                 v = (x_new - x) / float(self.delta_frames) if self.lag_velocity else pred.v
                 x = x_new
-        # keep the single-step loss on its usual scale: the chain's terms average over the steps
-        total = total / steps if steps > 1 else total
+        # keep the single-step loss on its usual scale: the chain's terms are a weighted mean over the steps
+        weights = sum(self.rollout_discount ** k for k in range(steps))
+        total = total / weights if steps > 1 else total
         if self.bond_weight:
-            parts["bond"] = (bond / steps).detach()
-            total = total + self.bond_weight * bond / steps
+            parts["bond"] = (bond / weights).detach()
+            total = total + self.bond_weight * bond / weights
         return total, parts
 
     def _nll(self, model, pred, target: Tensor, topo) -> Tensor:

@@ -131,6 +131,8 @@ class Trainer:
 
         torch.manual_seed(cfg.seed)
         self.model = self.task.build_model().to(self.device, self.dtype)
+        if cfg.init_from and not resume:
+            self._initialise_from(cfg.init_from)
         params = [p for p in self.model.parameters() if p.requires_grad]
         self.trainable = bool(params)  # a frozen baseline (e.g. linear with learn_tau = false) is only evaluated
         self.params = params
@@ -187,6 +189,21 @@ class Trainer:
             if self.ema is not None:
                 ck.extra["ema"] = self.ema.state_dict()
         return ck
+
+    def _initialise_from(self, source: str) -> None:
+        """Fine-tuning: the model starts from the evaluated weights (best.pt: the EMA when it was on) of another
+        run directory or checkpoint ``source``, which must hold the same model with the same settings."""
+        ck = Checkpoint.load(source, kind=self.task.kind)
+        if ck.model_name != self.recipe.model.name:
+            raise ParameterError("{init_from}: {source} holds model {got}, the recipe asks for {want}",
+                                 init_from="train.init_from", source=str(ck.path), got=repr(ck.model_name),
+                                 want=repr(self.recipe.model.name))
+        try:
+            self.model.load_state_dict(ck.state_dict)
+        except RuntimeError as exc:
+            raise ParameterError("{init_from}: the weights in {source} do not fit the recipe's model (different "
+                                 "model settings or features?): {why}", init_from="train.init_from",
+                                 source=str(ck.path), why=str(exc).splitlines()[0]) from None
 
     def _resume(self):
         last = self.run_dir / "last.pt"

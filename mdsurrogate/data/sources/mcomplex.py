@@ -39,7 +39,9 @@ import numpy as np
 
 __all__ = [
     "MComplexInitialState",
+    "MComplexRigidState",
     "MComplexTrajectories",
+    "continue_mcomplex",
     "draw_system_types",
     "generate_mcomplex_splits",
     "integrate_mcomplex",
@@ -133,6 +135,9 @@ class MComplexTrajectories:
     system_type: ``[S]`` int64, which of the ``J`` system types each system is.
     dt:          integration time step (the time between stored frames is ``sample_every * dt``).
     n_rejected:  number of simulated candidates thrown away by the velocity test (bookkeeping only).
+    final_state: per system the integrator's complete state at its last stored frame (a
+                 :class:`MComplexRigidState` of one system), from which :func:`continue_mcomplex` continues it;
+                 ``None`` when not kept.
     """
 
     positions: list[np.ndarray]
@@ -142,6 +147,7 @@ class MComplexTrajectories:
     system_type: np.ndarray
     dt: float
     n_rejected: int = 0
+    final_state: list[MComplexRigidState] | None = None
 
     def __len__(self) -> int:
         return len(self.positions)
@@ -173,6 +179,60 @@ class MComplexInitialState:
 
     def __len__(self) -> int:
         return int(self.positions.shape[0])
+
+
+@dataclass
+class MComplexRigidState:
+    """The integrator's complete state of ``B`` systems of one type after some step: what continuing them needs.
+
+    sizes:             the type's complex sizes ``(s_1, ..., s_M)``.
+    centroids:         ``[B, M, 3]`` complex centroids ``x_c``.
+    centroid_velocity: ``[B, M, 3]`` translational velocity of each complex.
+    angular_velocity:  ``[B, M, 3]`` angular velocity of each complex.
+    offsets:           ``[B, N, 3]`` particle offsets ``r`` from their complex centroid (particle order).
+    charges:           ``[B, N]`` +1 / -1.
+    complex_id:        ``[B, N]`` complex index of each particle.
+    tile:              edge of the particle tiles of the batch that integrated these systems (it fixes the
+                       summation order of the forces, so continuing with the same tile repeats the arithmetic of
+                       one longer integration).
+
+    Positions are ``centroids[complex_id] + offsets`` and node velocities ``centroid_velocity + angular_velocity x
+    offsets`` (dimensionless units). The stored frames alone do not give this state bit for bit (``x_c`` and ``r``
+    are rounded into their sum, ``omega`` is recovered from ``omega x r`` only to rounding), and this system is
+    chaotic enough (clipped close encounters) to turn a 1e-15 difference into O(1) within tens of frames.
+    """
+
+    sizes: tuple[int, ...]
+    centroids: np.ndarray
+    centroid_velocity: np.ndarray
+    angular_velocity: np.ndarray
+    offsets: np.ndarray
+    charges: np.ndarray
+    complex_id: np.ndarray
+    tile: int
+
+    _BATCHED = ("centroids", "centroid_velocity", "angular_velocity", "offsets", "charges", "complex_id")
+
+    def __len__(self) -> int:
+        return int(self.offsets.shape[0])
+
+    @property
+    def positions(self) -> np.ndarray:
+        """``[B, N, 3]`` particle positions."""
+        return np.take_along_axis(self.centroids, self.complex_id[..., None], axis=1) + self.offsets
+
+    def select(self, index) -> MComplexRigidState:
+        """The systems ``index`` (an int array, a slice or a boolean mask over the ``B`` systems)."""
+        return MComplexRigidState(self.sizes, *(getattr(self, a)[index] for a in self._BATCHED), tile=self.tile)
+
+    @staticmethod
+    def concatenate(states: list[MComplexRigidState]) -> MComplexRigidState:
+        """Systems of several states of the same sizes and tile, in order, as one state."""
+        if not states or len({(tuple(s.sizes), int(s.tile)) for s in states}) != 1:
+            raise ValueError("concatenate needs at least one state, all of the same sizes and tile")
+        return MComplexRigidState(tuple(states[0].sizes),
+                                  *(np.concatenate([getattr(s, a) for s in states]) for a in
+                                    MComplexRigidState._BATCHED), tile=int(states[0].tile))
 
 
 # -----------------------------------------------------------------------------------------------------------
@@ -346,12 +406,14 @@ def _integrate_block(
     vel_out: np.ndarray,
     reject_above: float | None = None,
     tile: int = _TILE_MIN,
+    state_out: tuple[np.ndarray, ...] | None = None,
 ) -> np.ndarray:
     """Integrate one chunk in block layout, writing frames into pos_out / vel_out [F, 3, N, B] (in place).
 
     x_c, v_c, omega: [3, M, B]; r: [3, N, B] member offsets from the centroid; q: [N, B]. With
     ``reject_above``, a system is dropped from the batch as soon as a stored velocity component exceeds it
-    (its remaining frames are left unwritten). Returns the accepted mask [B].
+    (its remaining frames are left unwritten). ``state_out`` (x_c, v_c, omega, r in the same layout) receives the
+    state after the last step of the accepted systems. Returns the accepted mask [B].
     """
     N = r.shape[1]
     cid = np.repeat(np.arange(len(sizes)), sizes)
@@ -419,6 +481,9 @@ def _integrate_block(
                     x_c, v_c, omega, r, X, qq = (a[..., keep].copy() for a in (x_c, v_c, omega, r, X, qq))
                     F, tmp = np.empty_like(r), np.empty_like(r)
                     seg3, seg1 = np.empty_like(x_c), np.empty_like(x_c[0])
+    if state_out is not None:
+        for dst, src in zip(state_out, (x_c, v_c, omega, r), strict=True):
+            dst[..., active] = src
     ok = np.zeros(n_total, dtype=bool)
     ok[active] = True
     return ok
@@ -433,13 +498,20 @@ def _default_threads() -> int:
 
 
 class _Batch:
-    """All systems of one type prepared for integration: chunk jobs (any order, any thread) + assembly."""
+    """All systems of one type prepared for integration: chunk jobs (any order, any thread) + assembly.
 
-    def __init__(self, state, n_steps, sample_every, dt, max_force, reject_above, n_threads, chunk_size):
+    ``state`` is an :class:`MComplexInitialState` (integrated from step 0, tile from the batch size) or an
+    :class:`MComplexRigidState` (continued, with its own tile). The state after step ``t`` is stored for ``t`` in
+    ``range(first_step, n_steps, sample_every)``; ``keep_state`` keeps the final state (``self.final_state``).
+    """
+
+    def __init__(self, state, n_steps, sample_every, dt, max_force, reject_above, n_threads, chunk_size,
+                 first_step=0, keep_state=False):
         sizes = tuple(int(v) for v in state.sizes)
-        B, N, _ = state.positions.shape
+        B, N = state.complex_id.shape
         M = len(sizes)
-        self.store_steps = np.arange(0, int(n_steps), int(sample_every))
+        self.sizes = sizes
+        self.store_steps = np.arange(int(first_step), int(n_steps), int(sample_every))
         # block order: particles sorted by complex (stable), identical block structure for every system
         order = np.argsort(state.complex_id, axis=1, kind="stable")
         cid_sorted = np.take_along_axis(state.complex_id, order, axis=1)
@@ -449,11 +521,20 @@ class _Batch:
         ):
             raise ValueError("complex_id does not match the system type's sizes")
         self.inverse = np.argsort(order, axis=1)
-        cnt = np.asarray(sizes, np.float64)[None, :, None]
-        x_blk = np.take_along_axis(state.positions, order[..., None], axis=1)
         q_blk = np.take_along_axis(state.charges, order, axis=1)
-        x_c = np.add.reduceat(x_blk, np.concatenate(([0], np.cumsum(sizes)[:-1])), axis=1) / cnt
-        r = x_blk - x_c[:, block_cid]
+        if isinstance(state, MComplexRigidState):
+            x_c = state.centroids
+            r = np.take_along_axis(state.offsets, order[..., None], axis=1)
+            tile = int(state.tile)
+        else:
+            cnt = np.asarray(sizes, np.float64)[None, :, None]
+            x_blk = np.take_along_axis(state.positions, order[..., None], axis=1)
+            x_c = np.add.reduceat(x_blk, np.concatenate(([0], np.cumsum(sizes)[:-1])), axis=1) / cnt
+            r = x_blk - x_c[:, block_cid]
+            tile = _tile_size(B)
+        self.tile = tile
+        self.charges, self.complex_id = state.charges, state.complex_id
+        self.keep_state = bool(keep_state)
         # [3, ., B] layout (systems innermost)
         layout = [
             np.ascontiguousarray(a.transpose(2, 1, 0))
@@ -461,7 +542,6 @@ class _Batch:
         ]
         layout.append(np.ascontiguousarray(q_blk.T))
         n_frames = self.store_steps.size
-        tile = _tile_size(B)
         n_chunks = max(-(-B // int(chunk_size)), min(int(n_threads), max(1, B // 64)))
         edges = np.linspace(0, B, n_chunks + 1).round().astype(int)
         self.shape = (B, n_frames, N)
@@ -474,27 +554,40 @@ class _Batch:
             pos_c = np.empty((n_frames, 3, N, sl.stop - sl.start))
             vel_c = np.empty_like(pos_c)
             args = [np.ascontiguousarray(a[..., sl]) for a in layout]
-            args += [sizes, self.store_steps, float(dt), float(max_force), pos_c, vel_c, reject_above, tile]
+            state_c = tuple(np.empty_like(a) for a in args[:4]) if self.keep_state else None
+            args += [sizes, self.store_steps, float(dt), float(max_force), pos_c, vel_c, reject_above, tile, state_c]
             self.jobs.append((len(self.chunks), args))
-            self.chunks.append([sl, pos_c, vel_c, None])
+            self.chunks.append([sl, pos_c, vel_c, None, state_c])
 
     def run_job(self, i: int, args) -> None:
         self.chunks[i][3] = _integrate_block(*args)
 
     def finish(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Return ``(positions, velocities, accepted)``: ``[B, F, N, 3]``, ``[B, F, N, 3]``, ``[B]``."""
+        """Return ``(positions, velocities, accepted)``: ``[B, F, N, 3]``, ``[B, F, N, 3]``, ``[B]``; with
+        ``keep_state``, ``self.final_state`` is then the :class:`MComplexRigidState` after the last step (valid
+        for the accepted systems)."""
         B, n_frames, N = self.shape
         pos_l = np.empty((n_frames, 3, N, B))
         vel_l = np.empty((n_frames, 3, N, B))
         ok = np.empty(B, dtype=bool)
-        for sl, pos_c, vel_c, ok_c in self.chunks:
+        M = len(self.sizes)
+        state_l = (np.empty((3, M, B)), np.empty((3, M, B)), np.empty((3, M, B)), np.empty((3, N, B)))
+        for sl, pos_c, vel_c, ok_c, state_c in self.chunks:
             pos_l[..., sl] = pos_c
             vel_l[..., sl] = vel_c
             ok[sl] = ok_c
+            if state_c is not None:
+                for dst, src in zip(state_l, state_c, strict=True):
+                    dst[..., sl] = src
         self.chunks = []
         inv = self.inverse[:, None, :, None]
         pos = np.take_along_axis(pos_l.transpose(3, 0, 2, 1), inv, axis=2)
         vel = np.take_along_axis(vel_l.transpose(3, 0, 2, 1), inv, axis=2)
+        if self.keep_state:
+            x_c, v_c, omega, r = (a.transpose(2, 1, 0) for a in state_l)
+            self.final_state = MComplexRigidState(
+                self.sizes, np.ascontiguousarray(x_c), np.ascontiguousarray(v_c), np.ascontiguousarray(omega),
+                np.take_along_axis(r, self.inverse[..., None], axis=1), self.charges, self.complex_id, self.tile)
         return pos, vel, ok
 
 
@@ -522,7 +615,8 @@ def integrate_mcomplex(
     max_force: float = 100.0,
     n_threads: int | None = None,
     chunk_size: int = 1024,
-) -> tuple[np.ndarray, np.ndarray]:
+    return_state: bool = False,
+) -> tuple[np.ndarray, np.ndarray] | tuple[np.ndarray, np.ndarray, MComplexRigidState]:
     """Integrate ``B`` systems of one type; returns ``(positions, velocities)``, each ``[B, F, N, 3]``.
 
     Step ``t`` (``t = 0 .. n_steps-1``): forces on all particles from the current positions, then every
@@ -531,13 +625,48 @@ def integrate_mcomplex(
     ``F = ceil(n_steps / sample_every)``. Steps after the last stored frame have no observable effect and are
     skipped. Particle order and dimensionless units as in ``state``. No rejection here. Systems are
     independent: the result does not depend on ``n_threads`` or ``chunk_size`` (chunks of systems integrated
-    in threads).
+    in threads). ``return_state`` also returns the :class:`MComplexRigidState` at the last stored frame, from
+    which :func:`continue_mcomplex` continues exactly.
     """
     n_threads = _default_threads() if n_threads is None else max(1, int(n_threads))
-    batch = _Batch(state, n_steps, sample_every, dt, max_force, None, n_threads, chunk_size)
+    batch = _Batch(state, n_steps, sample_every, dt, max_force, None, n_threads, chunk_size,
+                   keep_state=return_state)
     _run_batches([batch], n_threads)
     pos, vel, _ = batch.finish()
-    return pos, vel
+    return (pos, vel, batch.final_state) if return_state else (pos, vel)
+
+
+def continue_mcomplex(
+    state: MComplexRigidState,
+    n_frames: int,
+    *,
+    sample_every: int = 100,
+    dt: float = 1e-3,
+    max_force: float = 100.0,
+    n_threads: int | None = None,
+    chunk_size: int = 1024,
+) -> tuple[np.ndarray, np.ndarray, MComplexRigidState]:
+    """Continue ``B`` systems of one type from their state at a stored frame for ``n_frames`` more stored frames.
+
+    ``state`` is the integrator's state at a stored frame (``final_state`` of :func:`simulate_mcomplex`, or
+    ``return_state`` of :func:`integrate_mcomplex`); the systems are integrated ``n_frames * sample_every``
+    further steps, without any rejection, storing every ``sample_every``-th: new frame ``j`` (``j = 1 ..
+    n_frames``) is the state ``j * sample_every`` steps after ``state``. Continuing the last stored frame ``k``
+    (after ``k * sample_every + 1`` steps) thus gives frames ``k + 1 ..`` of one longer run, with the same
+    arithmetic (same tile, same operations), so the frames are those that run stores (``sample_every``, ``dt``
+    and ``max_force`` must be that run's). Returns ``(positions,
+    velocities, final_state)``: ``[B, n_frames, N, 3]`` twice (particle order, dimensionless units) and the state
+    at the last new frame.
+    """
+    n_frames, sample_every = int(n_frames), int(sample_every)
+    if n_frames < 1 or sample_every < 1:
+        raise ValueError(f"n_frames and sample_every must be >= 1, got {n_frames} and {sample_every}")
+    n_threads = _default_threads() if n_threads is None else max(1, int(n_threads))
+    batch = _Batch(state, n_frames * sample_every, sample_every, dt, max_force, None, n_threads, chunk_size,
+                   first_step=sample_every - 1, keep_state=True)
+    _run_batches([batch], n_threads)
+    pos, vel, _ = batch.finish()
+    return pos, vel, batch.final_state
 
 
 # -----------------------------------------------------------------------------------------------------------
@@ -598,6 +727,7 @@ def simulate_mcomplex(
     n_threads: int | None = None,
     chunk_size: int = 1024,
     max_rounds: int = 1000,
+    extend_steps: int | None = None,
 ) -> MComplexTrajectories:
     """Simulate ``n_systems`` accepted M-complex trajectories (dimensionless units).
 
@@ -616,8 +746,15 @@ def simulate_mcomplex(
     every candidate, then the initial states type by type), so the result depends only on the seed and the
     arguments, not on ``n_threads`` or ``chunk_size``.
 
+    ``extend_steps`` (> ``n_steps``) then continues every accepted system from its exact integrator state at its
+    last stored frame (:func:`continue_mcomplex`, systems of one type and batch tile together) to ``F =
+    ceil(extend_steps / sample_every)`` stored frames, at the same cadence, with the rigidity check but *without*
+    the velocity test: which systems are accepted, and their first ``ceil(n_steps / sample_every)`` frames, do
+    not depend on ``extend_steps``, and the later frames are those one longer run of the same batch stores.
+
     Returns :class:`MComplexTrajectories` with per-system arrays ``[F, N_s, 3]``, ``F = ceil(n_steps /
-    sample_every)`` (50 by default; frame k = state after ``k * sample_every + 1`` steps).
+    sample_every)`` (50 by default; frame k = state after ``k * sample_every + 1`` steps), or ``ceil(extend_steps
+    / sample_every)`` with ``extend_steps``; ``final_state`` holds each system's state at its last frame.
     """
     if not isinstance(rng, np.random.Generator):
         rng = np.random.default_rng(rng)
@@ -630,6 +767,7 @@ def simulate_mcomplex(
     velocities: list = [None] * n_systems
     charges: list = [None] * n_systems
     complex_id: list = [None] * n_systems
+    final_state: list = [None] * n_systems
     system_type = np.zeros(n_systems, dtype=np.int64)
 
     pending = np.arange(n_systems)  # empty slots, filled in increasing order
@@ -648,7 +786,8 @@ def simulate_mcomplex(
             if cand.size:
                 state = sample_initial_states(rng, sizes, cand.size)
                 batch = _Batch(
-                    state, n_steps, sample_every, dt, max_force, max_velocity, n_threads, chunk_size
+                    state, n_steps, sample_every, dt, max_force, max_velocity, n_threads, chunk_size,
+                    keep_state=True,
                 )
                 work.append((j, sizes, cand, state, batch))
         _run_batches([w[-1] for w in work], n_threads)
@@ -662,7 +801,7 @@ def simulate_mcomplex(
                         f"rigidity check failed: centroid distances changed by up to {err.max():.3e} "
                         f"(tolerance {RIGIDITY_TOLERANCE})"
                     )
-            accepted += [(int(cand[b]), j, state, b, pos, vel) for b in np.flatnonzero(ok)]
+            accepted += [(int(cand[b]), j, batch.final_state, b, pos, vel) for b in np.flatnonzero(ok)]
             n_rejected += int((~ok).sum())
             n_simulated += int(cand.size)
         accepted.sort(key=lambda a: a[0])  # candidate order; surplus accepted candidates are dropped
@@ -672,11 +811,17 @@ def simulate_mcomplex(
             velocities[slot] = vel[b].copy()
             charges[slot] = state.charges[b].copy()
             complex_id[slot] = state.complex_id[b].astype(np.int64)
+            final_state[slot] = state.select(np.array([b]))
             system_type[slot] = j
         pending = pending[len(take) :]
         del accepted, take, work
     if pending.size:
         raise RuntimeError(f"{pending.size} systems still rejected after {max_rounds} rounds")
+    if extend_steps is not None:
+        n_more = -(-int(extend_steps) // int(sample_every)) - -(-int(n_steps) // int(sample_every))
+        if n_more > 0:
+            _extend(positions, velocities, final_state, n_more, dict(
+                sample_every=sample_every, dt=dt, max_force=max_force, n_threads=n_threads, chunk_size=chunk_size))
     return MComplexTrajectories(
         positions=positions,
         velocities=velocities,
@@ -685,7 +830,28 @@ def simulate_mcomplex(
         system_type=system_type,
         dt=float(dt),
         n_rejected=n_rejected,
+        final_state=final_state,
     )
+
+
+def _extend(positions: list, velocities: list, final_state: list, n_more: int, kwargs: dict) -> None:
+    """Append ``n_more`` continued frames to every system (in place), systems of the same sizes and tile
+    continued together, one group after the other (bounded memory), with the rigidity check."""
+    groups: dict[tuple, list[int]] = {}
+    for i, st in enumerate(final_state):
+        groups.setdefault((tuple(st.sizes), int(st.tile)), []).append(i)
+    for (sizes, _), idx in sorted(groups.items()):
+        state = MComplexRigidState.concatenate([final_state[i] for i in idx])
+        pos, vel, end = continue_mcomplex(state, n_more, **kwargs)
+        last = np.stack([positions[i][-1] for i in idx])[:, None]
+        err = _centroid_distance_error(np.concatenate([last, pos], axis=1), state.complex_id, sizes)
+        if (err > RIGIDITY_TOLERANCE).any():
+            raise RuntimeError(f"rigidity check failed in the continuation: centroid distances changed by up to "
+                               f"{err.max():.3e} (tolerance {RIGIDITY_TOLERANCE})")
+        for k, i in enumerate(idx):
+            positions[i] = np.concatenate([positions[i], pos[k]])
+            velocities[i] = np.concatenate([velocities[i], vel[k]])
+            final_state[i] = end.select(np.array([k]))
 
 
 def generate_mcomplex_splits(
@@ -697,6 +863,7 @@ def generate_mcomplex_splits(
     n_test: int = 2000,
     *,
     seed: int = 43,
+    split_steps: dict[str, int] | None = None,
     **sim_kwargs,
 ) -> tuple[list[list[int]], dict[str, MComplexTrajectories]]:
     """Generate train / val / test trajectories of the (M, N/M, J) = (n_complexes, avg_size, n_types) task.
@@ -704,12 +871,18 @@ def generate_mcomplex_splits(
     The system types are drawn once with ``np.random.RandomState(seed)`` (exactly the official types for the
     same seed) and shared by all splits. Each split is simulated from its own ``np.random.default_rng``
     stream, spawned from ``np.random.SeedSequence(seed)`` (train, val, test), so a split does not depend on
-    the others' sizes. Extra keyword arguments go to :func:`simulate_mcomplex`. Returns ``(system_types,
-    {"train", "val", "test"})``.
+    the others' sizes. ``split_steps`` continues some splits' accepted systems to that many steps (e.g.
+    ``{"test": 31001}``, see ``extend_steps`` of :func:`simulate_mcomplex`) without changing which systems are
+    accepted or their first frames. Extra keyword arguments go to :func:`simulate_mcomplex`. Returns
+    ``(system_types, {"train", "val", "test"})``.
     """
+    unknown = set(split_steps or {}) - {"train", "val", "test"}
+    if unknown:
+        raise ValueError(f"split_steps names unknown splits {sorted(unknown)} (splits: train, val, test)")
     types = draw_system_types(np.random.RandomState(seed), n_complexes, avg_size, n_types)
     streams = np.random.SeedSequence(seed).spawn(3)
     splits = {}
     for name, n, ss in zip(("train", "val", "test"), (n_train, n_val, n_test), streams, strict=True):
-        splits[name] = simulate_mcomplex(n, types, np.random.default_rng(ss), **sim_kwargs)
+        splits[name] = simulate_mcomplex(n, types, np.random.default_rng(ss),
+                                         extend_steps=(split_steps or {}).get(name), **sim_kwargs)
     return types, splits

@@ -74,7 +74,8 @@ class PropagatorTask(Task):
         t = recipe.train
         md = self.dataset.meta.get("md") or {}
         self.objective = RolloutObjective(
-            rollout_steps=t.rollout_steps, rollout_curriculum=t.rollout_curriculum, input_noise=t.input_noise,
+            rollout_steps=t.rollout_steps, rollout_curriculum=t.rollout_curriculum,
+            rollout_discount=t.rollout_discount, input_noise=t.input_noise,
             bond_weight=t.bond_weight, velocity_weight=t.velocity_weight, rollout_noise=t.rollout_noise,
             noise_loss=t.noise_loss, lag_velocity=md.get("velocities") == "lag", delta_frames=self.dataset.delta_frames)
         stochastic = recipe.model.params.get("noise", "none") != "none"
