@@ -146,6 +146,34 @@ def test_init_from_starts_from_another_runs_weights(long_nbody, tmp_path):
         Trainer(other, tmp_path / "d", device="cpu")
 
 
+def test_rollout_selection_ranks_a_diverging_model_instead_of_nan(long_nbody, tmp_path):
+    """select = "rollout": one validation rollout that turns non-finite, or explodes, costs the checkpoint a
+    bounded score (DIVERGED_PENALTY × its stay-still error), never a NaN that ranks nothing or a 10²⁴ that swamps
+    every other sample."""
+    from mdsurrogate.models.base import Prediction
+    from mdsurrogate.training.tasks.propagator import DIVERGED_PENALTY
+
+    task = Trainer(recipe(long_nbody, select="rollout", select_steps=3), tmp_path / "sel", device="cpu").task
+    ids = task.split("val")
+
+    class Still(torch.nn.Module):  # stays still; poisoned, graph 0 turns to `poison` at once
+        def __init__(self, poison=None):
+            super().__init__()
+            self.poison = poison
+
+        def forward(self, g):
+            x = g.x.clone()
+            if self.poison is not None:
+                x[g.batch == 0] = self.poison
+            return Prediction(x=x, v=g.v)
+
+    still = task.rollout_mse(Still(), ids, 100)
+    nan, huge = task.rollout_mse(Still(float("nan")), ids, 100), task.rollout_mse(Still(1e12), ids, 100)
+    assert math.isfinite(still) and still < nan == pytest.approx(huge)
+    n = len(np.intersect1d(ids, chain_sample_ids(Dataset(long_nbody), "val", 3)))
+    assert nan < (1 + DIVERGED_PENALTY * n) * still  # one sample at its cap, not infinity
+
+
 def test_rollout_training_runs_and_lowers_the_chained_error(long_nbody, tmp_path):
     s = Trainer(recipe(long_nbody, rollout_steps=3, rollout_curriculum=1, select="rollout", select_steps=3,
                        epochs=3), tmp_path / "r", device="cpu").run()

@@ -40,6 +40,16 @@ from ..metrics import evaluate
 from ..objectives import RolloutObjective
 from .base import Task
 
+#: train.select = "rollout": a validation rollout's error is capped at this many times its stay-still error
+DIVERGED_PENALTY = 100.0
+
+
+def graph_mse(x: torch.Tensor, target: torch.Tensor, batch: torch.Tensor, num_graphs: int) -> torch.Tensor:
+    """[B] position MSE per graph (per coordinate) of x against target [ΣN, 3]; batch [ΣN] graph of each node."""
+    sq = ((x - target) ** 2).sum(-1)
+    nodes = torch.bincount(batch, minlength=num_graphs).to(sq.dtype) * 3
+    return sq.new_zeros(num_graphs).index_add_(0, batch, sq) / nodes
+
 
 @dataclass
 class PropagatorBatch:
@@ -157,7 +167,10 @@ class PropagatorTask(Task):
     @torch.no_grad()
     def rollout_mse(self, model: nn.Module, ids: np.ndarray, batch_size: int) -> float:
         """Mean over k = 1 … select_steps and over the samples (of ``ids``) whose split holds those frames of the
-        position MSE of the model chained on its own mean predictions (NaN when no sample qualifies)."""
+        position MSE of the model chained on its own mean predictions (NaN when no sample qualifies). A sample's
+        error at step k is capped at ``DIVERGED_PENALTY`` × its stay-still error (or the batch's mean stay-still
+        error when larger), which is also what a rollout that turns non-finite scores: one diverging rollout then
+        ranks a checkpoint low instead of swamping every checkpoint's figure (10²⁴, or NaN that ranks nothing)."""
         split = {0: "train", 1: "val", 2: "test"}[int(self.dataset.split_codes[ids[0]])] if len(ids) else "val"
         steps = self.recipe.train.select_steps
         usable = np.intersect1d(ids, chain_sample_ids(self.dataset, split, steps))
@@ -170,10 +183,15 @@ class PropagatorTask(Task):
             x, v, targets, topo = gather_chain(self.dataset, chunk, steps)
             x, v, targets = (a.to(self.device, self.dtype) for a in (x, v, targets))
             topo = topo.to(self.device)
+            x0 = x
             for k in range(steps):
                 pred = model(self.featurizer(x, v, topo))
                 x_new = pred.x.to(self.dtype)
-                total += float(((x_new - targets[k]) ** 2).mean()) * len(chunk)
+                err = graph_mse(x_new, targets[k], topo.batch, topo.num_graphs)
+                still = graph_mse(x0, targets[k], topo.batch, topo.num_graphs)
+                penalty = DIVERGED_PENALTY * torch.maximum(still, still.mean()).clamp_min(torch.finfo(still.dtype).tiny)
+                err = torch.where(torch.isfinite(err) & (err < penalty), err, penalty)
+                total += float(err.sum())
                 count += len(chunk)
                 v = (x_new - x) / float(self.dataset.delta_frames) if self.objective.lag_velocity else pred.v
                 x = x_new
