@@ -105,6 +105,16 @@ def test_train_out_below_a_file_is_one_sentence(tmp_path):
     assert blocker.read_text() == "keep me"
 
 
+def test_failed_train_leaves_no_empty_run_folder(tmp_path):
+    """A train that fails before its first write (no dataset here) leaves no folder behind, nested or not."""
+    r = invoke("train", "nbody_demo", "--data", tmp_path / "nope", "--out", tmp_path / "new" / "deeper" / "run")
+    assert r.exit_code == 2 and "no dataset" in r.output
+    assert not (tmp_path / "new").exists()
+    (tmp_path / "kept").mkdir()
+    r = invoke("train", "nbody_demo", "--data", tmp_path / "nope", "--out", tmp_path / "kept")
+    assert r.exit_code == 2 and (tmp_path / "kept").is_dir()  # a folder the user had stays
+
+
 def test_checkpoint_without_features_names_what_it_lacks(tmp_path):
     from mdsurrogate.errors import CheckpointError
 

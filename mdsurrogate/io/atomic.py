@@ -33,15 +33,36 @@ class OutputPathError(UserError, OSError):
 
 def ensure_parent(path: str | os.PathLike) -> Path:
     """Create ``path``'s folder (and its parents) when missing; :class:`OutputPathError` when that is impossible."""
-    parent = Path(path).parent
+    return ensure_folder(Path(path).parent, what=path)
+
+
+def ensure_folder(folder: str | os.PathLike, *, what: str | os.PathLike | None = None) -> Path:
+    """Create the folder (and its parents) when missing; :class:`OutputPathError` naming ``what`` (default: the
+    folder) when that is impossible."""
+    folder = Path(folder)
+    what = folder if what is None else what
     try:
-        parent.mkdir(parents=True, exist_ok=True)
+        folder.mkdir(parents=True, exist_ok=True)
     except (FileExistsError, NotADirectoryError):
-        blocker = next((p for p in [parent, *parent.parents] if p.exists() and not p.is_dir()), parent)
-        raise OutputPathError(f"cannot write {path}: {blocker} is a file, not a folder") from None
+        blocker = next((p for p in [folder, *folder.parents] if p.exists() and not p.is_dir()), folder)
+        raise OutputPathError(f"cannot write {what}: {blocker} is a file, not a folder") from None
     except PermissionError:
-        raise OutputPathError(f"cannot write {path}: no permission to create the folder {parent}") from None
-    return parent
+        raise OutputPathError(f"cannot write {what}: no permission to create the folder {folder}") from None
+    return folder
+
+
+def probe_folder(path: str | os.PathLike) -> None:
+    """Check that the folder ``path`` exists or can be created (:class:`OutputPathError` otherwise, in one
+    sentence), leaving nothing behind: folders this check creates are removed again, so that a command that fails
+    later does not leave an empty folder."""
+    path = Path(path)
+    missing = [p for p in [path, *path.parents] if not p.exists()]
+    ensure_folder(path)
+    for folder in missing:  # deepest first
+        try:
+            folder.rmdir()
+        except OSError:  # filled or removed meanwhile: leave it
+            break
 
 
 def reserve_partial(path: str | os.PathLike, *, suffix: str | None = None) -> Path:

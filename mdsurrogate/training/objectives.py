@@ -19,8 +19,8 @@ For a batch of samples with input state (x₀, v₀) and true positions x₁ …
 * ``input_noise`` σ: x₀ ← x₀ + σε before the first step (ε ~ N(0, I), seeded), so the model learns to bring a
   slightly wrong state back to the data (denoising); when the velocity is the displacement over one step
   (``lag``) it is perturbed consistently, v₀ ← v₀ + σε/Δ_frames;
-* ``bond_weight`` λ_b: B = mean over local edges and steps of (‖x̂_i − x̂_j‖ − ‖x_i − x_j‖)², the error of bond
-  (bone, virtual-bond) lengths;
+* ``bond_weight`` λ_b: B = mean over local edges, and over steps with the weights w_k, of (‖x̂_i − x̂_j‖ −
+  ‖x_i − x_j‖)², the error of bond (bone, virtual-bond) lengths;
 * ``velocity_weight`` λ_v: the next-velocity MSE of the first step (the papers train positions only).
 
 Positions in the dataset's length unit; every term is a mean per coordinate (or per edge), so the numbers

@@ -33,7 +33,7 @@ import torch
 from ..config import Recipe, dump_toml
 from ..device import resolve_device, resolve_dtype
 from ..errors import ParameterError, UserError
-from ..io.atomic import ensure_parent
+from ..io.atomic import probe_folder
 from ..models.base import count_parameters
 from .checkpoint import Checkpoint
 from .ema import EMA
@@ -104,7 +104,7 @@ class Trainer:
             raise ParameterError("{resume}: {path} has no last.pt to continue from", resume="resume=True",
                                  path=str(self.run_dir))
         if self.dist.main:  # a run directory that cannot be made (below or on a file): one sentence, before any work
-            ensure_parent(self.run_dir / "recipe.toml")
+            probe_folder(self.run_dir)
         if self.dist.main and not resume and (self.run_dir / "last.pt").exists():
             raise ParameterError("{path} already holds a run; pass {resume} to continue it or choose another "
                                  "{run_dir}", path=str(self.run_dir), resume="resume=True", run_dir="run_dir")
