@@ -105,6 +105,13 @@ def test_train_out_below_a_file_is_one_sentence(tmp_path):
     assert blocker.read_text() == "keep me"
 
 
+def test_train_init_from_a_missing_run_is_one_sentence(tiny_nbody, tmp_path):
+    r = invoke("train", "nbody_demo", "--data", tiny_nbody, "--out", tmp_path / "run", "--set",
+               "train.batch_size=10", "--init-from", tmp_path / "nothing")
+    assert r.exit_code == 2 and "does not exist" in r.output and "Traceback" not in r.output
+    assert not (tmp_path / "run").exists()
+
+
 def test_failed_train_leaves_no_empty_run_folder(tmp_path):
     """A train that fails before its first write (no dataset here) leaves no folder behind, nested or not."""
     r = invoke("train", "nbody_demo", "--data", tmp_path / "nope", "--out", tmp_path / "new" / "deeper" / "run")

@@ -68,6 +68,8 @@ def train(
     set_: list[str] = typer.Option(None, "--set", help="Override a recipe entry: section.key=value (repeatable)."),
     device: str = DEVICE,
     resume: bool = typer.Option(False, help="Continue the run in --out from its last checkpoint."),
+    init_from: str = typer.Option(None, "--init-from", help="Fine-tune: start from the weights of this run "
+                                  "directory or checkpoint (same model and settings; sets train.init_from)."),
     tensorboard: bool = typer.Option(False, help="Also log to TensorBoard, in RUN/tensorboard (needs the optional "
                                      "tensorboard package: pip install tensorboard)."),
     quiet: bool = typer.Option(False, help="No progress bar."),
@@ -84,6 +86,10 @@ def train(
     from ..training.trainer import Trainer
 
     rec, _ = load_recipe(recipe, set_ or [])
+    flags = dict(FLAGS)
+    if init_from:
+        rec.train.init_from = init_from
+        flags["init_from"] = "--init-from"
     if out_dir is None:
         if resume:
             fail("--resume needs --out RUN_DIR (the run to continue)")
@@ -97,7 +103,7 @@ def train(
         summary = trainer.run()
     except ParameterError as exc:
         progress.stop()
-        fail(exc.render(FLAGS))
+        fail(exc.render(flags))
     finally:
         progress.stop()
     if rank != 0:
