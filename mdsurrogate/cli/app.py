@@ -30,8 +30,16 @@ plot_app = typer.Typer(help="Figures (PNG, PDF, SVG): skeletons and training cur
                        "optional extra `plot`.", no_args_is_help=True)
 app.add_typer(plot_app, name="plot")
 
-err = Console(stderr=True)
-out = Console()
+def _console(stderr: bool = False) -> Console:
+    """A rich console; written to a file or a pipe (no terminal, no COLUMNS), it is 120 columns wide instead of
+    rich's 80, so that the figures in wide tables (the demo's fidelity table) are not cut to "+0.0…"."""
+    stream = sys.stderr if stderr else sys.stdout
+    wide = not (hasattr(stream, "isatty") and stream.isatty()) and "COLUMNS" not in os.environ
+    return Console(stderr=stderr, width=120 if wide else None)
+
+
+err = _console(stderr=True)
+out = _console()
 
 
 def version_text() -> str:
