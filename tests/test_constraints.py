@@ -88,10 +88,10 @@ def test_contacts_are_pushed_to_the_floor_and_bonds_kept():
         lengths = (x[pairs[0]] - x[pairs[1]]).norm(dim=-1)
         floor = float((x[i[free]] - x[j[free]]).norm(dim=-1).min())   # the clean chain is just clear of it
         noisy = x + 0.2 * torch.randn(x.shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
-        before = close_contacts(noisy, floor, batch, excluded)
+        before = close_contacts(noisy, floor, batch, pairs)
         assert not torch.isin(before[0] * n + before[1], excluded).any() and (before[0] < before[1]).all()
         pushed += before.shape[1]
-        out, left = project_with_contacts(noisy, pairs, lengths, floor=floor, batch=batch, excluded=excluded,
+        out, left = project_with_contacts(noisy, pairs, lengths, floor=floor, batch=batch, excluded=pairs,
                                           rounds=6, tol=1e-9, iterations=1000)
         assert left == 0
         assert float((out[i[free]] - out[j[free]]).norm(dim=-1).min()) > floor - 1e-5
@@ -101,7 +101,7 @@ def test_contacts_are_pushed_to_the_floor_and_bonds_kept():
     # equivariant: a rotation with reflection and a translation of the input moves the output alike
     q = orthogonal(7, reflect=True)
     shift = torch.tensor([1.0, -4.0, 2.5], dtype=torch.float64)
-    kw = dict(floor=floor, batch=batch, excluded=excluded, rounds=6, tol=1e-9, iterations=1000)
+    kw = dict(floor=floor, batch=batch, excluded=pairs, rounds=6, tol=1e-9, iterations=1000)
     a, _ = project_with_contacts(noisy, pairs, lengths, **kw)
     b, _ = project_with_contacts(noisy @ q.T + shift, pairs, lengths, **kw)
     assert torch.allclose(b, a @ q.T + shift, atol=1e-8)

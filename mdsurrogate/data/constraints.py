@@ -76,8 +76,8 @@ def restore_handedness(x: Tensor, centres: Tensor, signs: Tensor) -> tuple[Tenso
 
 
 def close_contacts(x: Tensor, floor: float, batch: Tensor, excluded: Tensor) -> Tensor:
-    """[2, C] pairs (i < j, same graph) closer than ``floor`` whose key i·N + j is not in ``excluded`` (sorted
-    keys of the pairs a topology fixes or places close, e.g. ``geometry.constraint_pairs(…, angles=True)``)."""
+    """[2, C] pairs (i < j, same graph) closer than ``floor`` that are not among the ``excluded`` pairs [2, P]
+    (i < j: the pairs a topology fixes or places close, e.g. ``geometry.constraint_pairs(…, angles=True)``)."""
     from .neighbors import radius_graph
 
     n = x.shape[0]
@@ -85,7 +85,7 @@ def close_contacts(x: Tensor, floor: float, batch: Tensor, excluded: Tensor) -> 
     keep = i < j
     i, j = i[keep], j[keep]
     if excluded.numel():
-        keep = ~torch.isin(i * n + j, excluded)
+        keep = ~torch.isin(i * n + j, excluded[0] * n + excluded[1])
         i, j = i[keep], j[keep]
     return torch.stack([i, j])
 
@@ -99,8 +99,8 @@ def project_with_contacts(x: Tensor, pairs: Tensor, lengths: Tensor, *, floor: f
     Equivariant like the bond projection (every correction is along a pair vector, equal and opposite).
 
     Args: x [ΣN, 3]; pairs [2, P] and lengths [P] the equality constraints; floor the closest distance allowed to
-    other pairs (same unit as x); batch [ΣN] graph of each atom; excluded sorted keys i·N + j of pairs exempt
-    from the floor (bonded, 1-3). Returns (positions, number of contacts still inside the floor at the last check:
+    other pairs (same unit as x); batch [ΣN] graph of each atom; excluded [2, Q] pairs (i < j) exempt from the
+    floor (bonded, 1-3). Returns (positions, number of contacts still inside the floor at the last check:
     0 when the projection ended clear of them).
     """
     x, _ = project_bond_lengths(x, pairs, lengths, tol=tol, iterations=iterations)

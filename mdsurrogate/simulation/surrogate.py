@@ -164,16 +164,14 @@ class Surrogate:
         return pairs.to(self.device), lengths.to(device=self.device, dtype=self.dtype)
 
     def contact_reference(self, topo: BatchTopology):
-        """(floor, excluded keys) of the excluded volume a projecting rollout keeps: no two atoms closer than the
+        """(floor, exempt pairs [2, Q]) of the excluded volume a projecting rollout keeps: no two atoms closer than the
         training data's closest non-bonded, non-1-3 pair (``extra["contact_floor"]``), the topology's bonded and
         1-3 pairs exempt; None when the checkpoint records no floor or the model does not project."""
         floor = self.checkpoint.extra.get("contact_floor") if self.checkpoint else None
         local = topo.edge_sets.get("local")
         if floor is None or not self.projects or local is None or local.index.shape[1] == 0:
             return None
-        n = int(topo.ptr[-1])
-        pairs = constraint_pairs(local.index, n, angles=True).to(self.device)
-        return float(floor), torch.unique(pairs[0] * n + pairs[1])
+        return float(floor), constraint_pairs(local.index, int(topo.ptr[-1]), angles=True).to(self.device)
 
     def stereo_reference(self, topo: BatchTopology, x0: Tensor):
         """(centres [Q·B, 4], signs [Q·B]) of the stereo centres the checkpoint records (``training.limits``),

@@ -38,8 +38,7 @@ def closest_contact(x: torch.Tensor, batch: torch.Tensor, constrained: torch.Ten
     [2, P] pairs i < j), among pairs within ``reach`` (inf when there is none)."""
     from ..data.constraints import close_contacts
 
-    n = x.shape[0]
-    pairs = close_contacts(x, reach, batch, torch.unique(constrained[0] * n + constrained[1]))
+    pairs = close_contacts(x, reach, batch, constrained)
     if pairs.shape[1] == 0:
         return math.inf
     return float((x[pairs[0]] - x[pairs[1]]).norm(dim=-1).min())

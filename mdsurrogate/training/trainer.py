@@ -193,31 +193,28 @@ class Trainer:
     def _initialise_from(self, source: str) -> None:
         """Fine-tuning: the model starts from the evaluated weights (best.pt: the EMA when it was on) of another
         run directory or checkpoint ``source``, which must hold the same model with the same settings."""
-        ck = Checkpoint.load(source, kind=self.task.kind)
+        self._load_weights(source, "init_from", "train.init_from")
+
+    def _load_weights(self, path, option: str, shown: str) -> Checkpoint:
+        """Load the checkpoint at ``path`` and its weights into the model; a checkpoint of another model, or of
+        other settings, is one sentence naming the ``option`` that asked for it (``shown`` in the library's terms,
+        the CLI renders its flag). Returns the checkpoint."""
+        ck = Checkpoint.load(path, kind=self.task.kind)
         if ck.model_name != self.recipe.model.name:
-            raise ParameterError("{init_from}: {source} holds model {got}, the recipe asks for {want}",
-                                 init_from="train.init_from", source=str(ck.path), got=repr(ck.model_name),
+            raise ParameterError("{" + option + "}: {path} holds model {got}, the recipe asks for {want}",
+                                 **{option: shown}, path=str(ck.path), got=repr(ck.model_name),
                                  want=repr(self.recipe.model.name))
         try:
             self.model.load_state_dict(ck.state_dict)
         except RuntimeError as exc:
-            raise ParameterError("{init_from}: the weights in {source} do not fit the recipe's model (different "
-                                 "model settings or features?): {why}", init_from="train.init_from",
-                                 source=str(ck.path), why=str(exc).splitlines()[0]) from None
+            raise ParameterError("{" + option + "}: the weights in {path} do not fit the recipe's model (other model "
+                                 "settings or features?): {why}", **{option: shown}, path=str(ck.path),
+                                 why=str(exc).splitlines()[0]) from None
+        return ck
 
     def _resume(self):
         last = self.run_dir / "last.pt"
-        ck = Checkpoint.load(last, kind=self.task.kind)
-        if ck.model_name != self.recipe.model.name:
-            raise ParameterError("{resume}: {last} was trained with model {got}, the recipe asks for {want}",
-                                 resume="resume=True", last=str(last), got=repr(ck.model_name),
-                                 want=repr(self.recipe.model.name))
-        try:
-            self.model.load_state_dict(ck.state_dict)
-        except RuntimeError as exc:
-            raise ParameterError("{resume}: the weights in {last} do not fit the recipe's model (were its settings "
-                                 "changed?): {why}", resume="resume=True", last=str(last),
-                                 why=str(exc).splitlines()[0]) from None
+        ck = self._load_weights(last, "resume", "resume=True")
         if ck.optimizer is None:
             raise ParameterError("{resume}: {last} holds no optimiser state", resume="resume=True", last=str(last))
         self.optimizer.load_state_dict(ck.optimizer)
