@@ -1,6 +1,7 @@
 """A long stochastic rollout of alanine dipeptide against the MD it learned from (the issue-13 check).
 
     python benchmarks/ala2_long_rollout.py RUN MD_DIR [--ns 10] [--seed 11] [--openmm-ns-per-day X]
+                                                       [--noise-gain G]
 
 RUN: a propagator trained on heavy atoms of ``mdsurrogate simulate ala2 MD_DIR`` (e.g. recipe
 ``ala2_egnn_stochastic``). Rolls it out from the last MD frame for ``--ns`` of simulated time (guard on) and prints
@@ -30,6 +31,8 @@ def main() -> None:
     ap.add_argument("--ns", type=float, default=10.0)
     ap.add_argument("--seed", type=int, default=11)
     ap.add_argument("--openmm-ns-per-day", type=float, default=None)
+    ap.add_argument("--noise-gain", type=float, default=None,
+                    help="multiply the noise by this instead of the checkpoint's calibrated gain")
     a = ap.parse_args()
 
     import MDAnalysis as mda
@@ -42,6 +45,8 @@ def main() -> None:
     md_dir = Path(a.md_dir)
     top, traj = md_dir / "topology.pdb", md_dir / "trajectory.dcd"
     sur = Surrogate.load(a.run, device="cpu")
+    if a.noise_gain is not None:
+        sur.noise_gain = a.noise_gain
     start = initial_state.from_trajectory(traj, sur, top=top, frame=-1)
     steps = int(round(a.ns * 1000.0 / sur.delta_time))
     t0 = time.perf_counter()
@@ -79,7 +84,7 @@ def main() -> None:
         openmm = json.loads((md_dir / "simulate.json").read_text())["throughput"]["ns_per_day"]
     report = {
         "run": a.run, "md": str(md_dir), "seed": a.seed, "steps": steps, "steps_done": res.steps_done,
-        "stopped": res.stopped, "wall_s": wall,
+        "stopped": res.stopped, "wall_s": wall, "noise_gain": sur.noise_gain,
         "surrogate_ns_per_s": res.steps_done * sur.delta_time / 1000.0 / wall,
         "openmm_ns_per_s": openmm / 86400.0 if openmm else None,
         "populations": {"md": basin_populations(phi_md, psi_md), "surrogate": basin_populations(phi, psi)},

@@ -59,8 +59,14 @@ class Aggregator:
     def __init__(self, index: Tensor, dim_size: int):
         self.index = index
         self.dim_size = dim_size
-        self.counts = torch.bincount(index, minlength=dim_size) if index.numel() else index.new_zeros(dim_size)
-        self.sorted = index.numel() < 2 or bool((index[1:] >= index[:-1]).all())
+        if torch.compiler.is_compiling():
+            # no data-dependent shapes or Python branches under torch.compile (each would break the graph):
+            # the counts by a scatter of ones, and the scatter path for every sum
+            self.counts = index.new_zeros(dim_size).index_add_(0, index, torch.ones_like(index))
+            self.sorted = False
+        else:
+            self.counts = torch.bincount(index, minlength=dim_size) if index.numel() else index.new_zeros(dim_size)
+            self.sorted = index.numel() < 2 or bool((index[1:] >= index[:-1]).all())
         self._inv = None
 
     def sum(self, src: Tensor) -> Tensor:
