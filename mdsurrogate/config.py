@@ -95,6 +95,10 @@ class TrainConfig:
     select_steps: int = 10  # select = "rollout": model steps of the validation rollouts
     calibrate_noise: int = 0  # stochastic propagators: after training, scale the noise so that K-step validation
     #                           ensembles have spread = error (simulation/calibration.py); K here, 0 = off
+    calibrate_memory: bool = False  # with calibrate_noise: also fit the noise memory ρ (correlated draws along a
+    #                                 rollout, so that the spread grows with k as the error does)
+    calibrate_split: str = "val"  # the split the calibration's ensembles are judged on (train when the validation
+    #                               trajectories are too short for K steps)
     energy_weight: float = 1.0  # potentials: w_E on the per-atom energy error (eV/atom)²
     force_weight: float = 1.0  # potentials: w_F on the force component error (eV/Å)²
 
@@ -103,7 +107,8 @@ class TrainConfig:
 TASK_KEYS: dict[str, str] = {"velocity_weight": "propagator", "amp": "propagator", "compile": "propagator",
                              **dict.fromkeys(("rollout_steps", "rollout_curriculum", "rollout_discount",
                                               "rollout_noise", "input_noise", "noise_loss", "bond_weight", "select",
-                                              "select_steps", "calibrate_noise"), "propagator"),
+                                              "select_steps", "calibrate_noise", "calibrate_memory",
+                                              "calibrate_split"), "propagator"),
                              "energy_weight": "potential", "force_weight": "potential"}
 # where a task's defaults differ from TrainConfig's
 TASK_DEFAULTS: dict[str, dict] = {
@@ -252,6 +257,9 @@ def recipe_from_dict(raw: dict) -> Recipe:
     validate_train(recipe.train)
     if recipe.train.calibrate_noise and recipe.model.params.get("noise", "none") == "none":
         raise RecipeError("train.calibrate_noise needs a stochastic model: set model.noise (node or cluster)")
+    if recipe.train.calibrate_memory and recipe.train.calibrate_noise < 2:
+        raise RecipeError("train.calibrate_memory needs train.calibrate_noise ≥ 2 (the memory sets how the spread "
+                          "grows with the horizon)")
     if recipe.data.max_train_samples is not None and recipe.data.max_train_samples < 1:
         raise RecipeError("data.max_train_samples must be ≥ 1")
     return recipe
@@ -271,6 +279,8 @@ def validate_train(t: TrainConfig) -> None:
                 "bond_weight", "calibrate_noise"):
         if not getattr(t, key) >= 0:  # NaN too
             raise RecipeError(f"train.{key} must be ≥ 0, not {getattr(t, key)}")
+    if t.calibrate_split not in ("train", "val", "test"):
+        raise RecipeError(f"train.calibrate_split must be train, val or test, not {t.calibrate_split!r}")
     if not 0 < t.rollout_discount <= 1:
         raise RecipeError(f"train.rollout_discount must be in (0, 1], not {t.rollout_discount}")
     if t.rollout_noise not in ("sample", "mean"):

@@ -119,3 +119,122 @@ def test_bad_calibration_input(walk, tmp_path):
         assert res.exit_code == 2, (args, res.output)
         assert phrase in " ".join(res.output.split()), (args, res.output)
         assert "Traceback" not in res.output
+
+
+@pytest.fixture(scope="module")
+def persistent_walk(tmp_path_factory):
+    """Walks whose steps are an AR(1) process with correlation RHO (each step still N(0, STEP²) per coordinate):
+    the error of "stay still" then grows faster than √k, exactly as a noise of memory RHO makes the spread grow."""
+    root = tmp_path_factory.mktemp("persistent")
+    rng = np.random.default_rng(8)
+    n, frames = 10, 120
+    pos = []
+    for _ in range(2):
+        steps = np.empty((frames, n, 3))
+        steps[0] = rng.normal(size=(n, 3))
+        for t in range(1, frames):
+            steps[t] = RHO * steps[t - 1] + np.sqrt(1 - RHO**2) * rng.normal(size=(n, 3))
+        pos.append((rng.normal(size=(1, n, 3)) * 4 + np.cumsum(steps * STEP, 0)).astype(np.float32))
+    vel = [np.zeros_like(p) for p in pos]
+    samples = [(t, f, f + 1) for t in range(2) for f in range(frames - 1)]
+    split = [2 if t == 1 else 0 if f < 60 else 1 for t, f, _ in samples]
+    empty = np.zeros((0, 2), dtype=np.int64)
+    meta = {"name": "pwalk", "source": "toy", "frame_dt": 1.0, "delta_frames": 1,
+            "features": {"global_graph": {"kind": "complete"}, "node": ["speed"], "edge": ["dist2"]},
+            "units": {"length": "Å", "time": "ps", "velocity": "Å per frame (1 ps)"}}
+    return write_dataset(root / "ds", positions=pos, velocities=vel, samples=np.array(samples),
+                         split=np.array(split), meta=meta, edge_sets={"local": EdgeSetData([empty, empty], {})})
+
+
+RHO = 0.7
+
+
+def test_memory_is_fitted_where_the_error_grows_faster_than_sqrt_k(walk, persistent_walk, tmp_path):
+    from mdsurrogate.training.trainer import Trainer
+
+    fitted = {}
+    for name, path in (("independent", walk[1]), ("persistent", persistent_walk)):
+        run = tmp_path / name
+        Trainer(recipe_from_dict(stay_still_recipe(path)), run, device="cpu").run()
+        sur = Surrogate.load(run, device="cpu", dtype="float64")
+        rec = calibrate_noise(sur, steps=6, starts=16, replicas=24, rounds=2, seed=3, memory=True)
+        assert [m["memory"] for m in rec["memory_search"]][0] == 0.0 and sur.noise_memory == rec["memory"]
+        assert np.array(rec["rounds"][-1]["spread_skill"]) == pytest.approx(1.0, rel=0.25)  # every k, not only
+        fitted[name] = rec["memory"]
+    assert fitted["independent"] <= 0.2
+    assert 0.55 <= fitted["persistent"] <= 0.8
+
+
+def test_noise_memory_keeps_each_draw_standard_and_correlates_consecutive_ones():
+    import torch
+
+    from mdsurrogate.models.base import Prediction
+    from mdsurrogate.models.registry import build_model
+
+    model = build_model("linear", node_dim=1, edge_dim=1, local_edge_dim=0, noise="node", noise_init=1.0,
+                        noise_min=0.0)
+    n = 4000
+    pred = Prediction(x=torch.zeros(n, 3, dtype=torch.float64), v=torch.zeros(n, 3, dtype=torch.float64),
+                      extras={"noise_scale": torch.ones(n, dtype=torch.float64)})
+    batch = torch.zeros(n, dtype=torch.long)
+    g = torch.Generator().manual_seed(1)
+    x1, state = model.draw(pred, batch, 1, g, memory=0.6)
+    x2, _ = model.draw(pred, batch, 1, g, memory=0.6, previous=state)
+    assert float(x2.std()) == pytest.approx(1.0, abs=0.03)  # each draw is still N(0, 1)
+    assert float((x1 * x2).mean()) == pytest.approx(0.6, abs=0.03)  # consecutive draws correlated by ρ
+    # no memory: the same draw as ``sample`` from the same stream
+    a = model.sample(pred, batch, 1, torch.Generator().manual_seed(2))
+    b, _ = model.draw(pred, batch, 1, torch.Generator().manual_seed(2), previous=state)
+    assert torch.equal(a, b)
+    with pytest.raises(ValueError, match="memory must be in"):
+        model.draw(pred, batch, 1, g, memory=1.0)
+
+
+def test_chain_with_memory_restores_its_noise(walk, tmp_path):
+    from mdsurrogate.data.dataset import Dataset
+    from mdsurrogate.simulation import initial_state
+    from mdsurrogate.simulation.rollout import Chain
+    from mdsurrogate.training.trainer import Trainer
+
+    root, path = walk
+    run = tmp_path / "run"
+    Trainer(recipe_from_dict(stay_still_recipe(path)), run, device="cpu").run()
+    sur = Surrogate.load(run, device="cpu", dtype="float64")
+    sur.noise_memory = 0.8
+    start = initial_state.from_dataset(Dataset(path), sur, split="test", sample=0, frame=0)
+    chain = Chain(sur, start.x0, start.v0, start.topo, seed=4)
+    chain.advance()
+    mark = chain.snapshot()
+    assert mark.noise is not None
+
+    def three_steps():
+        out = []
+        for _ in range(3):
+            chain.advance()
+            out.append(chain.x.clone())
+        return out
+
+    want = three_steps()
+    chain.restore(mark)
+    got = three_steps()
+    assert all(np.array_equal(a.numpy(), b.numpy()) for a, b in zip(got, want, strict=True))
+    chain.restore(mark)
+    chain.noise = None  # without the remembered draws the continuation differs
+    assert not np.array_equal(three_steps()[0].numpy(), want[0].numpy())
+
+
+def test_bad_memory_input(walk, tmp_path):
+    root, path = walk
+    with pytest.raises(RecipeError, match="calibrate_memory needs train.calibrate_noise ≥ 2"):
+        recipe_from_dict(stay_still_recipe(path, calibrate_noise=1, calibrate_memory=True))
+    with pytest.raises(RecipeError, match="calibrate_split must be train, val or test"):
+        recipe_from_dict(stay_still_recipe(path, calibrate_noise=2, calibrate_split="validation"))
+    from mdsurrogate.training.trainer import Trainer
+
+    run = tmp_path / "run"
+    Trainer(recipe_from_dict(stay_still_recipe(path)), run, device="cpu").run()
+    with pytest.raises(ParameterError, match="memory=True needs steps ≥ 2"):
+        calibrate_noise(Surrogate.load(run, device="cpu"), steps=1, memory=True)
+    res = invoke("calibrate", run, "--steps", 1, "--memory", "--device", "cpu")
+    assert res.exit_code == 2 and "--memory needs --steps ≥ 2" in " ".join(res.output.split()), res.output
+    assert "Traceback" not in res.output

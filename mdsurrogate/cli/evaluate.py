@@ -184,27 +184,35 @@ def calibrate_cmd(
     replicas: int = typer.Option(16, help="Replicas per start."),
     rounds: int = typer.Option(2, help="Measure-and-rescale rounds."),
     seed: int = typer.Option(0, help="Seed of the replicas."),
+    memory: bool = typer.Option(False, "--memory", help="Also fit the noise memory ρ (draws correlated along a "
+                                "rollout), so that the spread grows with k as the error does; needs --steps ≥ 2."),
     device: str = DEVICE,
     json_out: bool = JSON_OUT,
 ):
     """Scale a stochastic propagator's noise so that its K-step ensembles are as wide as their error (spread–skill
-    ratio 1 on held-out starts); every later rollout of the checkpoint uses the gain."""
+    ratio 1 on held-out starts); every later rollout of the checkpoint uses the gain (and the memory)."""
     from ..simulation.calibration import calibrate_run
 
     for name, value, least in (("--steps", steps, 1), ("--starts", starts, 1), ("--replicas", replicas, 2),
                                ("--rounds", rounds, 1)):
         if value < least:
             fail(f"{name} must be ≥ {least}, not {value}")
+    if memory and steps < 2:
+        fail(f"--memory needs --steps ≥ 2 (the memory sets how the spread grows with k), not {steps}")
     rec = calibrate_run(model, steps=steps, dataset=data, split=split, starts=starts, replicas=replicas,
-                        rounds=rounds, seed=seed, device=device)
+                        rounds=rounds, seed=seed, memory=memory, device=device)
     report_calibration(rec)
     if json_out:
         emit_json(rec)
 
 
 def report_calibration(rec: dict) -> None:
-    """One line per round: the gain and its spread–skill ratios at k = 1 … K."""
+    """One line per memory tried and per round: the gain and its spread–skill ratios at k = 1 … K."""
+    for m in rec.get("memory_search", []):
+        ratios = " ".join(_f(v, ".2f") for v in m["spread_skill"])
+        err.print(f"memory {m['memory']:.2f}: spread–skill at k = 1…{rec['steps']}: {ratios}", highlight=False)
     for r in rec["rounds"]:
         ratios = " ".join(_f(v, ".2f") for v in r["spread_skill"])
         err.print(f"gain {r['gain']:.3g}: spread–skill at k = 1…{rec['steps']}: {ratios}", highlight=False)
-    err.print(f"[green]noise gain[/] {rec['gain']:.3g} stored in the checkpoint", highlight=False)
+    memory = f", memory {rec['memory']:.2f}" if rec.get("memory") else ""
+    err.print(f"[green]noise gain[/] {rec['gain']:.3g}{memory} stored in the checkpoint", highlight=False)

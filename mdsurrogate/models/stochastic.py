@@ -141,16 +141,38 @@ class StochasticPropagator(Propagator):
                gain: float = 1.0) -> Tensor:
         """One draw of the next positions [ΣN, 3] given the prediction (batch: [ΣN] graph of each node); ``gain``
         multiplies every noise scale (σ and τ; a calibration, see ``simulation.calibration``)."""
+        return self.draw(pred, batch, num_graphs, generator, gain)[0]
+
+    def draw(self, pred: Prediction, batch: Tensor, num_graphs: int, generator: torch.Generator | None = None,
+             gain: float = 1.0, memory: float = 0.0,
+             previous: tuple[Tensor, Tensor | None] | None = None) -> tuple[Tensor, tuple[Tensor, Tensor | None]]:
+        """``sample`` with temporally correlated noise: the standard normal draws (ε [ΣN, 3] per node, ξ [B·K, 3]
+        per cluster) follow an AR(1) process along a chain, ε_k = ρ ε_{k−1} + √(1 − ρ²) η_k with fresh η_k and
+        ρ = ``memory`` ∈ [0, 1), so that each draw is still N(0, I) (the one-step law is unchanged) while
+        consecutive steps are correlated by ρ and the spread of a k-step ensemble grows faster than √k, as
+        unresolved slow motions make it. ``previous``: the last call's standard draws (None: the chain's first
+        step, or ρ = 0). Returns (positions [ΣN, 3], this call's standard draws for the next call). Isotropic
+        and rotated with the state, so the chain stays E(3)-equivariant in distribution."""
+        if not 0.0 <= memory < 1.0:
+            raise ValueError(f"memory must be in [0, 1), not {memory}")
         mu, sigma = pred.x, pred.extras["noise_scale"] * gain
-        eps = torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
+
+        def standard(shape, last):
+            fresh = torch.randn(shape, generator=generator, device=mu.device, dtype=mu.dtype)
+            if memory == 0.0 or last is None or last.shape != fresh.shape:
+                return fresh
+            return memory * last.to(fresh.dtype) + math.sqrt(1.0 - memory * memory) * fresh
+
+        eps = standard(mu.shape, None if previous is None else previous[0])
         x = mu + sigma.unsqueeze(-1) * eps
+        xi = None
         if self.noise == "cluster":
             S, tau = pred.extras["cluster_scores"].to(mu.dtype), pred.extras["cluster_noise_scale"] * gain
             K = S.shape[1]
-            xi = torch.randn((num_graphs * K, 3), generator=generator, device=mu.device, dtype=mu.dtype)
-            xi = (tau.unsqueeze(-1) * xi).view(num_graphs, K, 3)
-            x = x + torch.einsum("nk,nkc->nc", S, xi.index_select(0, batch))
-        return x
+            xi = standard((num_graphs * K, 3), None if previous is None else previous[1])
+            scaled = (tau.unsqueeze(-1) * xi).view(num_graphs, K, 3)
+            x = x + torch.einsum("nk,nkc->nc", S, scaled.index_select(0, batch))
+        return x, (eps, xi)
 
     def nll(self, pred: Prediction, target: Tensor, batch: Tensor, num_graphs: int) -> Tensor:
         """Mean Gaussian negative log-likelihood per coordinate of ``target`` [ΣN, 3] (nats)."""

@@ -7,6 +7,14 @@ from the checkpoint's gain, each round rolls R replicas out for K steps from hel
 the geometric mean over k = 1 … K of RMSE(ensemble mean) / spread, the inverse of the spread–skill ratio, so that
 the ratio approaches 1 (a calibrated ensemble). The gain is stored in the checkpoint (``extra["noise_gain"]``) and
 used by every rollout of it (``Surrogate.noise_gain``).
+
+With independent draws the spread of a chained ensemble grows like √k, while the error of a coarse-grained
+propagator often grows faster (slow motions the model does not resolve persist over several steps), so one gain
+cannot match every horizon: too wide at k = 1 or too narrow at k = K. ``memory=True`` also fits the noise memory ρ
+(``StochasticPropagator.draw``: consecutive draws correlated by ρ, each still N(0, I)), which sets how fast the
+spread grows without changing the first step's: for each ρ of a grid one measurement gives the ratios r_k, and
+since a gain only shifts every log r_k by the same amount, the ρ whose log r_k vary least over k is kept; the gain
+rounds then run with it. ρ is stored beside the gain (``extra["noise_memory"]``).
 """
 
 from __future__ import annotations
@@ -18,9 +26,21 @@ import numpy as np
 
 from ..errors import ParameterError
 
+#: the noise memories ρ tried by ``calibrate_noise(memory=True)``
+MEMORY_GRID = (0.0, 0.2, 0.4, 0.55, 0.7, 0.8, 0.9)
+
+
+def _spread_skill(surrogate, *, steps, dataset, split, starts, replicas, seed) -> np.ndarray:
+    """[K] spread–skill ratios of the surrogate's ensembles at k = 1 … K (NaN where undefined)."""
+    from .fidelity import rollout_fidelity
+
+    res = rollout_fidelity(surrogate, steps=int(steps), dataset=dataset, split=split, starts=int(starts),
+                           replicas=int(replicas), seed=seed, n_boot=50, guard="finite")
+    return np.asarray([np.nan if v is None else v for v in res["ensemble"]["spread_skill"]], dtype=float)
+
 
 def calibrate_noise(surrogate, *, dataset=None, split: str = "val", steps: int = 5, starts: int = 20,
-                    replicas: int = 16, rounds: int = 2, seed: int = 0,
+                    replicas: int = 16, rounds: int = 2, seed: int = 0, memory: bool = False,
                     bounds: tuple[float, float] = (0.05, 20.0), progress=None) -> dict:
     """Find the noise gain g that brings the spread–skill ratio of ``surrogate``'s ensembles towards 1.
 
@@ -32,14 +52,15 @@ def calibrate_noise(surrogate, *, dataset=None, split: str = "val", steps: int =
         starts, replicas: starts spread evenly over the split, and replicas per start (R ≥ 2).
         rounds: how many measure-and-rescale rounds (the ratio is close to linear in g, so 2 usually suffice).
         seed: seeds the replicas (the same seed in every round, so rounds differ only by g).
+        memory: also fit the noise memory ρ over ``MEMORY_GRID`` (needs K ≥ 2; see the module docstring);
+            False keeps the surrogate's ρ.
         bounds: the gain is kept within these limits.
         progress: ``progress(round, rounds)`` after each round.
 
-    Returns {``gain``, ``rounds``: [{``gain``, ``spread_skill`` [K]}, …] (the ratio measured with that gain),
+    Returns {``gain``, ``memory`` (ρ), ``rounds``: [{``gain``, ``spread_skill`` [K]}, …] (the ratio measured with
+    that gain), ``memory_search``: [{``memory``, ``spread_skill`` [K], ``log_spread``}, …] (only when fitted),
     ``steps``, ``starts``, ``replicas``, ``split``}.
     """
-    from .fidelity import rollout_fidelity
-
     if not surrogate.stochastic:
         raise ParameterError("{surrogate} is not stochastic: only a propagator with a noise head (model.noise) has "
                              "a noise to calibrate", surrogate=str(surrogate.path or surrogate.name))
@@ -48,13 +69,23 @@ def calibrate_noise(surrogate, *, dataset=None, split: str = "val", steps: int =
         if int(value) < least:
             raise ParameterError("{name} must be at least {least}, not {value}", name=name, least=str(least),
                                  value=str(value))
+    if memory and int(steps) < 2:
+        raise ParameterError("{memory} needs {steps} ≥ 2 (the memory sets how the spread grows with k), not "
+                             f"{int(steps)}", memory="memory=True", steps="steps")
+    measure = dict(steps=steps, dataset=dataset, split=split, starts=starts, replicas=replicas, seed=seed)
+    search = []
+    if memory:
+        for rho in MEMORY_GRID:
+            surrogate.noise_memory = rho
+            ratio = _spread_skill(surrogate, **measure)
+            good = np.isfinite(ratio) & (ratio > 0)
+            spread = float(np.log(ratio[good]).std()) if good.sum() == len(ratio) else math.inf
+            search.append({"memory": rho, "spread_skill": ratio.tolist(), "log_spread": spread})
+        surrogate.noise_memory = min(search, key=lambda t: t["log_spread"])["memory"]
     lo, hi = bounds
     history = []
     for r in range(int(rounds)):
-        res = rollout_fidelity(surrogate, steps=int(steps), dataset=dataset, split=split, starts=int(starts),
-                               replicas=int(replicas), seed=seed, n_boot=50, guard="finite")
-        ratio = np.asarray([np.nan if v is None else v for v in res["ensemble"]["spread_skill"]],
-                           dtype=float)
+        ratio = _spread_skill(surrogate, **measure)
         history.append({"gain": float(surrogate.noise_gain), "spread_skill": ratio.tolist()})
         good = np.isfinite(ratio) & (ratio > 0)
         if not good.any():
@@ -63,16 +94,23 @@ def calibrate_noise(surrogate, *, dataset=None, split: str = "val", steps: int =
         surrogate.noise_gain = float(min(hi, max(lo, surrogate.noise_gain * factor)))
         if progress is not None:
             progress(r + 1, int(rounds))
-    return {"gain": float(surrogate.noise_gain), "rounds": history, "steps": int(steps), "starts": int(starts),
-            "replicas": int(replicas), "split": split}
+    record = {"gain": float(surrogate.noise_gain), "memory": float(surrogate.noise_memory), "rounds": history,
+              "steps": int(steps), "starts": int(starts), "replicas": int(replicas), "split": split}
+    if search:
+        record["memory_search"] = search
+    return record
 
 
-def store_noise_gain(checkpoint_path: str | os.PathLike, gain: float, record: dict | None = None) -> None:
-    """Write ``gain`` (and the calibration ``record``) into the checkpoint file, atomically."""
+def store_noise_gain(checkpoint_path: str | os.PathLike, gain: float, record: dict | None = None,
+                     memory: float | None = None) -> None:
+    """Write ``gain`` (the noise ``memory`` ρ when given, and the calibration ``record``) into the checkpoint file,
+    atomically."""
     from ..training.checkpoint import Checkpoint
 
     ck = Checkpoint.load(checkpoint_path)
     ck.extra = {**ck.extra, "noise_gain": float(gain)}
+    if memory is not None:
+        ck.extra["noise_memory"] = float(memory)
     if record is not None:
         ck.extra["noise_calibration"] = record
     ck.save(ck.path)
@@ -85,14 +123,17 @@ def calibrate_run(run: str | os.PathLike, *, steps: int, device="auto", **option
 
     sur = Surrogate.load(run, device=device)
     record = calibrate_noise(sur, steps=steps, **options)
-    store_noise_gain(sur.path, record["gain"], record)
+    store_noise_gain(sur.path, record["gain"], record, memory=record["memory"])
     return record
 
 
 def calibrate_if_asked(recipe, run_dir: str | os.PathLike, *, device="auto") -> dict | None:
     """After training: calibrate the run's noise when its recipe asks (``train.calibrate_noise = K`` > 0, seeded
-    with ``train.seed``); the calibration record, or None."""
+    with ``train.seed``; ``train.calibrate_memory`` and ``train.calibrate_split`` pass on); the calibration record,
+    or None."""
     steps = getattr(recipe.train, "calibrate_noise", 0)
     if not steps:
         return None
-    return calibrate_run(run_dir, steps=steps, device=device, seed=recipe.train.seed)
+    return calibrate_run(run_dir, steps=steps, device=device, seed=recipe.train.seed,
+                         memory=bool(getattr(recipe.train, "calibrate_memory", False)),
+                         split=getattr(recipe.train, "calibrate_split", "val"))

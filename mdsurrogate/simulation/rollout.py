@@ -31,6 +31,7 @@ class ChainState:
     x: Tensor
     v: Tensor
     rng: Tensor | None = None
+    noise: tuple | None = None  # the last standard noise draws of a chain with noise memory (``Chain.noise``)
 
 
 @dataclass
@@ -63,6 +64,8 @@ class Chain:
         self.generator = torch.Generator(device=surrogate.device)
         self.generator.manual_seed(0 if seed is None else int(seed))
         self.k = 0
+        self.noise = None  # the last accepted step's standard noise draws (for the noise memory ρ)
+        self._drawn = None
         self.x = x0.to(device=surrogate.device, dtype=surrogate.dtype)
         self.v = v0.to(device=surrogate.device, dtype=surrogate.dtype)
         self.bonds = surrogate.bond_reference(self.topo, self.x) if surrogate.projects else None
@@ -83,8 +86,9 @@ class Chain:
         sur = self.surrogate
         x_new, v_new = pred.x, pred.v
         if sur.stochastic:
-            x_new = unwrap(sur.model).sample(pred, self.topo.batch, self.topo.num_graphs, self.generator,
-                                             gain=sur.noise_gain)
+            x_new, self._drawn = unwrap(sur.model).draw(pred, self.topo.batch, self.topo.num_graphs, self.generator,
+                                                        gain=sur.noise_gain, memory=sur.noise_memory,
+                                                        previous=self.noise)
         if self.contacts is not None:
             floor, excluded = self.contacts
             x_new, _ = project_with_contacts(x_new, *self.bonds, floor=floor, batch=self.topo.batch,
@@ -106,6 +110,8 @@ class Chain:
             if reason:
                 return Step(pred, reason)
         self.x, self.v, self.k = x_new, v_new, self.k + 1
+        if self.surrogate.noise_memory:
+            self.noise = self._drawn
         return Step(pred)
 
     def set_state(self, x: Tensor, v: Tensor) -> None:
@@ -115,13 +121,16 @@ class Chain:
 
     def snapshot(self, device="cpu") -> ChainState:
         """The current point (tensors copied to ``device``), restorable with :meth:`restore`."""
-        return ChainState(self.k, self.x.to(device), self.v.to(device), self.generator.get_state())
+        noise = None if self.noise is None else tuple(None if t is None else t.to(device) for t in self.noise)
+        return ChainState(self.k, self.x.to(device), self.v.to(device), self.generator.get_state(), noise)
 
     def restore(self, state: ChainState) -> None:
         self.k = state.k
         self.set_state(state.x, state.v)
         if state.rng is not None:
             self.generator.set_state(state.rng)
+        self.noise = None if state.noise is None else tuple(
+            None if t is None else t.to(self.surrogate.device) for t in state.noise)
 
 
 @dataclass

@@ -45,6 +45,8 @@ class Surrogate:
         device, dtype: where and in which precision states are computed.
         noise_gain: multiplies a stochastic propagator's noise scales when it samples; None: the checkpoint's
             calibrated gain (``extra["noise_gain"]``, written by ``simulation.calibration``), else 1.
+        noise_memory: ρ ∈ [0, 1), the correlation of consecutive noise draws along a rollout (``StochasticPropagator
+            .draw``); None: the checkpoint's calibrated value (``extra["noise_memory"]``), else 0 (independent).
     """
 
     model: torch.nn.Module
@@ -56,11 +58,14 @@ class Surrogate:
     sample: bool = True
     project: str | bool | None = None
     noise_gain: float | None = None
+    noise_memory: float | None = None
 
     def __post_init__(self):
+        extra = self.checkpoint.extra if self.checkpoint is not None else {}
         if self.noise_gain is None:
-            extra = self.checkpoint.extra if self.checkpoint is not None else {}
             self.noise_gain = float(extra.get("noise_gain", 1.0))
+        if self.noise_memory is None:
+            self.noise_memory = float(extra.get("noise_memory", 0.0))
 
     # -- construction ---------------------------------------------------------------------------------------
     @classmethod
