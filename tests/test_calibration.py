@@ -29,16 +29,21 @@ def walk(tmp_path_factory):
     n, frames = 10, 80
     pos = [(rng.normal(size=(1, n, 3)) * 4 + np.cumsum(rng.normal(size=(frames, n, 3)) * STEP, 0)).astype(np.float32)
            for _ in range(2)]
+    return root, write_walks(root / "ds", pos, train_frames=40)
+
+
+def write_walks(path, pos: list, train_frames: int):
+    """A dataset of free-atom walks pos [frames, n, 3] (Δ = 1 frame): trajectory 0's first ``train_frames`` frames
+    train, the rest validate; trajectory 1 tests."""
     vel = [np.zeros_like(p) for p in pos]
-    samples = [(t, f, f + 1) for t in range(2) for f in range(frames - 1)]
-    split = [2 if t == 1 else 0 if f < 40 else 1 for t, f, _ in samples]
+    samples = [(t, f, f + 1) for t in range(len(pos)) for f in range(len(pos[t]) - 1)]
+    split = [2 if t == 1 else 0 if f < train_frames else 1 for t, f, _ in samples]
     empty = np.zeros((0, 2), dtype=np.int64)
     meta = {"name": "walk", "source": "toy", "frame_dt": 1.0, "delta_frames": 1,
             "features": {"global_graph": {"kind": "complete"}, "node": ["speed"], "edge": ["dist2"]},
             "units": {"length": "Å", "time": "ps", "velocity": "Å per frame (1 ps)"}}
-    path = write_dataset(root / "ds", positions=pos, velocities=vel, samples=np.array(samples),
-                         split=np.array(split), meta=meta, edge_sets={"local": EdgeSetData([empty, empty], {})})
-    return root, path
+    return write_dataset(path, positions=pos, velocities=vel, samples=np.array(samples), split=np.array(split),
+                         meta=meta, edge_sets={"local": EdgeSetData([empty] * len(pos), {})})
 
 
 def stay_still_recipe(path, **train):
@@ -135,15 +140,7 @@ def persistent_walk(tmp_path_factory):
         for t in range(1, frames):
             steps[t] = RHO * steps[t - 1] + np.sqrt(1 - RHO**2) * rng.normal(size=(n, 3))
         pos.append((rng.normal(size=(1, n, 3)) * 4 + np.cumsum(steps * STEP, 0)).astype(np.float32))
-    vel = [np.zeros_like(p) for p in pos]
-    samples = [(t, f, f + 1) for t in range(2) for f in range(frames - 1)]
-    split = [2 if t == 1 else 0 if f < 60 else 1 for t, f, _ in samples]
-    empty = np.zeros((0, 2), dtype=np.int64)
-    meta = {"name": "pwalk", "source": "toy", "frame_dt": 1.0, "delta_frames": 1,
-            "features": {"global_graph": {"kind": "complete"}, "node": ["speed"], "edge": ["dist2"]},
-            "units": {"length": "Å", "time": "ps", "velocity": "Å per frame (1 ps)"}}
-    return write_dataset(root / "ds", positions=pos, velocities=vel, samples=np.array(samples),
-                         split=np.array(split), meta=meta, edge_sets={"local": EdgeSetData([empty, empty], {})})
+    return write_walks(root / "ds", pos, train_frames=60)
 
 
 RHO = 0.7
