@@ -131,9 +131,8 @@ def calibrate_if_asked(recipe, run_dir: str | os.PathLike, *, device="auto") -> 
     """After training: calibrate the run's noise when its recipe asks (``train.calibrate_noise = K`` > 0, seeded
     with ``train.seed``; ``train.calibrate_memory`` and ``train.calibrate_split`` pass on); the calibration record,
     or None."""
-    steps = getattr(recipe.train, "calibrate_noise", 0)
-    if not steps:
+    t = recipe.train
+    if not t.calibrate_noise:
         return None
-    return calibrate_run(run_dir, steps=steps, device=device, seed=recipe.train.seed,
-                         memory=bool(getattr(recipe.train, "calibrate_memory", False)),
-                         split=getattr(recipe.train, "calibrate_split", "val"))
+    return calibrate_run(run_dir, steps=t.calibrate_noise, device=device, seed=t.seed, memory=t.calibrate_memory,
+                         split=t.calibrate_split)
