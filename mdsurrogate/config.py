@@ -39,12 +39,17 @@ from .errors import RecipeError
 TASKS = ("propagator", "potential")
 SCHEDULES = ("constant", "cosine", "plateau")
 DTYPE_NAMES = ("float32", "float64")
+DATA_VELOCITIES = ("", "lag", "difference", "trajectory")  # [data] velocities: what an MD dataset must hold
 
 
 @dataclass
 class DataConfig:
     path: str = ""
     max_train_samples: int | None = None
+    #: the velocity convention of MD data the recipe was built for ("" = any): "lag" (the displacement over one
+    #: model step, so a stochastic rollout's next velocity follows from its sampled positions), "difference" or
+    #: "trajectory"; training refuses an MD dataset ingested otherwise
+    velocities: str = ""
 
 
 @dataclass
@@ -262,6 +267,9 @@ def recipe_from_dict(raw: dict) -> Recipe:
                           "grows with the horizon)")
     if recipe.data.max_train_samples is not None and recipe.data.max_train_samples < 1:
         raise RecipeError("data.max_train_samples must be ≥ 1")
+    if recipe.data.velocities not in DATA_VELOCITIES:
+        raise RecipeError(f"data.velocities must be one of {', '.join(v for v in DATA_VELOCITIES if v)} (or absent), "
+                          f"not {recipe.data.velocities!r}")
     return recipe
 
 

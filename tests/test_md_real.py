@@ -286,6 +286,31 @@ def test_lag_velocities_still_work(tmp_path):
     np.testing.assert_allclose(st.velocities, v5, atol=1e-4)
 
 
+def test_a_recipe_built_for_lag_velocities_refuses_other_data(tmp_path):
+    from mdsurrogate.errors import RecipeError, UserError
+
+    ds = Dataset(ingest_md(tmp_path / "diff", mdt.PSF_TRICLINIC, [mdt.DCD_TRICLINIC], select="all", delta=2,
+                           ratios=(0.5, 0.5, 0.0), test_trajs=[mdt.DCD_TRICLINIC]))
+    assert ds.meta["md"]["velocities"] == "difference"
+    raw = {"name": "lagged", "data": {"path": str(ds.path), "velocities": "lag"},
+           "model": {"name": "egnn", "hidden": 8, "layers": 1}, "train": {"epochs": 1, "batch_size": 2}}
+    with pytest.raises(UserError, match=r"built for lag velocities but dataset .* holds difference velocities; "
+                                        r"ingest it again with velocities='lag' \(mdsurrogate ingest … "
+                                        r"--velocities lag\)"):
+        Trainer(recipe_from_dict(raw), tmp_path / "run", device="cpu")
+    assert not (tmp_path / "run" / "last.pt").exists()
+    raw["data"]["velocities"] = "difference"  # the data it was built for trains
+    Trainer(recipe_from_dict(raw), tmp_path / "run", device="cpu").run()
+    raw["data"]["velocities"] = "sideways"
+    with pytest.raises(RecipeError, match="data.velocities must be one of lag, difference, trajectory"):
+        recipe_from_dict(raw)
+    recipe = tmp_path / "lagged.toml"
+    recipe.write_text(f'name = "lagged"\n[data]\npath = "{ds.path}"\nvelocities = "lag"\n'
+                      '[model]\nname = "egnn"\nhidden = 8\nlayers = 1\n[train]\nepochs = 1\nbatch_size = 2\n')
+    res = invoke("train", recipe, "--out", tmp_path / "run2")
+    assert res.exit_code == 2 and "--velocities lag" in res.output and "Traceback" not in res.output
+
+
 # ------------------------------------------------------------------------------------------------ time steps
 @pytest.mark.parametrize("top,traj", [(mdt.PRMncdf, mdt.NCDF), (mdt.PRM7, mdt.NCDFtruncoct)])
 def test_netcdf_without_times_needs_dt(top, traj, tmp_path):

@@ -174,6 +174,15 @@ def test_rollout_selection_ranks_a_diverging_model_instead_of_nan(long_nbody, tm
     assert nan < (1 + DIVERGED_PENALTY * n) * still  # one sample at its cap, not infinity
 
 
+def test_rollout_selection_longer_than_the_validation_chains_is_refused_before_training(long_nbody, tmp_path):
+    from mdsurrogate.errors import UserError
+
+    with pytest.raises(UserError, match=r"train.select_steps = 5 model steps of trajectory after them, and .* has "
+                                        r"none \(at most 4\): lower train.select_steps"):
+        Trainer(recipe(long_nbody, select="rollout", select_steps=5), tmp_path / "sel", device="cpu")
+    assert not (tmp_path / "sel" / "last.pt").exists()
+
+
 def test_rollout_training_runs_and_lowers_the_chained_error(long_nbody, tmp_path):
     s = Trainer(recipe(long_nbody, rollout_steps=3, rollout_curriculum=1, select="rollout", select_steps=3,
                        epochs=3), tmp_path / "r", device="cpu").run()

@@ -80,7 +80,8 @@ def run_demo_adk(out_dir: str | Path, *, device: str = "auto", console=None, ste
     ds_path = out_dir / "adk"
     say(f"[bold]1/5[/] AdK (MDAnalysisTests): Cα atoms of {Path(dcd).name} (train/val, also played backwards) and "
         f"{Path(dcd2).name} (test) → {ds_path}")
-    ingest_adk(ds_path, source="embedded", select="name CA", overwrite=True)
+    velocities = load_recipe(packaged_recipe(recipe))[0].data.velocities or "auto"  # the recipe's convention
+    ingest_adk(ds_path, source="embedded", select="name CA", velocities=velocities, overwrite=True)
     ds = Dataset(ds_path)
     rows = []
     for i, name in enumerate((recipe, "adk_quick_linear")):

@@ -83,6 +83,11 @@ class PropagatorTask(Task):
         self.featurizer = Featurizer(self.dataset.features)
         t = recipe.train
         md = self.dataset.meta.get("md") or {}
+        wanted = recipe.data.velocities
+        if wanted and md and md.get("velocities") != wanted:
+            raise UserError(f"recipe {recipe.name} is built for {wanted} velocities but dataset {data_path} holds "
+                            f"{md.get('velocities')} velocities; ingest it again with velocities={wanted!r} "
+                            f"(mdsurrogate ingest … --velocities {wanted})")
         self.objective = RolloutObjective(
             rollout_steps=t.rollout_steps, rollout_curriculum=t.rollout_curriculum,
             rollout_discount=t.rollout_discount, input_noise=t.input_noise,
@@ -95,8 +100,19 @@ class PropagatorTask(Task):
         if t.select == "rollout":
             self.selection, self.selection_label = "rollout_mse", f"val rollout MSE ({t.select_steps} steps)"
             self.eval_figures = ("mse", "mse_v", "rollout_mse")
+            self._check_selection_chains(t.select_steps)
         self.generator = torch.Generator().manual_seed(int(t.seed))
         self.steps = 1
+
+    def _check_selection_chains(self, steps: int) -> None:
+        """Selection by rollouts needs validation samples (training ones where there is no validation split) with
+        ``steps`` model steps of trajectory after them: refuse before training rather than select nothing."""
+        split = "val" if len(self.dataset.split_indices("val")) else "train"
+        if len(chain_sample_ids(self.dataset, split, steps)) == 0:
+            most = max((k for k in range(1, steps) if len(chain_sample_ids(self.dataset, split, k))), default=0)
+            raise UserError(f"train.select = 'rollout' needs {split} samples with train.select_steps = {steps} model "
+                            f"steps of trajectory after them, and {self.dataset.path} has none (at most {most}): "
+                            "lower train.select_steps")
 
     def split(self, name: str) -> np.ndarray:
         """Sample ids of a split; training on rollouts keeps the samples whose m later frames the split may see."""
