@@ -58,7 +58,8 @@ class TrainConfig:
     no EMA, no clipping); ``TASK_DEFAULTS`` holds where potentials differ.
 
     Protocol: evaluate every ``eval_every`` epochs (epoch 0, k, 2k, … and the last) and keep the weights of the
-    evaluation with the lowest validation figure (strict "<": the first best wins).
+    evaluation with the lowest validation figure (strict "<": the first best wins); with a rollout curriculum, among
+    the evaluations after the chains reach ``rollout_steps`` (an earlier best is kept only until then).
     """
 
     # epochs, evaluations, stopping

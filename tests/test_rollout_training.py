@@ -183,6 +183,21 @@ def test_rollout_selection_longer_than_the_validation_chains_is_refused_before_t
     assert not (tmp_path / "sel" / "last.pt").exists()
 
 
+def test_selection_waits_for_the_curriculum_to_reach_its_chain_length(long_nbody, tmp_path):
+    """With a rollout curriculum, an epoch trained on shorter chains is kept only until the first epoch on the
+    final chain length, which replaces it even with a worse figure; among those the best wins as usual."""
+    trainer = Trainer(recipe(long_nbody, rollout_steps=3, rollout_curriculum=4, epochs=7), tmp_path / "c",
+                      device="cpu")
+    worse_each_epoch = iter([1.0, 2.0, 3.0, 4.0, 5.0, 4.5, 6.0])  # epochs 0 … 6; chains of 3 from epoch 4
+    trainer.task.selection_value = lambda val, model: next(worse_each_epoch)
+    s = trainer.run()
+    assert [trainer.task.objective.steps_at(e) for e in range(7)] == [1, 1, 2, 2, 3, 3, 3]
+    assert s["best_epoch"] == 5 and s["best_val"] == 4.5
+    plain = Trainer(recipe(long_nbody, epochs=3), tmp_path / "p", device="cpu")  # no curriculum: the first best
+    plain.task.selection_value = lambda val, model, it=iter([1.0, 2.0, 0.5]): next(it)
+    assert plain.run()["best_epoch"] == 2
+
+
 def test_rollout_training_runs_and_lowers_the_chained_error(long_nbody, tmp_path):
     s = Trainer(recipe(long_nbody, rollout_steps=3, rollout_curriculum=1, select="rollout", select_steps=3,
                        epochs=3), tmp_path / "r", device="cpu").run()

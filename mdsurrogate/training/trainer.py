@@ -337,7 +337,8 @@ class Trainer:
         return summary
 
     def _evaluation(self, epoch: int, rec: dict) -> None:
-        """Evaluate, select (strict "<"), save best.pt, count patience, feed the plateau schedule."""
+        """Evaluate, select (strict "<"; the first selectable epoch replaces a provisional best, see
+        ``Task.selectable``), save best.pt, count patience, feed the plateau schedule."""
         cfg, st, task = self.recipe.train, self.state, self.task
         val = self._evaluate(self.val_ids)
         rec.update({f"val_{k}": v for k, v in val.items() if k in task.eval_figures})
@@ -345,7 +346,8 @@ class Trainer:
         if test is not None:
             rec.update({f"test_{k}": v for k, v in test.items() if k in task.eval_figures})
         value = task.selection_value(val, self.eval_model)
-        if value < st["best_val"]:
+        provisional = task.selectable(epoch) and not task.selectable(st["best_epoch"])
+        if value < st["best_val"] or provisional:
             st.update(best_val=value, best_epoch=epoch, bad_evals=0,
                       best={"val": val} | ({"test": test} if test is not None else {}))
             if test is not None:

@@ -94,6 +94,12 @@ class Task:
         """The number model selection minimises at an evaluation (override for e.g. a rollout metric)."""
         return float(val[self.selection])
 
+    def selectable(self, epoch: int) -> bool:
+        """Whether the weights of ``epoch`` are what the recipe trains for (override: e.g. not before a curriculum
+        has reached its final setting). Until an evaluation of a selectable epoch, the best earlier one is kept
+        provisionally; the first selectable one replaces it whatever its figure."""
+        return True
+
     def summary(self, best: dict) -> dict:
         """Headline figures for summary.json from ``best = {"val": {…}, "test": {…}}`` of the selected weights."""
         return {"val": best.get("val", {}), "test": best.get("test", {})}

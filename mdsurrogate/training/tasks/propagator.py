@@ -125,6 +125,12 @@ class PropagatorTask(Task):
             return ids
         return super().split(name)
 
+    def selectable(self, epoch: int) -> bool:
+        """Training for rollouts selects among the epochs trained on the final chain length (``rollout_steps``),
+        not the curriculum's shorter chains: an early single-step checkpoint can have the best validation figure
+        and still blow up when chained."""
+        return self.objective.steps_at(epoch) == max(1, self.recipe.train.rollout_steps)
+
     def start_epoch(self, epoch: int) -> None:
         self.steps = self.objective.steps_at(epoch)
 
