@@ -103,6 +103,45 @@ def test_train_calibrates_and_rollouts_use_the_stored_gain(walk, tmp_path):
     again = last_json(res)
     assert again["rounds"][0]["gain"] == gain
     assert again["gain"] == pytest.approx(gain, rel=0.3)
+    # the stability probe ran 2K steps from the same number of starts and found a stay-still walk finite
+    assert again["probe"]["steps"] == 4 and again["probe"]["starts"] == 10 and again["probe"]["non_finite"] == 0
+    assert "stayed finite for 4 steps" in " ".join(res.output.split())
+    assert summary["noise_calibration"]["probe"]["steps"] == 6
+    res = invoke("calibrate", tmp_path / "run", "--steps", 2, "--starts", 4, "--replicas", 4, "--rounds", 1,
+                 "--probe-steps", 0, "--device", "cpu", "--json")
+    assert res.exit_code == 0, res.output
+    assert "probe" not in last_json(res)
+    res = invoke("calibrate", tmp_path / "run", "--steps", 2, "--starts", 4, "--replicas", 4, "--rounds", 1,
+                 "--probe-split", "test", "--device", "cpu", "--json")
+    assert res.exit_code == 0, res.output
+    assert last_json(res)["probe"]["split"] == "test" and "from the test split" in " ".join(res.output.split())
+    res = invoke("calibrate", tmp_path / "run", "--steps", 2, "--starts", 4, "--replicas", 4, "--rounds", 1,
+                 "--probe-split", "valid", "--device", "cpu")
+    assert res.exit_code == 2 and "Traceback" not in res.output, res.output
+    assert "--probe-split must be train, val or test, not 'valid'" in " ".join(res.output.split())
+
+
+def test_stability_probe_counts_the_ensembles_that_blow_up(walk, tmp_path):
+    """A noise so large that the positions overflow makes every ensemble non-finite at its first or second step;
+    the calibrated noise keeps all of them finite."""
+    from mdsurrogate.simulation.calibration import stability_probe
+    from mdsurrogate.training.trainer import Trainer
+
+    root, path = walk
+    run = tmp_path / "run"
+    Trainer(recipe_from_dict(stay_still_recipe(path)), run, device="cpu").run()
+    sur = Surrogate.load(run, device="cpu")
+    calm = stability_probe(sur, steps=5, starts=6, replicas=4, seed=1)
+    assert calm == {"steps": 5, "starts": 6, "replicas": 4, "split": "val", "non_finite": 0, "first_stop": None,
+                    "stopped_at": []}
+    sur.noise_gain = 1e38  # float32 draws of this size overflow to inf
+    wild = stability_probe(sur, steps=5, starts=6, replicas=4, seed=1, split="test")
+    assert wild["non_finite"] == 6 and wild["split"] == "test"
+    assert 1 <= wild["first_stop"] <= 2 and len(wild["stopped_at"]) == 6
+    with pytest.raises(ParameterError, match="probe_steps must be ≥ 0"):
+        calibrate_noise(sur, steps=2, probe_steps=-1)
+    with pytest.raises(ParameterError, match="unknown probe_split 'valid'"):
+        calibrate_noise(sur, steps=2, probe_split="valid")
 
 
 def test_bad_calibration_input(walk, tmp_path):
@@ -119,7 +158,7 @@ def test_bad_calibration_input(walk, tmp_path):
     with pytest.raises(ParameterError, match="is not stochastic"):
         calibrate_noise(Surrogate.load(run, device="cpu"), steps=2)
     for args, phrase in ((["--steps", 0], "--steps must be ≥ 1"), (["--replicas", 1], "--replicas must be ≥ 2"),
-                         ([], "is not stochastic")):
+                         (["--probe-steps", -1], "--probe-steps must be ≥ 0"), ([], "is not stochastic")):
         res = invoke("calibrate", run, *args, "--device", "cpu")
         assert res.exit_code == 2, (args, res.output)
         assert phrase in " ".join(res.output.split()), (args, res.output)

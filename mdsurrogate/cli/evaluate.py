@@ -186,6 +186,11 @@ def calibrate_cmd(
     seed: int = typer.Option(0, help="Seed of the replicas."),
     memory: bool = typer.Option(False, "--memory", help="Also fit the noise memory ρ (draws correlated along a "
                                 "rollout), so that the spread grows with k as the error does; needs --steps ≥ 2."),
+    probe_steps: int = typer.Option(None, "--probe-steps", help="Then roll the same ensembles out this many steps "
+                                    "and report how many reach non-finite coordinates (default 2 × --steps; 0 = "
+                                    "no probe)."),
+    probe_split: str = typer.Option(None, "--probe-split", help="Split the probe starts from (default: --split; "
+                                    "held-out starts find more blow-ups than the training span)."),
     device: str = DEVICE,
     json_out: bool = JSON_OUT,
 ):
@@ -194,13 +199,17 @@ def calibrate_cmd(
     from ..simulation.calibration import calibrate_run
 
     for name, value, least in (("--steps", steps, 1), ("--starts", starts, 1), ("--replicas", replicas, 2),
-                               ("--rounds", rounds, 1)):
+                               ("--rounds", rounds, 1), ("--probe-steps", 0 if probe_steps is None else probe_steps,
+                                                         0)):
         if value < least:
             fail(f"{name} must be ≥ {least}, not {value}")
+    if probe_split is not None and probe_split not in ("train", "val", "test"):
+        fail(f"--probe-split must be train, val or test, not {probe_split!r}")
     if memory and steps < 2:
         fail(f"--memory needs --steps ≥ 2 (the memory sets how the spread grows with k), not {steps}")
     rec = calibrate_run(model, steps=steps, dataset=data, split=split, starts=starts, replicas=replicas,
-                        rounds=rounds, seed=seed, memory=memory, device=device)
+                        rounds=rounds, seed=seed, memory=memory, probe_steps=probe_steps, probe_split=probe_split,
+                        device=device)
     report_calibration(rec)
     if json_out:
         emit_json(rec)
@@ -216,3 +225,13 @@ def report_calibration(rec: dict) -> None:
         err.print(f"gain {r['gain']:.3g}: spread–skill at k = 1…{rec['steps']}: {ratios}", highlight=False)
     memory = f", memory {rec['memory']:.2f}" if rec.get("memory") else ""
     err.print(f"[green]noise gain[/] {rec['gain']:.3g}{memory} stored in the checkpoint", highlight=False)
+    probe = rec.get("probe")
+    if probe:
+        if probe["non_finite"]:
+            err.print(f"[yellow]stability:[/] {probe['non_finite']} of {probe['starts']} ensembles from the "
+                      f"{probe['split']} split reached non-finite coordinates within {probe['steps']} steps (first at "
+                      f"step {probe['first_stop']}): rollouts longer than the calibration horizon can blow up",
+                      highlight=False)
+        else:
+            err.print(f"stability: all {probe['starts']} ensembles from the {probe['split']} split stayed finite for "
+                      f"{probe['steps']} steps", highlight=False)

@@ -15,6 +15,13 @@ cannot match every horizon: too wide at k = 1 or too narrow at k = K. ``memory=T
 spread grows without changing the first step's: for each ρ of a grid one measurement gives the ratios r_k, and
 since a gain only shifts every log r_k by the same amount, the ρ whose log r_k vary least over k is kept; the gain
 rounds then run with it. ρ is stored beside the gain (``extra["noise_memory"]``).
+
+Spread–skill over k ≤ K says nothing about what happens after K: a chain whose sampled displacement feeds the next
+step's velocity can amplify its own noise and reach non-finite coordinates a few steps later. After the gain rounds,
+a stability probe (:func:`stability_probe`) rolls the same number of ensembles out from the same split (or
+``probe_split``) for ``probe_steps`` (default 2K) steps, with no reference needed, and the record says how many
+reached non-finite coordinates and when (``record["probe"]``; the CLI prints a warning). It measures; it does not
+change g or ρ.
 """
 
 from __future__ import annotations
@@ -39,9 +46,40 @@ def _spread_skill(surrogate, *, steps, dataset, split, starts, replicas, seed) -
     return np.asarray([np.nan if v is None else v for v in res["ensemble"]["spread_skill"]], dtype=float)
 
 
+def stability_probe(surrogate, *, steps: int, dataset=None, split: str = "val", starts: int = 20,
+                    replicas: int = 16, seed: int = 0) -> dict:
+    """Roll ``replicas`` replicas of ``starts`` samples of ``split`` (spread evenly) out for ``steps`` steps with
+    only non-finite states stopping a chain, and count the ensembles that stopped.
+
+    Returns {``steps``, ``starts``, ``replicas``, ``split``, ``non_finite`` (ensembles stopped), ``first_stop``
+    (the earliest step at which one stopped, or None), ``stopped_at`` [one step per stopped ensemble]}.
+    """
+    from ..data.dataset import Dataset
+    from .ensemble import ensemble_rollout
+    from .fidelity import _resolve_guard, _spread
+    from .initial_state import from_dataset
+
+    ds = dataset if isinstance(dataset, Dataset) else Dataset(dataset or surrogate.dataset.path)
+    n = len(ds.split_indices(split))
+    if n == 0:
+        raise ParameterError("split {split} of {dataset} has no samples", split=split, dataset=str(ds.path))
+    guard = _resolve_guard("finite")
+    stopped_at = []
+    picks = _spread(n, int(starts))
+    for sample in picks:
+        start = from_dataset(ds, surrogate, split=split, sample=int(sample))
+        res = ensemble_rollout(surrogate, start, int(steps), int(replicas), seed, guard=guard)
+        if res.stopped:
+            stopped_at.append(res.steps_done + 1)
+    return {"steps": int(steps), "starts": len(picks), "replicas": int(replicas), "split": split,
+            "non_finite": len(stopped_at), "first_stop": min(stopped_at) if stopped_at else None,
+            "stopped_at": stopped_at}
+
+
 def calibrate_noise(surrogate, *, dataset=None, split: str = "val", steps: int = 5, starts: int = 20,
                     replicas: int = 16, rounds: int = 2, seed: int = 0, memory: bool = False,
-                    bounds: tuple[float, float] = (0.05, 20.0), progress=None) -> dict:
+                    bounds: tuple[float, float] = (0.05, 20.0), probe_steps: int | None = None,
+                    probe_split: str | None = None, progress=None) -> dict:
     """Find the noise gain g that brings the spread–skill ratio of ``surrogate``'s ensembles towards 1.
 
     Args:
@@ -55,11 +93,15 @@ def calibrate_noise(surrogate, *, dataset=None, split: str = "val", steps: int =
         memory: also fit the noise memory ρ over ``MEMORY_GRID`` (needs K ≥ 2; see the module docstring);
             False keeps the surrogate's ρ.
         bounds: the gain is kept within these limits.
+        probe_steps: steps of the stability probe run with the final gain and ρ (default 2K; 0 = no probe).
+        probe_split: the split the probe starts from (default ``split``; held-out starts find more blow-ups than
+            the training span, whose states the model has fitted).
         progress: ``progress(round, rounds)`` after each round.
 
     Returns {``gain``, ``memory`` (ρ), ``rounds``: [{``gain``, ``spread_skill`` [K]}, …] (the ratio measured with
     that gain), ``memory_search``: [{``memory``, ``spread_skill`` [K], ``log_spread``}, …] (only when fitted),
-    ``steps``, ``starts``, ``replicas``, ``split``}.
+    ``probe`` (:func:`stability_probe`'s record, unless ``probe_steps = 0``), ``steps``, ``starts``, ``replicas``,
+    ``split``}.
     """
     if not surrogate.stochastic:
         raise ParameterError("{surrogate} is not stochastic: only a propagator with a noise head (model.noise) has "
@@ -69,6 +111,12 @@ def calibrate_noise(surrogate, *, dataset=None, split: str = "val", steps: int =
         if int(value) < least:
             raise ParameterError("{name} must be at least {least}, not {value}", name=name, least=str(least),
                                  value=str(value))
+    if probe_split is not None and probe_split not in ("train", "val", "test"):
+        raise ParameterError("unknown {probe_split} {value}; choose one of train, val, test",
+                             probe_split="probe_split", value=repr(probe_split))
+    if probe_steps is not None and int(probe_steps) < 0:
+        raise ParameterError("{probe_steps} must be ≥ 0 (0 = no stability probe), not {value}",
+                             probe_steps="probe_steps", value=str(probe_steps))
     if memory and int(steps) < 2:
         raise ParameterError("{memory} needs {steps} ≥ 2 (the memory sets how the spread grows with k), not "
                              f"{int(steps)}", memory="memory=True", steps="steps")
@@ -98,6 +146,10 @@ def calibrate_noise(surrogate, *, dataset=None, split: str = "val", steps: int =
               "steps": int(steps), "starts": int(starts), "replicas": int(replicas), "split": split}
     if search:
         record["memory_search"] = search
+    probe_steps = 2 * int(steps) if probe_steps is None else int(probe_steps)
+    if probe_steps > 0:
+        record["probe"] = stability_probe(surrogate, steps=probe_steps, dataset=dataset, split=probe_split or split,
+                                          starts=starts, replicas=replicas, seed=seed)
     return record
 
 
