@@ -56,16 +56,16 @@ def stability_probe(surrogate, *, steps: int, dataset=None, split: str = "val", 
     """
     from ..data.dataset import Dataset
     from .ensemble import ensemble_rollout
-    from .fidelity import _resolve_guard, _spread
+    from .fidelity import resolve_guard, spread_indices
     from .initial_state import from_dataset
 
     ds = dataset if isinstance(dataset, Dataset) else Dataset(dataset or surrogate.dataset.path)
     n = len(ds.split_indices(split))
     if n == 0:
         raise ParameterError("split {split} of {dataset} has no samples", split=split, dataset=str(ds.path))
-    guard = _resolve_guard("finite")
+    guard = resolve_guard("finite")
     stopped_at = []
-    picks = _spread(n, int(starts))
+    picks = spread_indices(n, int(starts))
     for sample in picks:
         start = from_dataset(ds, surrogate, split=split, sample=int(sample))
         res = ensemble_rollout(surrogate, start, int(steps), int(replicas), seed, guard=guard)

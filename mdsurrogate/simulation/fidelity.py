@@ -118,7 +118,7 @@ class FidelityStart:
     label: int
 
 
-def _spread(n: int, k: int) -> np.ndarray:
+def spread_indices(n: int, k: int) -> np.ndarray:
     """k indices spread evenly over range(n) (all of them when k ≥ n)."""
     return np.unique(np.round(np.linspace(0, n - 1, min(k, n))).astype(np.int64))
 
@@ -151,7 +151,7 @@ def dataset_starts(ds, surrogate, *, split: str, steps: int, starts: int, histor
     groups: dict[int, int] = {}
     refs: list[ReferenceData] = []
     out = []
-    for i in ok[_spread(len(ok), starts)]:
+    for i in ok[spread_indices(len(ok), starts)]:
         traj, f0 = int(s[i, 0]), int(s[i, 1])
         if traj not in groups:
             nf = int(ds.traj_frames[traj])
@@ -204,7 +204,7 @@ def trajectory_starts(traj: str | os.PathLike, surrogate, *, top: str | os.PathL
              and local.index.shape[1] else np.zeros((0, 2), np.int64))
     ref = ReferenceData(pos, kf, edges, quantiles)
     out = []
-    for f in first + _spread(last - first + 1, starts):
+    for f in first + spread_indices(last - first + 1, starts):
         f = int(f)
         state = from_trajectory(traj, surrogate, top=top, frame=f)
         out.append(FidelityStart(state, ref.frames[f + kf * np.arange(steps + 1)], None,
@@ -260,7 +260,9 @@ def _run(surrogate, fs: FidelityStart, steps: int, replicas: int, seed: int, gua
     return _pad(res.positions, steps + 1), _pad(res.velocities, steps + 1), res.stopped
 
 
-def _resolve_guard(guard):
+def resolve_guard(guard):
+    """A guard as a chain takes it: ``"finite"`` → a StabilityGuard that stops only on non-finite states; any
+    other value (``"default"``, a StabilityGuard, None) unchanged."""
     if guard == "finite":
         from .guard import StabilityGuard
 
@@ -369,7 +371,7 @@ def _rollout_fidelity(surrogate, *, steps, dataset, split, traj, top, starts, re
     info = surrogate.dataset
     scale = nulls.velocity_step_scale(surrogate.units, info.frame_dt, info.delta_frames)
     strength = float((ds.meta.get("generator") or {}).get("interaction_strength", 1.0)) if ds is not None else 1.0
-    guard_obj = _resolve_guard(guard)
+    guard_obj = resolve_guard(guard)
     rng_triv = np.random.default_rng([int(seed), 1])
 
     names = ["model"] + (["baseline"] if baseline is not None else []) + list(NULLS)
