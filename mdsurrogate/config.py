@@ -99,6 +99,8 @@ class TrainConfig:
     bond_weight: float = 0.0  # weight of the local-edge (bond, bone) length error
     select: str = "mse"  # model selection on the one-step val MSE (mse) or the val rollout MSE (rollout)
     select_steps: int = 10  # select = "rollout": model steps of the validation rollouts
+    select_after: int = 0  # evaluations before this epoch keep their best only provisionally: the first one at or
+    #                        after it replaces it (a short validation span can favour an untrained epoch)
     calibrate_noise: int = 0  # stochastic propagators: after training, scale the noise so that K-step validation
     #                           ensembles have spread = error (simulation/calibration.py); K here, 0 = off
     calibrate_memory: bool = False  # with calibrate_noise: also fit the noise memory ρ (correlated draws along a
@@ -285,7 +287,7 @@ def validate_train(t: TrainConfig) -> None:
         raise RecipeError(f"train.lr must be positive, not {t.lr}")
     for key in ("patience", "warmup_epochs", "plateau_patience", "max_minutes", "grad_clip", "weight_decay",
                 "velocity_weight", "energy_weight", "force_weight", "rollout_curriculum", "input_noise",
-                "bond_weight", "calibrate_noise"):
+                "bond_weight", "calibrate_noise", "select_after"):
         if not getattr(t, key) >= 0:  # NaN too
             raise RecipeError(f"train.{key} must be ≥ 0, not {getattr(t, key)}")
     if t.calibrate_split not in ("train", "val", "test"):

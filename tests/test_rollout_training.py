@@ -196,6 +196,16 @@ def test_selection_waits_for_the_curriculum_to_reach_its_chain_length(long_nbody
     plain = Trainer(recipe(long_nbody, epochs=3), tmp_path / "p", device="cpu")  # no curriculum: the first best
     plain.task.selection_value = lambda val, model, it=iter([1.0, 2.0, 0.5]): next(it)
     assert plain.run()["best_epoch"] == 2
+    # select_after: an early best (say, an untrained epoch on a tiny validation span) is only provisional
+    after = Trainer(recipe(long_nbody, epochs=4, select_after=2), tmp_path / "a", device="cpu")
+    after.task.selection_value = lambda val, model, it=iter([0.5, 2.0, 3.0, 1.0]): next(it)
+    s = after.run()
+    assert s["best_epoch"] == 3 and s["best_val"] == 1.0
+    before = Trainer(recipe(long_nbody, epochs=4), tmp_path / "b", device="cpu")
+    before.task.selection_value = lambda val, model, it=iter([0.5, 2.0, 3.0, 1.0]): next(it)
+    assert before.run()["best_epoch"] == 0
+    with pytest.raises(RecipeError, match="select_after must be ≥ 0"):
+        recipe(long_nbody, select_after=-1)
 
 
 def test_rollout_training_runs_and_lowers_the_chained_error(long_nbody, tmp_path):

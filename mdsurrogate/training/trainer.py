@@ -336,9 +336,14 @@ class Trainer:
         self.callback({"event": "end", **summary})
         return summary
 
+    def _selectable(self, epoch: int) -> bool:
+        """Whether ``epoch`` may hold the best weights for good: not before ``train.select_after`` and as the task
+        allows (``Task.selectable``); earlier bests are provisional."""
+        return epoch >= self.recipe.train.select_after and self.task.selectable(epoch)
+
     def _evaluation(self, epoch: int, rec: dict) -> None:
         """Evaluate, select (strict "<"; the first selectable epoch replaces a provisional best, see
-        ``Task.selectable``), save best.pt, count patience, feed the plateau schedule."""
+        ``_selectable``), save best.pt, count patience, feed the plateau schedule."""
         cfg, st, task = self.recipe.train, self.state, self.task
         val = self._evaluate(self.val_ids)
         rec.update({f"val_{k}": v for k, v in val.items() if k in task.eval_figures})
@@ -346,7 +351,7 @@ class Trainer:
         if test is not None:
             rec.update({f"test_{k}": v for k, v in test.items() if k in task.eval_figures})
         value = task.selection_value(val, self.eval_model)
-        provisional = task.selectable(epoch) and not task.selectable(st["best_epoch"])
+        provisional = self._selectable(epoch) and not self._selectable(st["best_epoch"])
         if value < st["best_val"] or provisional:
             st.update(best_val=value, best_epoch=epoch, bad_evals=0,
                       best={"val": val} | ({"test": test} if test is not None else {}))
