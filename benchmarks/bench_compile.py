@@ -26,20 +26,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_models as bm  # noqa: E402
+from timing import median_seconds  # noqa: E402
 
 from mdsurrogate.models.accel import compile_model  # noqa: E402
 from mdsurrogate.models.registry import build_model  # noqa: E402
-
-
-def median_ms(fn, repeats: int) -> float:
-    for _ in range(3):
-        fn()
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times) * 1e3
 
 
 def measure(workload: str, model_name: str, device: torch.device, rounds: int, repeats: int) -> dict:
@@ -87,8 +77,8 @@ def measure(workload: str, model_name: str, device: torch.device, rounds: int, r
     for _ in range(rounds):
         row = {}
         for label in ("eager", "compiled"):
-            row[f"{label}_train_ms"] = round(median_ms(steps[label], repeats), 3)
-            row[f"{label}_forward_ms"] = round(median_ms(forwards[label], repeats), 3)
+            row[f"{label}_train_ms"] = round(median_seconds(steps[label], repeats, device) * 1e3, 3)
+            row[f"{label}_forward_ms"] = round(median_seconds(forwards[label], repeats, device) * 1e3, 3)
         per_round.append(row)
     med = {k: round(statistics.median(r[k] for r in per_round), 3) for k in per_round[0]}
     return {"workload": workload, "model": model_name, "device": str(device), "threads": torch.get_num_threads(),

@@ -56,19 +56,14 @@ def stability_probe(surrogate, *, steps: int, dataset=None, split: str = "val", 
     """
     from ..data.dataset import Dataset
     from .ensemble import ensemble_rollout
-    from .fidelity import resolve_guard, spread_indices
-    from .initial_state import from_dataset
+    from .fidelity import dataset_starts, resolve_guard
 
     ds = dataset if isinstance(dataset, Dataset) else Dataset(dataset or surrogate.dataset.path)
-    n = len(ds.split_indices(split))
-    if n == 0:
-        raise ParameterError("split {split} of {dataset} has no samples", split=split, dataset=str(ds.path))
+    picks, _ = dataset_starts(ds, surrogate, split=split, steps=0, starts=int(starts))  # no reference needed
     guard = resolve_guard("finite")
     stopped_at = []
-    picks = spread_indices(n, int(starts))
-    for sample in picks:
-        start = from_dataset(ds, surrogate, split=split, sample=int(sample))
-        res = ensemble_rollout(surrogate, start, int(steps), int(replicas), seed, guard=guard)
+    for fs in picks:
+        res = ensemble_rollout(surrogate, fs.state, int(steps), int(replicas), seed, guard=guard)
         if res.stopped:
             stopped_at.append(res.steps_done + 1)
     return {"steps": int(steps), "starts": len(picks), "replicas": int(replicas), "split": split,
