@@ -264,7 +264,7 @@ def recipe_from_dict(raw: dict) -> Recipe:
     validate_model(recipe.model, task)
     validate_train(recipe.train)
     if recipe.train.calibrate_noise and recipe.model.params.get("noise", "none") == "none":
-        raise RecipeError("train.calibrate_noise needs a stochastic model: set model.noise (node or cluster)")
+        raise RecipeError("train.calibrate_noise needs a stochastic model: set model.noise (node, cluster or modes)")
     if recipe.train.calibrate_memory and recipe.train.calibrate_noise < 2:
         raise RecipeError("train.calibrate_memory needs train.calibrate_noise ≥ 2 (the memory sets how the spread "
                           "grows with the horizon)")

@@ -21,7 +21,7 @@ def build(name, noise):
 
 
 # (the plain MPNN baseline is not E(3)-equivariant, so neither its mean nor |μ − x| is: not in this list)
-CASES = [("egnn", "node"), ("eghn", "node"), ("eghn", "cluster")]
+CASES = [("egnn", "node"), ("eghn", "node"), ("eghn", "cluster"), ("egnn", "modes"), ("eghn", "modes")]
 
 
 @pytest.mark.parametrize(("name", "noise"), CASES)
@@ -42,7 +42,26 @@ def test_scales_are_invariant_and_mean_equivariant(name, noise):
         assert (out.extras[k] > 0).all()
         assert torch.allclose(moved.extras[k], out.extras[k], atol=1e-10, rtol=0)
     assert torch.allclose(permuted.extras["noise_scale"], out.extras["noise_scale"][perm], atol=1e-10, rtol=0)
+    if noise == "modes":  # signed weights, invariant, permuted with their nodes, not all alike
+        A = out.extras["noise_modes"]
+        assert A.shape == (batch.num_nodes, 4) and A.abs().min() > 0 and (A < 0).any() and (A > 0).any()
+        assert torch.allclose(moved.extras["noise_modes"], A, atol=1e-10, rtol=0)
+        assert torch.allclose(permuted.extras["noise_modes"], A[perm], atol=1e-10, rtol=0)
     assert torch.allclose(moved.x, out.x @ q.T + t, atol=1e-9, rtol=0)
+
+
+def dense_cov(pred, g, idx, noise):
+    """The covariance of graph g's nodes idx, built densely from the extras (not from ``mixing``)."""
+    cov = torch.diag(pred.extras["noise_scale"][idx] ** 2)
+    if noise == "cluster":
+        S = pred.extras["cluster_scores"][idx]
+        K = S.shape[1]
+        tau = pred.extras["cluster_noise_scale"][g * K:(g + 1) * K]
+        cov = cov + S @ torch.diag(tau**2) @ S.T
+    elif noise == "modes":
+        A = pred.extras["noise_modes"][idx]
+        cov = cov + A @ A.T
+    return cov
 
 
 def dense_nll(pred, target, batch, num_graphs, noise):
@@ -50,19 +69,14 @@ def dense_nll(pred, target, batch, num_graphs, noise):
     total, n = 0.0, 0
     for g in range(num_graphs):
         idx = (batch == g).nonzero().squeeze(1)
-        cov = torch.diag(pred.extras["noise_scale"][idx] ** 2)
-        if noise == "cluster":
-            S = pred.extras["cluster_scores"][idx]
-            K = S.shape[1]
-            tau = pred.extras["cluster_noise_scale"][g * K:(g + 1) * K]
-            cov = cov + S @ torch.diag(tau**2) @ S.T
+        cov = dense_cov(pred, g, idx, noise)
         dist = torch.distributions.MultivariateNormal(pred.x[idx].T, covariance_matrix=cov)
         total -= dist.log_prob(target[idx].T).sum().item()
         n += 3 * len(idx)
     return total / n
 
 
-@pytest.mark.parametrize("noise", ["node", "cluster"])
+@pytest.mark.parametrize("noise", ["node", "cluster", "modes"])
 def test_likelihood_equals_dense_gaussian(noise):
     model = build("eghn", noise)
     batch, _ = make_batch()
@@ -73,7 +87,7 @@ def test_likelihood_equals_dense_gaussian(noise):
     assert got == pytest.approx(dense_nll(pred, target, batch.batch, batch.num_graphs, noise), rel=1e-10)
 
 
-@pytest.mark.parametrize("noise", ["node", "cluster"])
+@pytest.mark.parametrize("noise", ["node", "cluster", "modes"])
 def test_samples_have_the_stated_covariance_and_are_isotropic(noise):
     model = build("eghn", noise)
     batch, _ = make_batch(sizes=(6,))
@@ -81,11 +95,7 @@ def test_samples_have_the_stated_covariance_and_are_isotropic(noise):
         pred = model(batch)
     gen = torch.Generator().manual_seed(4)
     draws = torch.stack([model.sample(pred, batch.batch, 1, gen) for _ in range(20000)]) - pred.x  # [D, N, 3]
-    sigma = pred.extras["noise_scale"]
-    cov = torch.diag(sigma**2)
-    if noise == "cluster":
-        S, tau = pred.extras["cluster_scores"], pred.extras["cluster_noise_scale"]
-        cov = cov + S @ torch.diag(tau**2) @ S.T
+    cov = dense_cov(pred, 0, torch.arange(6), noise)
     for c in range(3):  # each Cartesian component has the covariance D + S C Sᵀ ...
         emp = draws[:, :, c].T.cov()
         assert torch.allclose(emp, cov, atol=0.05 * cov.diagonal().max().item())
@@ -110,5 +120,7 @@ def test_bad_settings_are_clear():
         perturbed_model("egnn", noise="cluster", hidden=8, layers=1)
     with pytest.raises(ValueError, match="noise must be"):
         perturbed_model("egnn", noise="per-atom", hidden=8, layers=1)
+    with pytest.raises(ValueError, match="noise_modes must be ≥ 1"):
+        perturbed_model("egnn", noise="modes", noise_modes=0, hidden=8, layers=1)
     assert isinstance(build("egnn", "node"), StochasticPropagator)
     assert math.isfinite(build("egnn", "node").bias0.item())

@@ -9,8 +9,8 @@ from .stochastic import STOCHASTIC_KEYS, StochasticPropagator
 def build_model(name: str, *, node_dim: int, edge_dim: int, local_edge_dim: int, **hparams) -> Propagator:
     """Instantiate a registered model; raises ``KeyError`` naming the known models for an unknown name.
 
-    The keys of ``models.stochastic.STOCHASTIC_KEYS`` (``noise = "node" | "cluster" | "none"``, …) wrap any model
-    in a :class:`~mdsurrogate.models.stochastic.StochasticPropagator`."""
+    The keys of ``models.stochastic.STOCHASTIC_KEYS`` (``noise = "node" | "cluster" | "modes" | "none"``, …) wrap
+    any model in a :class:`~mdsurrogate.models.stochastic.StochasticPropagator`."""
 
     if name not in MODELS:
         raise KeyError(f"unknown model {name!r}; known models: {', '.join(sorted(MODELS))}")

@@ -7,19 +7,24 @@ rollout samples fluctuations of the right size:
 
     noise = "node":     x'_i = μ_i + σ_i ε_i                                 ε_i ~ N(0, I₃)
     noise = "cluster":  x'_i = μ_i + Σ_k S_ik τ_gk ξ_gk + σ_i ε_i            ξ_gk ~ N(0, I₃)
+    noise = "modes":    x'_i = μ_i + Σ_m A_im ξ_gm + σ_i ε_i                 ξ_gm ~ N(0, I₃), m = 1 … M
 
 with σ_i > 0 per node and, for hierarchical models (EGHN), τ_gk > 0 per cluster k of graph g and the model's
 soft assignment S [ΣN, K]: atoms of one cluster move together, so bonds inside a cluster are not stretched by
-the noise (independent per-atom noise of the right size breaks them). Every scale is computed from invariants
-only, and the noise is isotropic, so the model is E(3)-equivariant *in distribution*: rotating, reflecting,
-translating or permuting the input moves the distribution of the output the same way.
+the noise (independent per-atom noise of the right size breaks them). ``modes`` works with any base model: M
+learned collective modes, A_im a signed invariant weight (length unit) of node i in mode m of its graph, so one
+draw ξ_gm moves the atoms of a graph together, some one way and some the other (a group rotating about a bond,
+after the projection onto bond lengths), which independent per-atom noise does only by chance. Every scale is
+computed from invariants only, and the noise is isotropic, so the model is E(3)-equivariant *in distribution*:
+rotating, reflecting, translating or permuting the input moves the distribution of the output the same way.
 
 Training maximises the Gaussian likelihood of the target positions (per coordinate; the three Cartesian
-components share one covariance). For ``cluster`` the per-graph covariance D + S C Sᵀ (D = diag σ², C = diag τ²)
-is handled with the Woodbury identity on [B, K, K] matrices, never an N × N one:
+components share one covariance). Both correlated modes have a per-graph covariance D + A Aᵀ (D = diag σ²; A
+[ΣN, K] the mixing: A = S diag τ for ``cluster``, the learned weights for ``modes``), handled with the Woodbury
+identity on [B, K, K] matrices, never an N × N one:
 
-    NLL = ½ [ rᵀ(D + SCSᵀ)⁻¹r + log det(D + SCSᵀ) + log 2π ]  per coordinate, r = x_target − μ,
-    (D + SCSᵀ)⁻¹ = D⁻¹ − D⁻¹S M⁻¹ SᵀD⁻¹,   M = C⁻¹ + SᵀD⁻¹S,   log det = log det D + log det C + log det M.
+    NLL = ½ [ rᵀ(D + AAᵀ)⁻¹r + log det(D + AAᵀ) + log 2π ]  per coordinate, r = x_target − μ,
+    (D + AAᵀ)⁻¹ = D⁻¹ − D⁻¹A M⁻¹ AᵀD⁻¹,   M = I + AᵀD⁻¹A,   log det = log det D + log det M.
 
 The scales come from a small invariant message-passing network on the same graphs as the base model (node
 features, edge features, squared distances; global and local edge sets), fed also with the size of the mean
@@ -39,9 +44,9 @@ from .base import Prediction, Propagator
 from .layers import mlp
 from .scatter import Aggregator, scatter_sum
 
-NOISE_MODES = ("node", "cluster")
+NOISE_MODES = ("node", "cluster", "modes")
 #: hyper-parameters the stochastic wrapper takes (any propagator's recipe may set them)
-STOCHASTIC_KEYS = ("noise", "noise_init", "noise_hidden", "noise_layers", "noise_min", "project")
+STOCHASTIC_KEYS = ("noise", "noise_init", "noise_hidden", "noise_layers", "noise_min", "noise_modes", "project")
 PROJECTIONS = ("none", "bonds", "angles")
 
 
@@ -86,19 +91,21 @@ class StochasticPropagator(Propagator):
 
     Args:
         base: the mean propagator (any registered model).
-        noise: "node" or "cluster" (the base must return ``extras["cluster_scores"]``, as EGHN does).
+        noise: "node", "cluster" (the base must return ``extras["cluster_scores"]``, as EGHN does) or "modes".
         noise_init: initial σ (and τ) in the dataset's length unit; noise_min: floor added to every scale.
+        noise_modes: M, the number of collective modes of ``modes`` (their weights start small and random: A = 0
+            would be a stationary point of the likelihood).
         noise_hidden, noise_layers: size of the invariant scale network.
         project: what a sampled state is projected onto in rollouts and in training chains: "bonds" (the local
             edges' reference lengths), "angles" (bonds and 1-3 distances: rigid bond angles, for small molecules
             whose motion lives in their torsions) or "none".
     ``forward`` returns the base model's Prediction (x = the mean μ) with ``extras["noise_scale"]`` σ [ΣN] and,
-    for ``cluster``, ``extras["cluster_noise_scale"]`` τ [B·K].
+    for ``cluster``, ``extras["cluster_noise_scale"]`` τ [B·K]; for ``modes``, ``extras["noise_modes"]`` A [ΣN, M].
     """
 
     def __init__(self, base: Propagator, *, node_dim: int, edge_dim: int, local_edge_dim: int, noise: str = "node",
                  noise_init: float = 0.1, noise_hidden: int = 32, noise_layers: int = 2, noise_min: float = 1e-4,
-                 project: str = "bonds"):
+                 noise_modes: int = 4, project: str = "bonds"):
         super().__init__()
         if noise not in NOISE_MODES:
             raise ValueError(f"noise must be one of {', '.join(NOISE_MODES)} (or 'none'), not {noise!r}")
@@ -110,12 +117,18 @@ class StochasticPropagator(Propagator):
         self.project = project
         if not noise_init > 0 or not noise_min >= 0:
             raise ValueError("noise_init must be > 0 and noise_min ≥ 0")
+        if noise == "modes" and int(noise_modes) < 1:
+            raise ValueError(f"noise_modes must be ≥ 1, not {noise_modes}")
         self.base, self.noise, self.noise_min = base, noise, float(noise_min)
         self.name = base.name
         self.uses_local_graph = base.uses_local_graph
         self.produces_clusters = base.produces_clusters
+        self.n_modes = int(noise_modes) if noise == "modes" else 0
         self.scales = ScaleNet(node_dim, edge_dim, local_edge_dim, noise_hidden, noise_layers,
-                               2 if noise == "cluster" else 1)
+                               2 if noise == "cluster" else 1 + self.n_modes)
+        if self.n_modes:  # small random mode weights: A = 0 is a stationary point of the likelihood
+            with torch.no_grad():
+                self.scales.out.weight[1:].normal_(0.0, 0.3 * float(noise_init) / math.sqrt(noise_hidden))
         # softplus(raw + bias0) = noise_init − noise_min at initialisation
         init = max(float(noise_init) - self.noise_min, 1e-6)
         self.register_buffer("bias0", torch.tensor(math.log(math.expm1(init))), persistent=False)
@@ -123,8 +136,8 @@ class StochasticPropagator(Propagator):
     def forward(self, batch: GraphBatch) -> Prediction:
         pred = self.base(batch)
         disp = (pred.x.detach() - batch.x).norm(dim=-1)
-        raw = self.scales(batch, disp) + self.bias0
-        sigma = F.softplus(raw[:, 0]) + self.noise_min
+        raw = self.scales(batch, disp)
+        sigma = F.softplus(raw[:, 0] + self.bias0) + self.noise_min
         pred.extras["noise_scale"] = sigma
         if self.noise == "cluster":
             S = pred.extras["cluster_scores"]  # [ΣN, K]
@@ -133,8 +146,21 @@ class StochasticPropagator(Propagator):
             weight = scatter_sum(S, batch.batch, graphs).reshape(-1).clamp_min(1e-12)  # [B·K] Σ_i S_ik
             cluster_of = batch.batch.unsqueeze(1) * K + torch.arange(K, device=S.device)  # [ΣN, K] flat cluster id
             pooled = scatter_sum((S * raw[:, 1:2]).reshape(-1), cluster_of.reshape(-1), graphs * K) / weight
-            pred.extras["cluster_noise_scale"] = F.softplus(pooled) + self.noise_min
+            pred.extras["cluster_noise_scale"] = F.softplus(pooled + self.bias0) + self.noise_min
+        elif self.noise == "modes":
+            pred.extras["noise_modes"] = raw[:, 1:]
         return pred
+
+    def mixing(self, pred: Prediction, batch: Tensor, num_graphs: int) -> Tensor | None:
+        """A [ΣN, K]: node i's weight on the K shared draws of its graph (``cluster``: S_ik τ_gk; ``modes``: the
+        learned weights), so that the correlated part of the covariance is A Aᵀ per graph; None for ``node``."""
+        if self.noise == "cluster":
+            S, tau = pred.extras["cluster_scores"], pred.extras["cluster_noise_scale"]
+            K = S.shape[1]
+            return S * tau.view(num_graphs, K).index_select(0, batch)
+        if self.noise == "modes":
+            return pred.extras["noise_modes"]
+        return None
 
     # -- sampling and likelihood ------------------------------------------------------------------------------
     def sample(self, pred: Prediction, batch: Tensor, num_graphs: int, generator: torch.Generator | None = None,
@@ -166,12 +192,12 @@ class StochasticPropagator(Propagator):
         eps = standard(mu.shape, None if previous is None else previous[0])
         x = mu + sigma.unsqueeze(-1) * eps
         xi = None
-        if self.noise == "cluster":
-            S, tau = pred.extras["cluster_scores"].to(mu.dtype), pred.extras["cluster_noise_scale"] * gain
-            K = S.shape[1]
+        A = self.mixing(pred, batch, num_graphs)
+        if A is not None:
+            K = A.shape[1]
             xi = standard((num_graphs * K, 3), None if previous is None else previous[1])
-            scaled = (tau.unsqueeze(-1) * xi).view(num_graphs, K, 3)
-            x = x + torch.einsum("nk,nkc->nc", S, scaled.index_select(0, batch))
+            shared = xi.view(num_graphs, K, 3).index_select(0, batch)  # [ΣN, K, 3] the draws of each node's graph
+            x = x + gain * torch.einsum("nk,nkc->nc", A.to(mu.dtype), shared)
         return x, (eps, xi)
 
     def nll(self, pred: Prediction, target: Tensor, batch: Tensor, num_graphs: int) -> Tensor:
@@ -181,23 +207,22 @@ class StochasticPropagator(Propagator):
         var = sigma.square().unsqueeze(-1)  # [ΣN, 1]
         if self.noise == "node":
             return 0.5 * (r.square() / var + var.log() + math.log(2 * math.pi)).mean()
-        # the K×K algebra in float64: M mixes 1/σ² and 1/τ² terms whose ratio float32 cannot always hold
+        # the K×K algebra in float64: M mixes terms of very different size (τ²/σ² can be large)
         out_dtype = r.dtype
         r, var = r.double(), var.double()
-        S, tau = pred.extras["cluster_scores"].double(), pred.extras["cluster_noise_scale"].double()
-        K = S.shape[1]
-        Sd = S / var  # D⁻¹S  [ΣN, K]
-        # M_g = C⁻¹ + Sᵀ D⁻¹ S  (per graph, [B, K, K])
-        outer = (Sd.unsqueeze(2) * S.unsqueeze(1)).reshape(-1, K * K)
+        A = self.mixing(pred, batch, num_graphs).double()
+        K = A.shape[1]
+        Ad = A / var  # D⁻¹A  [ΣN, K]
+        # M_g = I + Aᵀ D⁻¹ A  (per graph, [B, K, K])
+        outer = (Ad.unsqueeze(2) * A.unsqueeze(1)).reshape(-1, K * K)
         M = scatter_sum(outer, batch, num_graphs).view(num_graphs, K, K)
-        M = M + torch.diag_embed(tau.view(num_graphs, K).square().reciprocal())
-        u = scatter_sum((Sd.unsqueeze(-1) * r.unsqueeze(1)).reshape(-1, K * 3), batch, num_graphs)
-        u = u.view(num_graphs, K, 3)  # SᵀD⁻¹r
+        M = M + torch.eye(K, dtype=M.dtype, device=M.device)
+        u = scatter_sum((Ad.unsqueeze(-1) * r.unsqueeze(1)).reshape(-1, K * 3), batch, num_graphs)
+        u = u.view(num_graphs, K, 3)  # AᵀD⁻¹r
         L = torch.linalg.cholesky(M)
         w = torch.cholesky_solve(u, L)  # M⁻¹u
         quad = (r.square() / var).sum() - (u * w).sum()  # Σ over graphs and the 3 coordinates
-        logdet = 3 * (var.log().sum() + tau.square().log().sum()
-                      + 2 * torch.diagonal(L, dim1=-2, dim2=-1).log().sum())
+        logdet = 3 * (var.log().sum() + 2 * torch.diagonal(L, dim1=-2, dim2=-1).log().sum())
         n = r.numel()
         return (0.5 * (quad + logdet) / n + 0.5 * math.log(2 * math.pi)).to(out_dtype)
 

@@ -14,6 +14,7 @@ the stability-guard limits derived from the training data, and the device and dt
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 
@@ -28,6 +29,12 @@ from ..models.base import Prediction
 from ..models.stochastic import is_stochastic, unwrap
 from ..training.checkpoint import Checkpoint, DatasetInfo
 from .guard import StabilityGuard
+
+
+def cap_speed(v: Tensor, limit: float) -> Tensor:
+    """v [ΣN, 3] with every row longer than ``limit`` shortened to it (direction kept)."""
+    speed = v.norm(dim=-1, keepdim=True)
+    return v * (limit / speed.clamp_min(limit))
 
 
 @dataclass
@@ -47,6 +54,12 @@ class Surrogate:
             calibrated gain (``extra["noise_gain"]``, written by ``simulation.calibration``), else 1.
         noise_memory: ρ ∈ [0, 1), the correlation of consecutive noise draws along a rollout (``StochasticPropagator
             .draw``); None: the checkpoint's calibrated value (``extra["noise_memory"]``), else 0 (independent).
+        speed_limit: the largest per-atom speed (the dataset's velocity unit, e.g. Å per frame) the model is given:
+            ``predict`` shortens any longer input velocity to it (direction kept, so the cap is equivariant; the
+            state itself, and what a rollout writes, keep the true velocity). None: the checkpoint's
+            ``extra["input_speed_limit"]`` (1.25 × the fastest training input, stored for MD data), else no cap;
+            ``math.inf`` turns it off. Without it, a stochastic rollout whose sampled displacement is its next
+            velocity can feed the model speeds it never saw, which it amplifies into a blow-up within a few steps.
     """
 
     model: torch.nn.Module
@@ -59,6 +72,7 @@ class Surrogate:
     project: str | bool | None = None
     noise_gain: float | None = None
     noise_memory: float | None = None
+    speed_limit: float | None = None
 
     def __post_init__(self):
         extra = self.checkpoint.extra if self.checkpoint is not None else {}
@@ -66,6 +80,13 @@ class Surrogate:
             self.noise_gain = float(extra.get("noise_gain", 1.0))
         if self.noise_memory is None:
             self.noise_memory = float(extra.get("noise_memory", 0.0))
+        if self.speed_limit is None:
+            self.speed_limit = float(extra.get("input_speed_limit", math.inf))
+        if not self.speed_limit > 0:
+            from ..errors import ParameterError
+
+            raise ParameterError("{speed_limit} must be > 0 (math.inf: no cap), not {value}",
+                                 speed_limit="speed_limit", value=str(self.speed_limit))
 
     # -- construction ---------------------------------------------------------------------------------------
     @classmethod
@@ -202,6 +223,8 @@ class Surrogate:
         """The model's prediction one Δ after the state (x, v) [ΣN, 3] (on the surrogate's device and dtype)."""
         x = x.to(device=self.device, dtype=self.dtype)
         v = v.to(device=self.device, dtype=self.dtype)
+        if math.isfinite(self.speed_limit):
+            v = cap_speed(v, self.speed_limit)
         pred = self.model(self.featurizer(x, v, topo))
         pred.x, pred.v = pred.x.to(self.dtype), pred.v.to(self.dtype)
         return pred

@@ -15,6 +15,10 @@ From the training split (at most ``max_samples`` samples, spread evenly):
   sign in every sampled frame and never comes closer to 0 than a quarter of its mean magnitude (a chiral Cα, not
   a planar carbonyl carbon), which rollouts keep from inverting; ``contact_floor``: the closest the data ever
   brings two atoms that are neither bonded nor 1-3 (the excluded volume stochastic rollouts keep);
+* for MD datasets, ``input_speed_limit``: the largest per-atom speed among the training inputs times
+  ``speed_margin``; a Surrogate caps each atom's input speed at it (``Surrogate.speed_limit``), so that a rollout
+  whose sampled displacements become its next velocities cannot feed the model speeds it never saw and amplify
+  them into a blow-up;
 * ``data``: the raw statistics (means, spreads, extremes) for reports.
 
 The guard stops a rollout with a sentence naming the quantity, the step and the limit; nothing here depends on
@@ -45,7 +49,7 @@ def closest_contact(x: torch.Tensor, batch: torch.Tensor, constrained: torch.Ten
 
 
 def data_limits(ds: Dataset, *, margin: float = 3.0, step_margin: float = 5.0, rg_margin: float = 0.2,
-                bond_floor: float = 0.01,
+                bond_floor: float = 0.01, speed_margin: float = 1.25,
                 max_samples: int = 2000, batch_size: int = 64) -> tuple[dict, dict]:
     """(guard limits, checkpoint extras) from the training split of ``ds``; see the module docstring."""
     ids = ds.split_indices("train")
@@ -54,11 +58,12 @@ def data_limits(ds: Dataset, *, margin: float = 3.0, step_margin: float = 5.0, r
     if len(ids) > max_samples:
         ids = ids[np.linspace(0, len(ids) - 1, max_samples).round().astype(np.int64)]
     single_system = bool(ds.meta.get("md")) and len(set(ds.traj_nodes.tolist())) == 1
-    steps, rgs, lengths, lengths13, volumes, closest = [], [], [], [], [], []
+    steps, speeds, rgs, lengths, lengths13, volumes, closest = [], [], [], [], [], [], []
     centres = None
     for s in range(0, len(ids), batch_size):
-        x0, _, x1, _, topo = ds.gather(ids[s:s + batch_size])
+        x0, v0, x1, _, topo = ds.gather(ids[s:s + batch_size])
         x0, x1 = x0.double(), x1.double()
+        speeds.append(v0.double().norm(dim=-1).max())
         d2 = ((x1 - x0) ** 2).sum(-1, keepdim=True)
         steps.append(scatter_mean(d2, topo.batch, topo.num_graphs).squeeze(-1).sqrt())
         if single_system:
@@ -79,6 +84,9 @@ def data_limits(ds: Dataset, *, margin: float = 3.0, step_margin: float = 5.0, r
     data = {"step_rms_mean": float(step.mean()), "step_rms_max": float(step.max()), "samples": int(len(ids))}
     limits = {"step_rms": step_margin * float(step.max())}
     extra: dict = {}
+    data["input_speed_max"] = speed = float(torch.stack(speeds).max())
+    if ds.meta.get("md") and speed > 0:
+        extra["input_speed_limit"] = speed_margin * speed
     if single_system:
         rg = torch.cat(rgs)
         data.update(rg_min=float(rg.min()), rg_max=float(rg.max()), rg_mean=float(rg.mean()))
