@@ -26,8 +26,10 @@ def long_nbody(tmp_path_factory):
 
 
 def recipe(path, stochastic=False, **train):
+    """``stochastic``: False, True (node noise) or the name of a noise mode."""
     t = {"epochs": 2, "batch_size": 10, "lr": 1e-3, "eval_every": 1, "seed": 2, "velocity_weight": 0.1} | train
-    model = {"name": "egnn", "hidden": 16, "layers": 2} | ({"noise": "node"} if stochastic else {})
+    noise = "node" if stochastic is True else stochastic
+    model = {"name": "egnn", "hidden": 16, "layers": 2} | ({"noise": noise} if noise else {})
     return recipe_from_dict({"data": {"path": str(path)}, "model": model, "train": t})
 
 
@@ -218,11 +220,12 @@ def test_rollout_training_runs_and_lowers_the_chained_error(long_nbody, tmp_path
     assert any("val_rollout_mse" in line for line in lines)
 
 
-def test_stochastic_training_and_sampled_rollout(long_nbody, tmp_path):
+@pytest.mark.parametrize("noise", ["node", "modes"])
+def test_stochastic_training_and_sampled_rollout(long_nbody, tmp_path, noise):
     from mdsurrogate.simulation.initial_state import from_dataset
     from mdsurrogate.simulation.surrogate import Surrogate
 
-    Trainer(recipe(long_nbody, stochastic=True, rollout_steps=2, input_noise=0.01), tmp_path / "s",
+    Trainer(recipe(long_nbody, stochastic=noise, rollout_steps=2, input_noise=0.01), tmp_path / "s",
             device="cpu").run()
     sur = Surrogate.load(tmp_path / "s", device="cpu")
     assert sur.stochastic
