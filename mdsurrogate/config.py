@@ -50,6 +50,10 @@ class DataConfig:
     #: model step, so a stochastic rollout's next velocity follows from its sampled positions), "difference" or
     #: "trajectory"; training refuses an MD dataset ingested otherwise
     velocities: str = ""
+    #: false: the model sees positions only (its input velocities are zero and the node feature ``speed`` is
+    #: dropped), a first-order Markov propagator x(t) → x(t + Δ) whose sampled chain cannot feed back on its own
+    #: noisy displacements; the data and the rollout state keep their velocities for output
+    velocity_input: bool = True
 
 
 @dataclass

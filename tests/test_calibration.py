@@ -119,6 +119,23 @@ def test_train_calibrates_and_rollouts_use_the_stored_gain(walk, tmp_path):
                  "--probe-split", "valid", "--device", "cpu")
     assert res.exit_code == 2 and "Traceback" not in res.output, res.output
     assert "--probe-split must be train, val or test, not 'valid'" in " ".join(res.output.split())
+    # rollout --noise-gain overrides the stored gain: a tiny gain keeps the stay-still walk at its start
+    runs = {}
+    for g in ("1e-9", None):
+        out = tmp_path / f"walk_{g}.xyz"
+        rr = invoke("rollout", path, "--model", tmp_path / "run", "--steps", 2, "--out", out, "--seed", 3,
+                     *(("--noise-gain", g) if g else ()))
+        assert rr.exit_code == 0, rr.output
+        lines = [line.split() for line in out.read_text().splitlines()]
+        runs[g] = np.array([[float(v) for v in w[1:4]] for w in lines if len(w) > 4 and w[0].isalpha()])
+    n = len(runs[None]) // 3  # 3 frames: the start and 2 steps
+    assert runs["1e-9"].shape == runs[None].shape == (3 * n, 3)
+    assert np.abs(runs["1e-9"] - np.tile(runs["1e-9"][:n], (3, 1))).max() < 1e-3
+    assert np.abs(runs[None] - np.tile(runs[None][:n], (3, 1))).max() > 1e-2
+    for bad, why in ((("--noise-gain", "0"), "--noise-gain must be a finite number > 0"),
+                     (("--noise-gain", "2", "--out", tmp_path / "w.mdsr"), "--noise-gain applies to trajectory")):
+        rr = invoke("rollout", path, "--model", tmp_path / "run", "--steps", 2, "--out", tmp_path / "w.xyz", *bad)
+        assert rr.exit_code == 2 and why in " ".join(rr.output.split()), rr.output
 
 
 def test_stability_probe_counts_the_ensembles_that_blow_up(walk, tmp_path):

@@ -245,3 +245,26 @@ def test_bad_rollout_settings_are_clear(long_nbody):
         recipe(long_nbody, input_noise=float("nan"))
     with pytest.raises(Exception, match="rollout_steps"):
         Trainer(recipe(long_nbody, rollout_steps=50), "/tmp/never", device="cpu")
+
+
+def test_a_positions_only_propagator_ignores_velocities(long_nbody, tmp_path):
+    """``[data] velocity_input = false``: no speed feature, zero input velocities, in training and in rollouts."""
+    from mdsurrogate.data.featurize import Featurizer
+    from mdsurrogate.simulation.initial_state import from_dataset
+    from mdsurrogate.simulation.surrogate import Surrogate
+
+    r = recipe(long_nbody, stochastic="modes", rollout_steps=2)
+    r.data.velocity_input = False
+    Trainer(r, tmp_path / "p", device="cpu").run()
+    ck = Checkpoint.load(tmp_path / "p" / "best.pt")
+    assert ck.features["velocity"] is False and "speed" not in ck.features["node"]
+    ds = Dataset(long_nbody)
+    x, v = (torch.from_numpy(a) for a in ds.frame(0, 0))
+    g = Featurizer(ck.features)(x, v + 1.0, ds.topology(np.array([0])))
+    assert torch.count_nonzero(g.v) == 0 and g.h.shape[1] == Featurizer(ds.features).spec.node_dim - 1
+    sur = Surrogate.load(tmp_path / "p", device="cpu")
+    sur.sample = False
+    start = from_dataset(ds, sur, split="test", sample=0)
+    a = sur.rollout(start, 2, seed=1).positions
+    start.v0 = start.v0 * 3.0 + 1.0  # any input velocity: the same mean chain
+    np.testing.assert_array_equal(a, sur.rollout(start, 2, seed=1).positions)

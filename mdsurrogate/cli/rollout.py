@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from pathlib import Path
 
@@ -36,6 +37,10 @@ def rollout(
                                "--no-guard stops on NaN/inf only."),
     seed: int = typer.Option(None, help="Seed of a stochastic propagator's noise (same seed → same trajectory) "
                              "\\[default: 0]."),
+    noise_gain: float = typer.Option(None, "--noise-gain", help="Multiply a stochastic propagator's noise by this "
+                                     "instead of the gain calibrated after training (1 = the noise the likelihood "
+                                     "learned; the calibrated gain fits short ensembles' spread to their error, which "
+                                     "can heat a long chain)."),
     replicas: int = typer.Option(1, help="Independent trajectories of a stochastic propagator, advanced together in "
                                  "one model call per step and written to OUT_r00, OUT_r01, … (same format)."),
     overwrite: bool = OVERWRITE,
@@ -54,9 +59,13 @@ def rollout(
         fail("--steps must be ≥ 1")
     if replicas < 1:
         fail("--replicas must be ≥ 1")
+    if noise_gain is not None and not (math.isfinite(noise_gain) and noise_gain > 0):
+        fail(f"--noise-gain must be a finite number > 0, not {noise_gain}")
     ext = out_file.suffix.lower()
     if replicas > 1 and ext == ".mdsr":
         fail("--replicas writes trajectory files; a .mdsr file holds one rollout")
+    if noise_gain is not None and ext == ".mdsr":
+        fail("--noise-gain applies to trajectory files; a .mdsr file replays the checkpoint's own noise")
     if ext != ".mdsr":
         from ..io.writers import supported_extensions, writer_class
 
@@ -78,6 +87,10 @@ def rollout(
 
     ensure_parent(out_file)  # a parent that is a regular file: one sentence now, before the model is loaded
     sur = Surrogate.load(model, device=device)
+    if noise_gain is not None:
+        if not sur.stochastic:
+            fail(f"--noise-gain applies to a stochastic propagator; {model} predicts one next state")
+        sur.noise_gain = noise_gain
     if source.is_dir():
         from ..data.dataset import Dataset
 

@@ -26,6 +26,9 @@ Edge features (global and local edge sets alike):
     charge_product    q_i q_j  (from node property ``charge``)
     same:<prop>       1 if node property <prop> is equal at both ends else 0
     <prop>            a stored static edge property (e.g. ``hops``, ``length0``), times ``scales[<prop>]``
+
+``"velocity": false`` (recipe ``[data] velocity_input = false``): the model is given zero velocities and no
+``speed`` feature, a propagator of positions only.
 """
 
 from __future__ import annotations
@@ -54,6 +57,8 @@ class FeatureSpec:
     scales: dict[str, float] = field(default_factory=dict)
     classes: dict[str, int] = field(default_factory=dict)
     vertical_axis: int = 1
+    #: False: the model's input velocities are zero (a propagator of positions only)
+    velocity: bool = True
 
     @classmethod
     def from_dict(cls, d: dict) -> FeatureSpec:
@@ -72,7 +77,15 @@ class FeatureSpec:
             "scales": dict(self.scales),
             "classes": dict(self.classes),
             "vertical_axis": self.vertical_axis,
+            **({} if self.velocity else {"velocity": False}),
         }
+
+    def without_velocity(self) -> FeatureSpec:
+        """This spec for a propagator of positions only: no ``speed`` node feature, zero input velocities."""
+        d = self.to_dict()
+        d["node"] = [n for n in d["node"] if n != "speed"]
+        d["velocity"] = False
+        return FeatureSpec.from_dict(d)
 
     # -- dimensions --------------------------------------------------------------------------------------
     def _width(self, name: str) -> int:
@@ -204,7 +217,10 @@ class Featurizer:
             raise FeatureError(f"feature needs node property {name!r}, which the dataset does not have") from None
 
     def __call__(self, x: Tensor, v: Tensor, topo: BatchTopology) -> GraphBatch:
-        """Build the model input for states ``x``, ``v`` [ΣN, 3] on topology ``topo``."""
+        """Build the model input for states ``x``, ``v`` [ΣN, 3] on topology ``topo`` (``v`` replaced by zeros when
+        the spec's ``velocity`` is False)."""
+        if not self.spec.velocity:
+            v = torch.zeros_like(x)
         glob = self.global_edges(x, topo)
         local = topo.edge_sets.get("local")
         if local is None:

@@ -10,8 +10,11 @@ from ..errors import UserError
 
 
 def check_features(surrogate, ds) -> None:
-    """A dataset must give the model the inputs it was trained on."""
-    if ds.features.to_dict() != surrogate.featurizer.spec.to_dict():
+    """A dataset must give the model the inputs it was trained on (a positions-only model: the dataset's features
+    without the velocity)."""
+    spec = surrogate.featurizer.spec
+    have = ds.features if spec.velocity else ds.features.without_velocity()
+    if have.to_dict() != spec.to_dict():
         raise UserError(f"dataset {ds.path} has other features than the model was trained with")
 
 

@@ -80,7 +80,8 @@ class PropagatorTask(Task):
         if self.dataset.meta.get("task") == "potential":
             raise UserError(f"dataset {data_path} holds energies and forces for a learned potential, not "
                             "trajectories for a propagator; train it with a potential recipe (e.g. cu_emt_potential)")
-        self.featurizer = Featurizer(self.dataset.features)
+        spec = self.dataset.features
+        self.featurizer = Featurizer(spec if recipe.data.velocity_input else spec.without_velocity())
         t = recipe.train
         md = self.dataset.meta.get("md") or {}
         wanted = recipe.data.velocities
