@@ -20,8 +20,8 @@ rotating, reflecting, translating or permuting the input moves the distribution 
 
 ``noise_torsions`` (with any of the three) adds, for a molecule's rotatable bonds t (``data.torsions``: bridges of
 the bond graph with atoms off the axis on both sides), one scalar draw θ_gt ~ N(0, 1) with a learned invariant
-scale s_t (radians, from the scale network at the bond's two atoms), turning the bond's smaller side about it
-(linearised about the mean):
+scale s_t (radians, from the scale network at the bond's two atoms), turning the bond's two sides against each
+other about it (linearised about the mean):
 
     x'_i += Σ_t w_ti s_t θ_gt û_t × (μ_i − μ_j(t))    (û_t: unit axis j → k)
 
@@ -117,10 +117,11 @@ class StochasticPropagator(Propagator):
             would be a stationary point of the likelihood).
         noise_hidden, noise_layers: size of the invariant scale network.
         noise_torsions: add one scalar draw θ_t ~ N(0, 1) per rotatable bond t of the local (bond) graph
-            (``data.torsions``) with a learned invariant scale s_t (radians), turning the bond's smaller side
-            about the bond axis (linearised: atom i moves θ_t s_t û_t × (μ_i − μ_j)): noise along the torsions a
-            small molecule's motion lives in, which isotropic noise can only reach by wasting variance on the
-            directions the projection removes. The likelihood then uses the general Woodbury form (below).
+            (``data.torsions``) with a learned invariant scale s_t (radians), turning the bond's two sides
+            against each other about its axis (linearised: atom i moves w_ti s_t θ_t û_t × (μ_i − μ_j)): noise
+            along the torsions a small molecule's motion lives in, which isotropic noise can only reach by wasting
+            variance on the directions the projection removes. The likelihood then uses the general Woodbury form
+            (module docstring). For small molecules: on a Cα trace every virtual bond is a bridge.
         project: what a sampled state is projected onto in rollouts and in training chains: "bonds" (the local
             edges' reference lengths), "angles" (bonds and 1-3 distances: rigid bond angles, for small molecules
             whose motion lives in their torsions) or "none".
