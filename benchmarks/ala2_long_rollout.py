@@ -98,8 +98,9 @@ def main() -> None:
         # bonds of the rollout's own frames (the start, an MD frame, left out) against the MD's mean lengths: the
         # RMS deviation of each bond over time ÷ the MD's RMS spread of that bond (≤ 2 is the target), and the
         # largest single deviation beside the MD's own
-        "bond_rms_dev_over_md_spread_max": float((np.sqrt(((roll_len - md_mean) ** 2).mean(0)) / md_std).max()),
-        "bond_dev_max": float(np.abs(roll_len - md_mean).max()),
+        "bond_rms_dev_over_md_spread_max": float((np.sqrt(((roll_len - md_mean) ** 2).mean(0)) / md_std).max())
+        if len(roll_len) else None,  # None: the rollout stopped before its first step
+        "bond_dev_max": float(np.abs(roll_len - md_mean).max()) if len(roll_len) else None,
         "md_bond_dev_max": float(np.abs(md_len - md_mean).max()),
         "md_bond_rms_spread": md_std.round(4).tolist(),
         "closest_not_bonded": {"md": closest(md), "surrogate": closest(rollout)},
