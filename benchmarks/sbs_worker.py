@@ -23,8 +23,8 @@ loss + backward + optimizer step; ``step`` = rollout step (rollout_* only).
 
 Environment: ``MDSURROGATE_EDGE_IMPL`` = ``fused`` (default) or ``reference`` picks the edge pipeline of the
 message-passing layers (see ``mdsurrogate.models.fused``), ``SBS_OPTIMIZER`` = ``adam`` (plain
-``torch.optim.Adam``, as the peers) or ``recommended`` (default: ``bench_models.make_adam``, the trainer's own
-optimizer, ``mdsurrogate.training.optim.make_adam``).
+``torch.optim.Adam``, as the peers) or ``recommended`` (default: ``bench_models.make_adam``, the construction we
+recommend to the trainer).
 """
 
 from __future__ import annotations

@@ -76,29 +76,6 @@ def test_same_seed_same_numbers_and_best_val_protocol(tiny_nbody, tmp_path):
     assert a["task"] == "propagator" and a["best_val"] == a["best_val_mse"]
 
 
-def test_the_optimizer_is_fused_adam_with_the_same_update():
-    """Training uses one fused Adam kernel (foreach where it does not apply): the same update as plain Adam up to
-    float rounding."""
-    from mdsurrogate.training.optim import make_adam
-
-    g = torch.Generator().manual_seed(0)
-    start = [torch.randn(5, 3, generator=g), torch.randn(7, generator=g)]
-    grads = [[torch.randn(p.shape, generator=g) for p in start] for _ in range(4)]
-    runs = []
-    for build in (lambda ps: make_adam(ps, lr=1e-2, weight_decay=1e-3),
-                  lambda ps: torch.optim.Adam(ps, lr=1e-2, weight_decay=1e-3, foreach=False)):
-        params = [torch.nn.Parameter(p.clone()) for p in start]
-        opt = build(params)
-        for step in grads:
-            for p, gr in zip(params, step, strict=True):
-                p.grad = gr.clone()
-            opt.step()
-        runs.append((opt, params))
-    assert runs[0][0].defaults["fused"] is True
-    for a, b in zip(runs[0][1], runs[1][1], strict=True):
-        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
-
-
 def test_resume_continues_to_the_same_result(tiny_nbody, tmp_path):
     full = Trainer(recipe(tiny_nbody), tmp_path / "full", device="cpu").run()
     Trainer(recipe(tiny_nbody, epochs=3), tmp_path / "part", device="cpu").run()  # "killed" after epoch 2

@@ -38,7 +38,6 @@ from ..models.base import count_parameters
 from .checkpoint import Checkpoint
 from .ema import EMA
 from .metrics import batches, shard
-from .optim import make_adam
 from .runlog import MetricsLog
 from .schedule import LRSchedule
 from .tasks import Task, make_task
@@ -137,8 +136,8 @@ class Trainer:
         params = [p for p in self.model.parameters() if p.requires_grad]
         self.trainable = bool(params)  # a frozen baseline (e.g. linear with learn_tau = false) is only evaluated
         self.params = params
-        self.optimizer = make_adam(params or [torch.zeros(1, requires_grad=True)], lr=cfg.lr,
-                                   weight_decay=cfg.weight_decay)
+        self.optimizer = torch.optim.Adam(params or [torch.zeros(1, requires_grad=True)], lr=cfg.lr,
+                                          weight_decay=cfg.weight_decay)
         self.schedule = LRSchedule(self.optimizer, kind=cfg.schedule, lr=cfg.lr, epochs=cfg.epochs,
                                    warmup_epochs=cfg.warmup_epochs, lr_final_ratio=cfg.lr_final_ratio,
                                    plateau_factor=cfg.plateau_factor, plateau_patience=cfg.plateau_patience)
