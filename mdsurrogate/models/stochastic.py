@@ -257,7 +257,7 @@ class StochasticPropagator(Propagator):
         if columns is not None:
             tors = pred.extras["torsions"]
             atom, t, vec = columns
-            theta = standard((tors.axis.shape[1],), None if previous is None or len(previous) < 3 else previous[2])
+            theta = standard((tors.axis.shape[1],), None if previous is None else previous[2])
             x = x.index_add(0, atom, gain * theta[t].unsqueeze(-1) * vec.to(mu.dtype))
         return x, (eps, xi, theta)
 
@@ -276,19 +276,10 @@ class StochasticPropagator(Propagator):
         A = self.mixing(pred, batch, num_graphs).double()
         K = A.shape[1]
         Ad = A / var  # D⁻¹A  [ΣN, K]
-        # M_g = I + Aᵀ D⁻¹ A  (per graph, [B, K, K])
-        outer = (Ad.unsqueeze(2) * A.unsqueeze(1)).reshape(-1, K * K)
-        M = scatter_sum(outer, batch, num_graphs).view(num_graphs, K, K)
-        M = M + torch.eye(K, dtype=M.dtype, device=M.device)
+        # per graph: AᵀD⁻¹A [B, K, K] and AᵀD⁻¹r [B, K, 3] (the three coordinates share M: log det M counts 3×)
+        outer = scatter_sum((Ad.unsqueeze(2) * A.unsqueeze(1)).reshape(-1, K * K), batch, num_graphs)
         u = scatter_sum((Ad.unsqueeze(-1) * r.unsqueeze(1)).reshape(-1, K * 3), batch, num_graphs)
-        u = u.view(num_graphs, K, 3)  # AᵀD⁻¹r
-        L = torch.linalg.cholesky(M)
-        w = torch.cholesky_solve(u, L)  # M⁻¹u
-        quad = (r.square() / var).sum() - (u * w).sum()  # Σ over graphs and the 3 coordinates
-        logdet = 3 * (var.log().sum() + 2 * torch.diagonal(L, dim1=-2, dim2=-1).log().sum())
-        n = r.numel()
-        return (0.5 * (quad + logdet) / n + 0.5 * math.log(2 * math.pi)).to(out_dtype)
-
+        return low_rank_nll(r, var, outer.view(num_graphs, K, K), u.view(num_graphs, K, 3), copies=3).to(out_dtype)
 
     def _nll_general(self, pred: Prediction, r: Tensor, var: Tensor, batch: Tensor, num_graphs: int) -> Tensor:
         """The NLL with the covariance D ⊗ I₃ + W Wᵀ, W [3ΣN, C] per graph: the mode or cluster columns
@@ -311,14 +302,22 @@ class StochasticPropagator(Propagator):
         W = torch.cat(parts, dim=2)
         C = W.shape[2]
         Wd = W / var.unsqueeze(-1)  # D⁻¹W
-        M = scatter_sum((Wd.transpose(1, 2) @ W).reshape(n, C * C), batch, num_graphs).view(num_graphs, C, C)
-        M = M + torch.eye(C, dtype=M.dtype, device=M.device)
-        u = scatter_sum(torch.einsum("nac,na->nc", Wd, r), batch, num_graphs)  # [B, C] WᵀD⁻¹r
-        L = torch.linalg.cholesky(M)
-        w = torch.cholesky_solve(u.unsqueeze(-1), L).squeeze(-1)
-        quad = (r.square() / var).sum() - (u * w).sum()
-        logdet = 3 * var.log().sum() + 2 * torch.diagonal(L, dim1=-2, dim2=-1).log().sum()
-        return (0.5 * (quad + logdet) / r.numel() + 0.5 * math.log(2 * math.pi)).to(out_dtype)
+        outer = scatter_sum((Wd.transpose(1, 2) @ W).reshape(n, C * C), batch, num_graphs).view(num_graphs, C, C)
+        u = scatter_sum(torch.einsum("nac,na->nc", Wd, r), batch, num_graphs).unsqueeze(-1)  # [B, C, 1] WᵀD⁻¹r
+        return low_rank_nll(r, var, outer, u, copies=1).to(out_dtype)
+
+
+def low_rank_nll(r: Tensor, var: Tensor, outer: Tensor, u: Tensor, *, copies: int) -> Tensor:
+    """Mean Gaussian NLL per coordinate of residuals r [ΣN, 3] under D + W Wᵀ (D = diag ``var`` [ΣN, 1] on every
+    coordinate) by the Woodbury identity, given per graph ``outer`` = WᵀD⁻¹W [B, C, C] and ``u`` = WᵀD⁻¹r
+    [B, C, R]: with M = I + WᵀD⁻¹W, rᵀΣ⁻¹r = rᵀD⁻¹r − uᵀM⁻¹u and log det Σ = log det D + ``copies`` · log det M
+    (3 when the three coordinates each have the covariance D + AAᵀ, R = 3; 1 for one 3N-dimensional W, R = 1)."""
+    M = outer + torch.eye(outer.shape[-1], dtype=outer.dtype, device=outer.device)
+    L = torch.linalg.cholesky(M)
+    w = torch.cholesky_solve(u, L)  # M⁻¹u
+    quad = (r.square() / var).sum() - (u * w).sum()
+    logdet = 3 * var.log().sum() + copies * 2 * torch.diagonal(L, dim1=-2, dim2=-1).log().sum()
+    return 0.5 * (quad + logdet) / r.numel() + 0.5 * math.log(2 * math.pi)
 
 
 def is_stochastic(model: nn.Module) -> bool:
