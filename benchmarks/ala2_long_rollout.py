@@ -1,7 +1,7 @@
 """A long stochastic rollout of alanine dipeptide against the MD it learned from (the issue-13 check).
 
     python benchmarks/ala2_long_rollout.py RUN MD_DIR [--ns 10] [--seed 11] [--openmm-ns-per-day X]
-                                                       [--noise-gain G]
+                                                       [--noise-gain G] [--flow-steps S]
 
 RUN: a propagator trained on heavy atoms of ``mdsurrogate simulate ala2 MD_DIR`` (e.g. recipe
 ``ala2_egnn_stochastic``). Rolls it out from the last MD frame for ``--ns`` of simulated time (guard on) and prints
@@ -33,12 +33,15 @@ def main() -> None:
     ap.add_argument("--openmm-ns-per-day", type=float, default=None)
     ap.add_argument("--noise-gain", type=float, default=None,
                     help="multiply the noise by this instead of the checkpoint's calibrated gain")
+    ap.add_argument("--flow-steps", type=int, default=None,
+                    help="midpoint steps of a flow propagator's transport (default: the recipe's model.flow_steps)")
     a = ap.parse_args()
 
     import MDAnalysis as mda
 
     from mdsurrogate.analysis.dihedrals import backbone_quadruples, dihedral_angles
     from mdsurrogate.analysis.ramachandran import basin_populations, jensen_shannon, ramachandran_histogram, transitions
+    from mdsurrogate.models.stochastic import unwrap
     from mdsurrogate.simulation import initial_state
     from mdsurrogate.simulation.surrogate import Surrogate
 
@@ -47,6 +50,10 @@ def main() -> None:
     sur = Surrogate.load(a.run, device="cpu")
     if a.noise_gain is not None:
         sur.noise_gain = a.noise_gain
+    if a.flow_steps is not None:
+        if not sur.has_flow or a.flow_steps < 1:
+            ap.error("--flow-steps needs a propagator with model.flow = true and a value ≥ 1")
+        sur.flow_steps = a.flow_steps
     start = initial_state.from_trajectory(traj, sur, top=top, frame=-1)
     steps = int(round(a.ns * 1000.0 / sur.delta_time))
     t0 = time.perf_counter()
@@ -85,6 +92,7 @@ def main() -> None:
     report = {
         "run": a.run, "md": str(md_dir), "seed": a.seed, "steps": steps, "steps_done": res.steps_done,
         "stopped": res.stopped, "wall_s": wall, "noise_gain": sur.noise_gain,
+        "flow_steps": (sur.flow_steps or unwrap(sur.model).flow_steps) if sur.has_flow else None,
         "surrogate_ns_per_s": res.steps_done * sur.delta_time / 1000.0 / wall,
         "openmm_ns_per_s": openmm / 86400.0 if openmm else None,
         "populations": {"md": basin_populations(phi_md, psi_md), "surrogate": basin_populations(phi, psi)},

@@ -41,6 +41,9 @@ def rollout(
                                      "instead of the gain calibrated after training (1 = the noise the likelihood "
                                      "learned; the calibrated gain fits short ensembles' spread to their error, which "
                                      "can heat a long chain)."),
+    flow_steps: int = typer.Option(None, "--flow-steps", help="Midpoint steps of a flow propagator's transport "
+                                   "per draw (model.flow = true; more: closer to the learned law, slower) "
+                                   "\\[default: the recipe's model.flow_steps]."),
     replicas: int = typer.Option(1, help="Independent trajectories of a stochastic propagator, advanced together in "
                                  "one model call per step and written to OUT_r00, OUT_r01, … (same format)."),
     overwrite: bool = OVERWRITE,
@@ -64,8 +67,11 @@ def rollout(
     ext = out_file.suffix.lower()
     if replicas > 1 and ext == ".mdsr":
         fail("--replicas writes trajectory files; a .mdsr file holds one rollout")
-    if noise_gain is not None and ext == ".mdsr":
-        fail("--noise-gain applies to trajectory files; a .mdsr file replays the checkpoint's own noise")
+    if flow_steps is not None and flow_steps < 1:
+        fail(f"--flow-steps must be ≥ 1, not {flow_steps}")
+    for flag, given in (("--noise-gain", noise_gain), ("--flow-steps", flow_steps)):
+        if given is not None and ext == ".mdsr":
+            fail(f"{flag} applies to trajectory files; a .mdsr file replays the checkpoint's own sampler")
     if ext != ".mdsr":
         from ..io.writers import supported_extensions, writer_class
 
@@ -91,6 +97,10 @@ def rollout(
         if not sur.stochastic:
             fail(f"--noise-gain applies to a stochastic propagator; {model} predicts one next state")
         sur.noise_gain = noise_gain
+    if flow_steps is not None:
+        if not sur.has_flow:
+            fail(f"--flow-steps applies to a propagator with a flow step (model.flow = true); {model} has none")
+        sur.flow_steps = flow_steps
     if source.is_dir():
         from ..data.dataset import Dataset
 

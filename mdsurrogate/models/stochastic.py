@@ -45,6 +45,10 @@ identity on [B, K, K] matrices, never an N × N one:
 With torsions the three components no longer separate (a column moves atoms in different directions): the
 covariance is D ⊗ I₃ + W Wᵀ with W [3N, 3K + T] per graph and the same identity on [B, 3K + T, 3K + T] matrices.
 
+``flow = true`` adds a generative step (``models.flow``): each Gaussian draw above is the prior of a learned
+equivariant conditional flow, trained by flow matching beside the likelihood, that carries it to the data's law of
+next states, which may have several modes where a Gaussian has one (``draw``; ``prior_draw`` is the Gaussian).
+
 The scales come from a small invariant message-passing network on the same graphs as the base model (node
 features, edge features, squared distances; global and local edge sets), fed also with the size of the mean
 displacement ‖μ_i − x_i‖ (detached).
@@ -60,13 +64,14 @@ from torch import Tensor, nn
 
 from ..data.graph import GraphBatch
 from .base import Prediction, Propagator
+from .flow import FlowField
 from .layers import mlp
 from .scatter import Aggregator, scatter_sum
 
 NOISE_MODES = ("node", "cluster", "modes")
 #: hyper-parameters the stochastic wrapper takes (any propagator's recipe may set them)
 STOCHASTIC_KEYS = ("noise", "noise_init", "noise_hidden", "noise_layers", "noise_min", "noise_modes", "noise_torsions",
-                   "project")
+                   "project", "flow", "flow_hidden", "flow_layers", "flow_steps", "flow_length")
 PROJECTIONS = ("none", "bonds", "angles")
 
 
@@ -122,6 +127,10 @@ class StochasticPropagator(Propagator):
             along the torsions a small molecule's motion lives in, which isotropic noise can only reach by wasting
             variance on the directions the projection removes. The likelihood then uses the general Woodbury form
             (module docstring). For small molecules: on a Cα trace every virtual bond is a bridge.
+        flow: transport every Gaussian draw through a learned conditional flow (``models.flow``): the Gaussian
+            becomes the prior of a generative step trained by flow matching (``flow_loss``), whose draws can be
+            multimodal; flow_hidden, flow_layers: the field's size; flow_steps: midpoint steps per draw;
+            flow_length: the length (dataset unit) that scales the field's distance inputs.
         project: what a sampled state is projected onto in rollouts and in training chains: "bonds" (the local
             edges' reference lengths), "angles" (bonds and 1-3 distances: rigid bond angles, for small molecules
             whose motion lives in their torsions) or "none".
@@ -132,7 +141,8 @@ class StochasticPropagator(Propagator):
 
     def __init__(self, base: Propagator, *, node_dim: int, edge_dim: int, local_edge_dim: int, noise: str = "node",
                  noise_init: float = 0.1, noise_hidden: int = 32, noise_layers: int = 2, noise_min: float = 1e-4,
-                 noise_modes: int = 4, noise_torsions: bool = False, project: str = "bonds"):
+                 noise_modes: int = 4, noise_torsions: bool = False, project: str = "bonds", flow: bool = False,
+                 flow_hidden: int = 64, flow_layers: int = 3, flow_steps: int = 5, flow_length: float = 5.0):
         super().__init__()
         if noise not in NOISE_MODES:
             raise ValueError(f"noise must be one of {', '.join(NOISE_MODES)} (or 'none'), not {noise!r}")
@@ -162,6 +172,11 @@ class StochasticPropagator(Propagator):
         self.register_buffer("bias0", torch.tensor(math.log(math.expm1(init))), persistent=False)
         # torsion scales start at 0.3 rad
         self.register_buffer("bias_torsion", torch.tensor(math.log(math.expm1(0.3))), persistent=False)
+        if int(flow_steps) < 1:
+            raise ValueError(f"flow_steps must be ≥ 1, not {flow_steps}")
+        self.flow_steps = int(flow_steps)
+        self.flow = FlowField(node_dim, edge_dim, local_edge_dim, flow_hidden, flow_layers, flow_length) if flow \
+            else None
 
     def forward(self, batch: GraphBatch) -> Prediction:
         pred = self.base(batch)
@@ -186,6 +201,8 @@ class StochasticPropagator(Propagator):
             j, k = tors.axis
             pred.extras["torsions"] = tors
             pred.extras["torsion_scale"] = F.softplus(0.5 * (raw[j, -1] + raw[k, -1]) + self.bias_torsion)
+        if self.flow is not None:
+            pred.extras["inputs"] = batch  # the state the flow is conditioned on
         return pred
 
     def torsion_columns(self, pred: Prediction) -> tuple[Tensor, Tensor, Tensor] | None:
@@ -224,15 +241,26 @@ class StochasticPropagator(Propagator):
         return self.draw(pred, batch, num_graphs, generator, gain)[0]
 
     def draw(self, pred: Prediction, batch: Tensor, num_graphs: int, generator: torch.Generator | None = None,
-             gain: float = 1.0, memory: float = 0.0,
-             previous: tuple[Tensor, Tensor | None] | None = None) -> tuple[Tensor, tuple[Tensor, Tensor | None]]:
+             gain: float = 1.0, memory: float = 0.0, previous: tuple[Tensor, Tensor | None] | None = None,
+             flow_steps: int | None = None) -> tuple[Tensor, tuple[Tensor, Tensor | None]]:
         """``sample`` with temporally correlated noise: the standard normal draws (ε [ΣN, 3] per node, ξ [B·K, 3]
         per cluster) follow an AR(1) process along a chain, ε_k = ρ ε_{k−1} + √(1 − ρ²) η_k with fresh η_k and
         ρ = ``memory`` ∈ [0, 1), so that each draw is still N(0, I) (the one-step law is unchanged) while
         consecutive steps are correlated by ρ and the spread of a k-step ensemble grows faster than √k, as
         unresolved slow motions make it. ``previous``: the last call's standard draws (None: the chain's first
         step, or ρ = 0). Returns (positions [ΣN, 3], this call's standard draws for the next call). Isotropic
-        and rotated with the state, so the chain stays E(3)-equivariant in distribution."""
+        and rotated with the state, so the chain stays E(3)-equivariant in distribution. With a flow, the
+        Gaussian draw is the prior the flow transports (``flow_steps`` midpoint steps; None: the model's)."""
+        x, standard = self.prior_draw(pred, batch, num_graphs, generator, gain, memory, previous)
+        if self.flow is not None:  # a sampler, not a differentiable draw
+            with torch.no_grad():
+                x = self.flow.transport(pred.extras["inputs"], x.detach(), pred.x, flow_steps or self.flow_steps)
+        return x, standard
+
+    def prior_draw(self, pred: Prediction, batch: Tensor, num_graphs: int, generator: torch.Generator | None = None,
+                   gain: float = 1.0, memory: float = 0.0,
+                   previous: tuple[Tensor, Tensor | None] | None = None) -> tuple[Tensor, tuple]:
+        """The Gaussian draw (``draw`` without the flow): μ plus the node, shared and torsion noise."""
         if not 0.0 <= memory < 1.0:
             raise ValueError(f"memory must be in [0, 1), not {memory}")
         mu, sigma = pred.x, pred.extras["noise_scale"] * gain
@@ -260,6 +288,14 @@ class StochasticPropagator(Propagator):
             theta = standard((tors.axis.shape[1],), None if previous is None else previous[2])
             x = x.index_add(0, atom, gain * theta[t].unsqueeze(-1) * vec.to(mu.dtype))
         return x, (eps, xi, theta)
+
+    def flow_loss(self, pred: Prediction, target: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        """The flow-matching loss (``models.flow``) of ``target`` [ΣN, 3] from a Gaussian draw of ``pred`` (no
+        gradient into the draw or the mean: they are trained by their own terms)."""
+        inputs = pred.extras["inputs"]
+        with torch.no_grad():
+            x0, _ = self.prior_draw(pred, inputs.batch, inputs.num_graphs, generator)
+        return self.flow.loss(inputs, x0, target, pred.x, generator)
 
     def nll(self, pred: Prediction, target: Tensor, batch: Tensor, num_graphs: int) -> Tensor:
         """Mean Gaussian negative log-likelihood per coordinate of ``target`` [ΣN, 3] (nats)."""

@@ -88,7 +88,7 @@ class Chain:
         if sur.stochastic:
             x_new, self._drawn = unwrap(sur.model).draw(pred, self.topo.batch, self.topo.num_graphs, self.generator,
                                                         gain=sur.noise_gain, memory=sur.noise_memory,
-                                                        previous=self.noise)
+                                                        previous=self.noise, flow_steps=sur.flow_steps)
         if self.contacts is not None:
             floor, excluded = self.contacts
             x_new, _ = project_with_contacts(x_new, *self.bonds, floor=floor, batch=self.topo.batch,

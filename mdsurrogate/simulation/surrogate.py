@@ -60,6 +60,8 @@ class Surrogate:
             ``extra["input_speed_limit"]`` (1.25 × the fastest training input, stored for MD data), else no cap;
             ``math.inf`` turns it off. Without it, a stochastic rollout whose sampled displacement is its next
             velocity can feed the model speeds it never saw, which it amplifies into a blow-up within a few steps.
+        flow_steps: midpoint steps of a flow propagator's transport per draw (``models.flow``); None: the recipe's
+            ``model.flow_steps``.
     """
 
     model: torch.nn.Module
@@ -73,6 +75,7 @@ class Surrogate:
     noise_gain: float | None = None
     noise_memory: float | None = None
     speed_limit: float | None = None
+    flow_steps: int | None = None
 
     def __post_init__(self):
         extra = self.checkpoint.extra if self.checkpoint is not None else {}
@@ -82,6 +85,11 @@ class Surrogate:
             self.noise_memory = float(extra.get("noise_memory", 0.0))
         if self.speed_limit is None:
             self.speed_limit = float(extra.get("input_speed_limit", math.inf))
+        if self.flow_steps is not None and int(self.flow_steps) < 1:
+            from ..errors import ParameterError
+
+            raise ParameterError("{flow_steps} must be ≥ 1 (None: the model's), not {value}", flow_steps="flow_steps",
+                                 value=str(self.flow_steps))
         if not self.speed_limit > 0:
             from ..errors import ParameterError
 
@@ -151,6 +159,11 @@ class Surrogate:
     def stochastic(self) -> bool:
         """True when the propagator samples its next state (and ``sample`` is on)."""
         return self.sample and is_stochastic(self.model)
+
+    @property
+    def has_flow(self) -> bool:
+        """True for a stochastic propagator with a generative flow step (``model.flow``)."""
+        return is_stochastic(self.model) and getattr(unwrap(self.model), "flow", None) is not None
 
     @property
     def velocity_from_positions(self) -> bool:

@@ -13,6 +13,8 @@ For a batch of samples with input state (x₀, v₀) and true positions x₁ …
   chain's state, and with ``rollout_noise = "sample"`` the chain continues from a draw of the model's own noise
   (x̂_k = μ_k + stop_gradient(noise)), so the mean learns to bring the states its own noise produces back to
   the data (with ``"mean"`` it continues from μ_k);
+* with ``model.flow``, every step adds the flow-matching loss of x_k from a draw of the Gaussian (its prior);
+  training chains continue from Gaussian draws (the flow's transport is for sampling);
 * ``noise_loss = "separate"``: the mean is trained by the MSE and the noise scales by the likelihood of the
   detached mean, so that heteroscedastic weighting (1/σ² on each residual) cannot trade the mean's accuracy for
   the scales' (``"joint"``, the default: one likelihood for both);
@@ -91,6 +93,10 @@ class RolloutObjective:
                     nll = self._nll(model, pred, targets[0], topo)
                     parts["nll"] = nll.detach()
                     first = nll + mse if self.noise_loss == "separate" else nll
+                    flow = self._flow(model, pred, targets[0], generator)
+                    if flow is not None:
+                        parts["flow"] = flow.detach()
+                        first = first + flow
                 else:
                     first = mse
                 if v1 is not None:  # the papers' arithmetic: mse + λ_v·mse_v (+ aux)
@@ -105,6 +111,9 @@ class RolloutObjective:
                 if stochastic:
                     nll = self._nll(model, pred, targets[k], topo)
                     step_loss = nll + mse if self.noise_loss == "separate" else nll
+                    flow = self._flow(model, pred, targets[k], generator)
+                    if flow is not None:
+                        step_loss = step_loss + flow
                 total = total + self.rollout_discount ** k * step_loss
                 parts[f"mse_{k + 1}"] = mse.detach()
             if self.bond_weight and local is not None and local.index.shape[1] > 0:
@@ -113,7 +122,7 @@ class RolloutObjective:
                 bond = bond + self.rollout_discount ** k * (error ** 2).mean()
             if k + 1 < steps:
                 if stochastic and self.rollout_noise == "sample":
-                    draw = unwrap(model).sample(pred, topo.batch, topo.num_graphs, generator)
+                    draw, _ = unwrap(model).prior_draw(pred, topo.batch, topo.num_graphs, generator)
                     x_new = x_new + (draw - pred.x).detach()
                     if pairs is not None:  # as in a rollout: the draw projected onto the constraints
                         x_new, _ = project_bond_lengths(x_new, pairs, lengths, iterations=30, tol=0.0)
@@ -132,3 +141,9 @@ class RolloutObjective:
         if self.noise_loss == "separate":
             pred = dataclasses.replace(pred, x=pred.x.detach())
         return unwrap(model).nll(pred, target, topo.batch, topo.num_graphs)
+
+    @staticmethod
+    def _flow(model, pred, target: Tensor, generator) -> Tensor | None:
+        """The flow-matching term of a propagator with a flow (``models.flow``), else None."""
+        inner = unwrap(model)
+        return inner.flow_loss(pred, target, generator) if inner.flow is not None else None

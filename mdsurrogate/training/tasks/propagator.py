@@ -97,7 +97,8 @@ class PropagatorTask(Task):
         stochastic = recipe.model.params.get("noise", "none") != "none"
         self.for_rollouts = stochastic or t.rollout_steps > 1 or t.input_noise > 0 or t.bond_weight > 0
         if stochastic:
-            self.train_figures = ("loss", "mse", "mse_v", "nll")
+            flow = ("flow",) if recipe.model.params.get("flow") else ()
+            self.train_figures = ("loss", "mse", "mse_v", "nll") + flow
         if t.select == "rollout":
             self.selection, self.selection_label = "rollout_mse", f"val rollout MSE ({t.select_steps} steps)"
             self.eval_figures = ("mse", "mse_v", "rollout_mse")
