@@ -73,12 +73,14 @@ class FlowField(nn.Module):
             nn.init.zeros_(head[-1].weight)                           # transport, the Gaussian draw unchanged
             nn.init.zeros_(head[-1].bias)
 
-    def _edge_inputs(self, h, xs, x, mu, edge_index, edge_attr):
+    def _edge_geometry(self, xs, x, mu, edge_index):
+        """The edge vectors rel [E, 5, 3] (``EDGE_VECTORS``) and their Gram invariants [E, 15] over length_scale²:
+        fixed within one evaluation of the field, so computed once per edge set and shared by every layer."""
         i, j = edge_index
         moved = xs - x
-        rel = torch.stack([xs[i] - xs[j], x[i] - x[j], mu[i] - mu[j], moved[i], moved[j]], dim=1)  # [E, 5, 3]
-        gram = (rel @ rel.transpose(1, 2))[:, self.gram_rows, self.gram_cols] / self.length_scale ** 2  # [E, 15]
-        return torch.cat([h[i], h[j], gram, edge_attr], dim=-1), rel
+        rel = torch.stack([xs[i] - xs[j], x[i] - x[j], mu[i] - mu[j], moved[i], moved[j]], dim=1)
+        gram = (rel @ rel.transpose(1, 2))[:, self.gram_rows, self.gram_cols] / self.length_scale ** 2
+        return rel, gram
 
     def forward(self, batch: GraphBatch, xs: Tensor, s: Tensor, mu: Tensor) -> Tensor:
         """batch: the state's GraphBatch (x [ΣN, 3] its positions); xs [ΣN, 3] the moving positions; s [B] the flow
@@ -90,16 +92,23 @@ class FlowField(nn.Module):
         glob = Aggregator(batch.edge_index[0], x.shape[0])
         loc = Aggregator(batch.local_edge_index[0], x.shape[0])
         w = batch.edge_weight
+        g_rel, g_gram = self._edge_geometry(xs, x, mu, batch.edge_index)
+        l_rel, l_gram = self._edge_geometry(xs, x, mu, batch.local_edge_index)
+        gi, gj = batch.edge_index
+        li, lj = batch.local_edge_index
+
+        def g_in(h):
+            return torch.cat([h[gi], h[gj], g_gram, batch.edge_attr], dim=-1)
+
+        def l_in(h):
+            return torch.cat([h[li], h[lj], l_gram, batch.local_edge_attr], dim=-1)
+
         for g_net, l_net, n_net in zip(self.glob, self.local, self.node, strict=True):
-            g_in, _ = self._edge_inputs(h, xs, x, mu, batch.edge_index, batch.edge_attr)
-            l_in, _ = self._edge_inputs(h, xs, x, mu, batch.local_edge_index, batch.local_edge_attr)
-            mg = glob.mean(g_net(g_in), w)
-            ml = loc.mean(l_net(l_in), None)
+            mg = glob.mean(g_net(g_in(h)), w)
+            ml = loc.mean(l_net(l_in(h)), None)
             h = h + n_net(torch.cat([h, mg, ml], dim=-1))
-        g_in, g_rel = self._edge_inputs(h, xs, x, mu, batch.edge_index, batch.edge_attr)
-        l_in, l_rel = self._edge_inputs(h, xs, x, mu, batch.local_edge_index, batch.local_edge_attr)
-        g_vec = (self.glob_vec(g_in).unsqueeze(-1) * g_rel).sum(1)  # [E, 3]
-        l_vec = (self.local_vec(l_in).unsqueeze(-1) * l_rel).sum(1)
+        g_vec = (self.glob_vec(g_in(h)).unsqueeze(-1) * g_rel).sum(1)  # [E, 3]
+        l_vec = (self.local_vec(l_in(h)).unsqueeze(-1) * l_rel).sum(1)
         return glob.mean(g_vec, w) + loc.mean(l_vec, None) + self.self_vec(h) * (mu - xs)
 
     def transport(self, batch: GraphBatch, x0: Tensor, mu: Tensor, steps: int) -> Tensor:

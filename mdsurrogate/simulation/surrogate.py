@@ -85,14 +85,12 @@ class Surrogate:
             self.noise_memory = float(extra.get("noise_memory", 0.0))
         if self.speed_limit is None:
             self.speed_limit = float(extra.get("input_speed_limit", math.inf))
-        if self.flow_steps is not None and int(self.flow_steps) < 1:
-            from ..errors import ParameterError
+        from ..errors import ParameterError
 
+        if self.flow_steps is not None and int(self.flow_steps) < 1:
             raise ParameterError("{flow_steps} must be ≥ 1 (None: the model's), not {value}", flow_steps="flow_steps",
                                  value=str(self.flow_steps))
         if not self.speed_limit > 0:
-            from ..errors import ParameterError
-
             raise ParameterError("{speed_limit} must be > 0 (math.inf: no cap), not {value}",
                                  speed_limit="speed_limit", value=str(self.speed_limit))
 
