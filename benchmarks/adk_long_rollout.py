@@ -1,6 +1,7 @@
 """Does a long rollout stay a protein? Geometry of an AdK Cα rollout against the MD it was trained on.
 
     python benchmarks/adk_long_rollout.py RUN [--steps 1000] [--seed 0] [--out rollout.dcd] [--project angles]
+                                              [--noise-gain G] [--noise-memory RHO]
 
 Rolls the model of RUN (a run directory or checkpoint trained on ``ingest adk --source embedded --select "name
 CA"``) out from the last frame of MDAnalysisTests' ``adk_dims2.dcd`` with the guard on, then reports per step, and
@@ -46,6 +47,11 @@ def main() -> None:
     ap.add_argument("--project", default=None, choices=("none", "bonds", "angles"),
                     help="project every state (default: the model's own setting; a deterministic model projects "
                          "nothing unless asked, as `mdsurrogate demo` asks for angles)")
+    ap.add_argument("--noise-gain", type=float, default=None,
+                    help="sample a stochastic model with this noise gain instead of the checkpoint's calibrated one "
+                         "(1: the likelihood's own noise)")
+    ap.add_argument("--noise-memory", type=float, default=None,
+                    help="and with this noise memory ρ instead of the checkpoint's")
     a = ap.parse_args()
 
     import MDAnalysis as mda
@@ -66,6 +72,10 @@ def main() -> None:
     sur = Surrogate.load(a.run, device="cpu")
     if a.project is not None:
         sur.project = a.project
+    if a.noise_gain is not None:
+        sur.noise_gain = a.noise_gain
+    if a.noise_memory is not None:
+        sur.noise_memory = a.noise_memory
     start = initial_state.from_trajectory(dcd2, sur, top=top, frame=-1)
     t0 = time.perf_counter()
     if a.out:
@@ -92,7 +102,8 @@ def main() -> None:
 
     delta = int(sur.dataset.delta_frames)
     report = {"run": str(a.run), "steps_done": int(len(x) - 1), "steps": a.steps, "stopped": stopped,
-              "seed": a.seed, "seconds": wall, "rollout": describe(x),
+              "seed": a.seed, "seconds": wall, "noise_gain": sur.noise_gain, "noise_memory": sur.noise_memory,
+              "rollout": describe(x),
               "md": describe(np.concatenate([m[::delta] for m in md])),
               "md_note": "MD rows: every Δ-th frame of adk_dims.dcd and adk_dims2.dcd"}
     print(json.dumps(report))

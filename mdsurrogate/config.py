@@ -101,7 +101,8 @@ class TrainConfig:
     noise_loss: str = "joint"  # stochastic models: mean and scales by one likelihood (joint), or the mean by MSE and
     #                           the scales by the likelihood of the detached mean (separate)
     bond_weight: float = 0.0  # weight of the local-edge (bond, bone) length error
-    select: str = "mse"  # model selection on the one-step val MSE (mse) or the val rollout MSE (rollout)
+    select: str = "mse"  # model selection on the one-step val MSE (mse), the val rollout MSE (rollout) or, for a
+    #                      stochastic propagator with a flow, the val flow-matching loss (flow)
     select_steps: int = 10  # select = "rollout": model steps of the validation rollouts
     select_after: int = 0  # evaluations before this epoch keep their best only provisionally: the first one at or
     #                        after it replaces it (a short validation span can favour an untrained epoch)
@@ -269,6 +270,9 @@ def recipe_from_dict(raw: dict) -> Recipe:
     validate_train(recipe.train)
     if recipe.train.calibrate_noise and recipe.model.params.get("noise", "none") == "none":
         raise RecipeError("train.calibrate_noise needs a stochastic model: set model.noise (node, cluster or modes)")
+    if recipe.train.select == "flow" and not recipe.model.params.get("flow"):
+        raise RecipeError("train.select = 'flow' ranks epochs by the validation flow-matching loss: it needs a "
+                          "stochastic model with a flow (model.flow = true)")
     if recipe.train.calibrate_memory and recipe.train.calibrate_noise < 2:
         raise RecipeError("train.calibrate_memory needs train.calibrate_noise ≥ 2 (the memory sets how the spread "
                           "grows with the horizon)")
@@ -302,8 +306,8 @@ def validate_train(t: TrainConfig) -> None:
         raise RecipeError(f"train.rollout_noise must be 'sample' or 'mean', not {t.rollout_noise!r}")
     if t.noise_loss not in ("joint", "separate"):
         raise RecipeError(f"train.noise_loss must be 'joint' or 'separate', not {t.noise_loss!r}")
-    if t.select not in ("mse", "rollout"):
-        raise RecipeError(f"train.select must be 'mse' or 'rollout', not {t.select!r}")
+    if t.select not in ("mse", "rollout", "flow"):
+        raise RecipeError(f"train.select must be 'mse', 'rollout' or 'flow', not {t.select!r}")
     if t.schedule not in SCHEDULES:
         raise RecipeError(f"train.schedule must be one of {', '.join(SCHEDULES)}, not {t.schedule!r}")
     if t.dtype not in DTYPE_NAMES:

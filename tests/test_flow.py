@@ -99,9 +99,12 @@ def test_flow_matching_learns_a_two_mode_next_state():
 
 
 def test_a_trained_flow_propagator_rolls_out_and_flow_steps_is_checked(tmp_path):
-    """`train` with model.flow = true logs the flow-matching loss and stores a checkpoint that loads with its flow;
+    """`train` with model.flow = true logs the flow-matching loss (training and validation), selects the epoch with
+    the lowest validation flow loss under train.select = "flow" and stores a checkpoint that loads with its flow;
     `rollout --flow-steps` changes the transport (a seeded rollout differs between 1 and 3 steps, repeats with the
     same); bad values and models without a flow get one sentence and exit 2."""
+    import json
+
     import numpy as np
 
     from mdsurrogate.simulation.surrogate import Surrogate
@@ -115,16 +118,27 @@ def test_a_trained_flow_propagator_rolls_out_and_flow_steps_is_checked(tmp_path)
     data = write_walks(tmp_path / "ds", pos, train_frames=20)
     runs = {}
     for name, flow in (("flow", True), ("plain", False)):
-        recipe = stay_still_recipe(data)
+        recipe = stay_still_recipe(data, epochs=4, select="flow")
         recipe["model"].update(flow=flow, flow_hidden=8, flow_layers=1, flow_steps=2)
-        recipe["train"]["lr"] = 1e-3
+        recipe["train"]["lr"] = 1e-2
         path = tmp_path / f"{name}.toml"
         path.write_text(toml(recipe))
         res = invoke("train", path, "--out", tmp_path / name, "--device", "cpu")
+        if not flow:  # selecting on a flow the model lacks is refused before training
+            assert res.exit_code == 2 and "needs a stochastic model with a flow" in " ".join(res.output.split()), \
+                res.output
+            recipe["train"]["select"] = "mse"
+            path.write_text(toml(recipe))
+            res = invoke("train", path, "--out", tmp_path / name, "--device", "cpu")
         assert res.exit_code == 0, res.output
         runs[name] = tmp_path / name
     log = (runs["flow"] / "metrics.jsonl").read_text()
     assert '"train_flow"' in log and '"train_flow"' not in (runs["plain"] / "metrics.jsonl").read_text()
+    evals = [r for r in map(json.loads, log.splitlines()) if "val_flow" in r]
+    assert len(evals) == 4 and len({r["val_flow"] for r in evals}) > 1
+    best = min(evals, key=lambda r: r["val_flow"])
+    summary = json.loads((runs["flow"] / "summary.json").read_text())
+    assert summary["best_epoch"] == best["epoch"] and summary["best_val"] == best["val_flow"]
     assert Surrogate.load(runs["flow"], device="cpu").has_flow and not Surrogate.load(runs["plain"]).has_flow
 
     def frames(steps, seed=3):

@@ -13,7 +13,10 @@ Training for rollouts (``train.rollout_steps``, ``rollout_curriculum``, ``rollou
 RolloutObjective` instead (a batch then holds the true positions after 1 … m steps, from samples whose frames never
 cross a split boundary); with none of them set the loss is exactly the papers'. ``train.select = "rollout"`` ranks
 evaluations by the validation rollout MSE (the mean over k = 1 … ``select_steps`` of the position MSE of the model
-chained on its own mean predictions) instead of the one-step validation MSE.
+chained on its own mean predictions) instead of the one-step validation MSE. A stochastic propagator with a flow
+(``model.flow``) also reports the validation flow-matching loss (``val_flow``), and ``train.select = "flow"`` ranks
+evaluations by it: the mean's one-step MSE levels off long before the flow has learned the law of the next state,
+so selecting on it keeps an under-trained flow.
 
 Every checkpoint also carries what the training data says a sane rollout looks like
 (:func:`~mdsurrogate.training.limits.data_limits`): the stability guard's limits and the reference bond lengths.
@@ -34,6 +37,7 @@ from ...data.topology import BatchTopology
 from ...errors import UserError
 from ...models.base import Prediction
 from ...models.registry import build_model
+from ...models.stochastic import unwrap
 from ..checkpoint import DatasetInfo
 from ..limits import data_limits
 from ..metrics import evaluate
@@ -103,6 +107,10 @@ class PropagatorTask(Task):
             self.selection, self.selection_label = "rollout_mse", f"val rollout MSE ({t.select_steps} steps)"
             self.eval_figures = ("mse", "mse_v", "rollout_mse")
             self._check_selection_chains(t.select_steps)
+        elif stochastic and recipe.model.params.get("flow"):
+            self.eval_figures = ("mse", "mse_v", "flow")
+            if t.select == "flow":
+                self.selection, self.selection_label = "flow", "val flow-matching loss"
         self.generator = torch.Generator().manual_seed(int(t.seed))
         self.steps = 1
 
@@ -184,12 +192,39 @@ class PropagatorTask(Task):
         out = evaluate(model, self.dataset, ids, self.featurizer, device=self.device, batch_size=batch_size,
                        dtype=self.dtype, autocast=self.amp and self.device.type == "cuda", distributed=distributed)
         res = {"mse": out["mse"], "mse_v": out["mse_v"]}
-        if self.recipe.train.select == "rollout":
-            res["rollout_mse"] = self.rollout_mse(model, ids, batch_size)
+        if "rollout_mse" in self.eval_figures:
+            res["rollout_mse"] = self.rollout_mse(model, ids, batch_size, distributed)
+        if "flow" in self.eval_figures:
+            res["flow"] = self.flow_loss(model, ids, batch_size, distributed)
         return res
 
+    def _mean(self, total: float, count: float, distributed: bool) -> float:
+        """total / count, summed over the ranks under DDP (every rank evaluates its shard of the samples)."""
+        if distributed:
+            sums = torch.tensor([total, count], device=self.device, dtype=torch.float64)
+            torch.distributed.all_reduce(sums)
+            total, count = sums.tolist()
+        return total / count if count else float("nan")
+
     @torch.no_grad()
-    def rollout_mse(self, model: nn.Module, ids: np.ndarray, batch_size: int) -> float:
+    def flow_loss(self, model: nn.Module, ids: np.ndarray, batch_size: int, distributed: bool = False) -> float:
+        """The flow-matching loss (``models.flow``) of the one-step targets of ``ids``, per coordinate (Å²), from
+        one prior draw and one flow time per sample. The draws come from a generator seeded alike at every
+        evaluation, so that evaluations are compared on the same random numbers and differ by the weights only."""
+        inner = unwrap(model)
+        model.eval()
+        generator = torch.Generator(device=self.device).manual_seed(int(self.recipe.train.seed))
+        total, count = 0.0, 0
+        for s in range(0, len(ids), batch_size):
+            x0, v0, x1, _, topo = self.dataset.gather(ids[s:s + batch_size])
+            x0, v0, x1 = (a.to(self.device, self.dtype) for a in (x0, v0, x1))
+            pred = model(self.featurizer(x0, v0, topo.to(self.device)))
+            total += float(inner.flow_loss(pred, x1, generator)) * x1.numel()
+            count += x1.numel()
+        return self._mean(total, count, distributed)
+
+    @torch.no_grad()
+    def rollout_mse(self, model: nn.Module, ids: np.ndarray, batch_size: int, distributed: bool = False) -> float:
         """Mean over k = 1 … select_steps and over the samples (of ``ids``) whose split holds those frames of the
         position MSE of the model chained on its own mean predictions (NaN when no sample qualifies). A sample's
         error at step k is capped at ``DIVERGED_PENALTY`` × its stay-still error (or the batch's mean stay-still
@@ -198,8 +233,6 @@ class PropagatorTask(Task):
         split = {0: "train", 1: "val", 2: "test"}[int(self.dataset.split_codes[ids[0]])] if len(ids) else "val"
         steps = self.recipe.train.select_steps
         usable = np.intersect1d(ids, chain_sample_ids(self.dataset, split, steps))
-        if len(usable) == 0:
-            return float("nan")
         model.eval()
         total, count = 0.0, 0
         for s in range(0, len(usable), batch_size):
@@ -219,7 +252,7 @@ class PropagatorTask(Task):
                 count += len(chunk)
                 v = (x_new - x) / float(self.dataset.delta_frames) if self.objective.lag_velocity else pred.v
                 x = x_new
-        return total / count
+        return self._mean(total, count, distributed)
 
     def summary(self, best: dict) -> dict:
         val, test = best.get("val", {}), best.get("test", {})
