@@ -1,23 +1,22 @@
 """A long stochastic rollout of alanine dipeptide against the MD it learned from (the issue-13 check).
 
-    python benchmarks/ala2_long_rollout.py RUN MD_DIR [--ns 10] [--seed 11] [--openmm-ns-per-day X]
+    python benchmarks/ala2_long_rollout.py RUN MD_DIR [--ns 10] [--seed 11] [--openmm-ns X | --openmm-ns-per-day X]
                                                        [--noise-gain G] [--flow-steps S] [--kernel-starts 2000]
 
 RUN: a propagator trained on heavy atoms of ``mdsurrogate simulate ala2 MD_DIR`` (e.g. recipe
 ``ala2_egnn_stochastic``). Rolls it out from the last MD frame for ``--ns`` of simulated time (guard on) and prints
-one JSON line: steps done and why it stopped; the surrogate's simulated ns per wall second (beside OpenMM's,
-read from MD_DIR/simulate.json unless given); φ/ψ basin populations (αR / β / other), the Jensen–Shannon
-divergence (bits, 30° bins) of its Ramachandran histogram to the MD's and, as the noise floor, between the MD's
-two halves; αR↔β transitions per ns (the MD's also counted on every Δ-th frame, as the rollout is sampled); per
-heavy-atom bond, the RMS deviation of the rollout's lengths from the MD's mean over the MD's own RMS spread (the
-largest over bonds; the target is ≤ 2), and the largest single deviation beside the MD's own; the closest pair of
-atoms that are not bonded, in the rollout and in the MD.
-
-Beside the long rollout it checks the learned law of one step, free of a long chain's sampling noise: from
-``--kernel-starts`` MD frames spread over the run (4 draws each, batched in one model call per 128 starts) one
-step Δ, whose φ/ψ histogram is compared with the MD's frames Δ after the same starts (``kernel_js_bits``; the
-long rollout's divergence cannot be lower than what its kernel gets wrong in one step, and this figure varies
-far less between seeds). ``--kernel-starts 0`` skips it.
+one JSON line: steps done and why it stopped; the surrogate's simulated ns per wall second beside OpenMM's:
+with ``--openmm-ns X`` measured in this run, just before the rollout, by ``mdsurrogate simulate ala2`` for X ns
+(production only, same threads: a side-by-side figure), else read from MD_DIR/simulate.json (another run);
+φ/ψ basin populations (αR / β / other), the Jensen–Shannon divergence (bits, 30° bins) of its Ramachandran histogram
+to the MD's and, as the noise floor, between the MD's two halves; αR↔β transitions per ns (the MD's also counted on
+every Δ-th frame, as the rollout is sampled); per heavy-atom bond, the RMS deviation of the rollout's lengths from
+the MD's mean over the MD's own RMS spread (the largest over bonds; the target is ≤ 2), and the largest single
+deviation beside the MD's own; the closest pair of atoms that are not bonded, in the rollout and in the MD. Beside
+the long rollout it checks the learned law of one step, free of a long chain's sampling noise: from
+``--kernel-starts`` MD frames spread over the run (4 draws each, batched in one model call per 128 starts) one step
+Δ, whose φ/ψ histogram is compared with that of the MD's frames Δ after the same starts (``kernel_js_bits``: what the
+long chain compounds, and a figure that varies far less between seeds). ``--kernel-starts 0`` skips it.
 """
 
 from __future__ import annotations
@@ -28,6 +27,19 @@ import time
 from pathlib import Path
 
 import numpy as np
+
+
+def time_openmm(ns: float) -> float:
+    """OpenMM's production throughput (simulated ns per day) for ``mdsurrogate simulate ala2 … --ns ns``, run now
+    in a temporary folder with this process's environment (threads)."""
+    import subprocess
+    import sys
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        subprocess.run([sys.executable, "-m", "mdsurrogate", "simulate", "ala2", f"{tmp}/md", "--ns", str(ns)],
+                       check=True, capture_output=True)
+        return json.loads(Path(tmp, "md", "simulate.json").read_text())["throughput"]["ns_per_day"]
 
 
 def one_step_divergence(sur, topo, md: np.ndarray, lag: int, starts: int, seed: int, phipsi, histogram,
@@ -55,6 +67,8 @@ def main() -> None:
     ap.add_argument("md_dir")
     ap.add_argument("--ns", type=float, default=10.0)
     ap.add_argument("--seed", type=int, default=11)
+    ap.add_argument("--openmm-ns", type=float, default=None,
+                    help="time OpenMM in this run: `mdsurrogate simulate ala2` for this many ns before the rollout")
     ap.add_argument("--openmm-ns-per-day", type=float, default=None)
     ap.add_argument("--noise-gain", type=float, default=None,
                     help="multiply the noise by this instead of the checkpoint's calibrated gain")
@@ -83,6 +97,12 @@ def main() -> None:
         sur.flow_steps = a.flow_steps
     start = initial_state.from_trajectory(traj, sur, top=top, frame=-1)
     steps = int(round(a.ns * 1000.0 / sur.delta_time))
+    openmm, openmm_source = a.openmm_ns_per_day, "given"
+    if a.openmm_ns:
+        openmm, openmm_source = time_openmm(a.openmm_ns), f"mdsurrogate simulate ala2 --ns {a.openmm_ns:g}, this run"
+    elif openmm is None and (md_dir / "simulate.json").is_file():
+        openmm, openmm_source = (json.loads((md_dir / "simulate.json").read_text())["throughput"]["ns_per_day"],
+                                 f"{md_dir / 'simulate.json'} (another run)")
     t0 = time.perf_counter()
     res = sur.rollout(start, steps, seed=a.seed)
     wall = time.perf_counter() - t0
@@ -116,15 +136,12 @@ def main() -> None:
     kernel = one_step_divergence(sur, start.topo, md, every, a.kernel_starts, a.seed, phipsi,
                                  ramachandran_histogram, jensen_shannon) if a.kernel_starts > 0 else None
 
-    openmm = a.openmm_ns_per_day
-    if openmm is None and (md_dir / "simulate.json").is_file():
-        openmm = json.loads((md_dir / "simulate.json").read_text())["throughput"]["ns_per_day"]
     report = {
         "run": a.run, "md": str(md_dir), "seed": a.seed, "steps": steps, "steps_done": res.steps_done,
         "stopped": res.stopped, "wall_s": wall, "noise_gain": sur.noise_gain,
         "flow_steps": (sur.flow_steps or unwrap(sur.model).flow_steps) if sur.has_flow else None,
         "surrogate_ns_per_s": res.steps_done * sur.delta_time / 1000.0 / wall,
-        "openmm_ns_per_s": openmm / 86400.0 if openmm else None,
+        "openmm_ns_per_s": openmm / 86400.0 if openmm else None, "openmm_source": openmm_source if openmm else None,
         "populations": {"md": basin_populations(phi_md, psi_md), "surrogate": basin_populations(phi, psi)},
         "js_bits": jensen_shannon(ramachandran_histogram(phi, psi), ramachandran_histogram(phi_md, psi_md)),
         "js_md_halves_bits": jensen_shannon(ramachandran_histogram(phi_md[:half], psi_md[:half]),

@@ -55,6 +55,28 @@ def test_rotatable_bonds_are_the_bridges_with_atoms_off_the_axis():
     assert torch.allclose(tors.weight[first & (tors.weight < 0)], torch.full((4,), -3 / 7, dtype=torch.float64))
 
 
+def test_the_same_bond_tensor_is_recognised_and_an_edited_one_is_read_again(monkeypatch):
+    """A rollout passes the same bond tensor every step: the second call returns the first answer without reading
+    the tensor (no host copy); an in-place edit of it, or an equal copy, is read by its contents."""
+    import mdsurrogate.data.torsions as torsions_module
+
+    topo = bond_topology()
+    local, ptr = topo.edge_sets["local"].index.clone(), topo.ptr.clone()
+    first = rotatable_bonds(local, ptr)
+    reads = []
+    by_contents = torsions_module._by_contents
+    monkeypatch.setattr(torsions_module, "_by_contents", lambda e, p: reads.append(1) or by_contents(e, p))
+    assert rotatable_bonds(local, ptr) is first and reads == []
+    assert torch.equal(rotatable_bonds(local.clone(), ptr).axis, first.axis) and len(reads) == 1
+    local[:, -2:] = local[:, -2:].flip(1)  # in place: two columns swapped …
+    local[:, -2:] = local[:, -2:].flip(1)  # … and back: same contents, new version
+    assert torch.equal(rotatable_bonds(local, ptr).axis, first.axis) and len(reads) == 2
+    ring = {len(TREE), len(TREE) + 3}  # the second molecule's ring-closing bond, both directions
+    local[:, [set(c) == ring for c in local.T.tolist()]] = len(TREE) + 5  # in place: made a self-loop (ignored)
+    opened = rotatable_bonds(local, ptr)  # a chain of six: 8-9 and 9-10 split it too
+    assert opened.axis.shape[1] == first.axis.shape[1] + 2 and len(reads) == 3
+
+
 def build(noise):
     return perturbed_model("egnn", noise=noise, noise_torsions=True, noise_hidden=8, hidden=16, layers=2)
 

@@ -123,7 +123,7 @@ class Featurizer:
         if kind not in ("complete", "radius", "static"):
             raise FeatureError(f"unknown global graph kind {kind!r} (complete, radius or static)")
         self.envelope = self._envelope_width()
-        self._complete_cache: tuple[Tensor, Tensor] | None = None
+        self._complete_cache: tuple[Tensor, int, Tensor] | None = None
 
     # -- graphs ------------------------------------------------------------------------------------------
     def global_edges(self, x: Tensor, topo: BatchTopology) -> EdgeSet:
@@ -133,11 +133,13 @@ class Featurizer:
                 raise FeatureError("the feature spec asks for a static global graph but the dataset has none")
             return topo.edge_sets["global"]
         if kind == "complete":
-            cached = self._complete_cache
-            if cached is not None and cached[0].shape == topo.ptr.shape and torch.equal(cached[0], topo.ptr):
-                return EdgeSet(cached[1])
+            cached = self._complete_cache  # (ptr, its in-place version, edge index)
+            if cached is not None and ((cached[0] is topo.ptr and cached[1] == topo.ptr._version)  # a rollout:
+                                       or (cached[0].shape == topo.ptr.shape            # no read, no device sync
+                                           and torch.equal(cached[0], topo.ptr))):
+                return EdgeSet(cached[2])
             index = complete_graph(topo.ptr)
-            self._complete_cache = (topo.ptr, index)
+            self._complete_cache = (topo.ptr, topo.ptr._version, index)
             return EdgeSet(index)
         cutoff = float(self.spec.global_graph["cutoff"])
         return EdgeSet(radius_graph(x.detach(), cutoff, topo.batch))

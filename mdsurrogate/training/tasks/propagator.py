@@ -216,11 +216,9 @@ class PropagatorTask(Task):
         generator = torch.Generator(device=self.device).manual_seed(int(self.recipe.train.seed))
         total, count = 0.0, 0
         for s in range(0, len(ids), batch_size):
-            x0, v0, x1, _, topo = self.dataset.gather(ids[s:s + batch_size])
-            x0, v0, x1 = (a.to(self.device, self.dtype) for a in (x0, v0, x1))
-            pred = model(self.featurizer(x0, v0, topo.to(self.device)))
-            total += float(inner.flow_loss(pred, x1, generator)) * x1.numel()
-            count += x1.numel()
+            batch = self.batch(ids[s:s + batch_size])
+            total += float(inner.flow_loss(model(batch.graph), batch.x1, generator)) * batch.x1.numel()
+            count += batch.x1.numel()
         return self._mean(total, count, distributed)
 
     @torch.no_grad()
