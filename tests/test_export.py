@@ -20,7 +20,7 @@ from mdsurrogate.apps.export_neighbors import neighbor_list as plain_neighbor_li
 from mdsurrogate.data.featurize import Featurizer
 from mdsurrogate.data.graph import sizes_to_ptr
 from mdsurrogate.data.neighbors import graph_cells, neighbor_list
-from mdsurrogate.data.topology import BatchTopology
+from mdsurrogate.data.topology import BatchTopology, EdgeSet
 from mdsurrogate.io.atomic import OutputExistsError
 from mdsurrogate.training.checkpoint import Checkpoint, DatasetInfo
 
@@ -274,3 +274,27 @@ def test_aot_inductor_package_reproduces_the_potential(potential, tmp_path):
     assert float((forces - ref["forces"].detach()).abs().max()) < 1e-8
     assert float((stress - ref["stress"].detach()).abs().max()) < 1e-8
     assert res.max_abs_error < 1e-9
+
+
+def test_exported_propagator_keeps_the_input_speed_limit(propagator, tmp_path):
+    """A checkpoint with an input speed limit exports a program that shortens faster input velocities to it, as
+    `Surrogate.predict` does; the metadata names the limit."""
+    from mdsurrogate.apps.export import _propagator_example
+    from mdsurrogate.simulation.surrogate import Surrogate
+
+    path, _ = propagator
+    ck = Checkpoint.load(path)
+    ck.extra = {**(ck.extra or {}), "input_speed_limit": 0.5}
+    ck.save(tmp_path / "limited.pt")
+    export_model(tmp_path / "limited.pt", tmp_path / "limited.pt2", dtype="float64")
+    program, meta, _ = load_exported(tmp_path / "limited.pt2")
+    assert meta["input_speed_limit"] == 0.5
+    args = list(_propagator_example(ck.featurizer(), torch.float64, seed=4))
+    args[1] = args[1] * 3  # most atoms faster than the limit
+    x_next, v_next = program(*args)
+    sur = Surrogate.from_checkpoint(Checkpoint.load(tmp_path / "limited.pt"), device="cpu", dtype="float64")
+    topo = BatchTopology(args[3], dict(args[6]), {"local": EdgeSet(args[5], dict(args[8]))})
+    pred = sur.predict(args[0], args[1], topo)
+    assert torch.allclose(x_next, pred.x, atol=1e-9) and torch.allclose(v_next, pred.v, atol=1e-9)
+    unlimited, _, _ = load_exported(export_model(path, tmp_path / "free.pt2", dtype="float64").path)
+    assert (unlimited(*args)[0] - x_next).abs().max() > 1e-4

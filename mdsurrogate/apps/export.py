@@ -38,13 +38,16 @@ in the dataset's units (``meta["units"]``); one call advances Δ (``meta["delta_
 features (speeds, charges, distances, one-hot elements, …) are computed inside the program from the listed raw
 properties, exactly as mdsurrogate's featurizer does; ``meta["global_graph"]`` says which graph the model was trained
 on (``complete``: all pairs of each graph; ``radius`` with a cutoff; ``static``: the dataset's stored global
-edges, to be passed as ``edge_index``). A stochastic propagator is exported as its mean step.
+edges, to be passed as ``edge_index``). A stochastic propagator is exported as its mean step. A checkpoint trained on
+MD data carries an input speed limit (``meta["input_speed_limit"]``): the program shortens any faster input
+velocity to it before the model sees it, as ``Surrogate.predict`` does.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import time
 from dataclasses import dataclass, field
@@ -59,6 +62,7 @@ from ..data.topology import EdgeSet
 from ..device import dtype_name, resolve_dtype
 from ..errors import UserError
 from ..io.atomic import atomic_file, refuse_existing
+from ..simulation.surrogate import cap_speed
 from ..training.checkpoint import Checkpoint
 
 FORMAT = "mdsurrogate-export"
@@ -123,15 +127,19 @@ class _Topology:
 
 
 class PropagatorProgram(nn.Module):
-    """Featurizer + propagator mean step on given graphs (see the module docstring for the signature)."""
+    """Featurizer + propagator mean step on given graphs (see the module docstring for the signature); input
+    velocities faster than ``speed_limit`` are shortened to it (``simulation.surrogate.cap_speed``)."""
 
-    def __init__(self, model: nn.Module, featurizer):
+    def __init__(self, model: nn.Module, featurizer, speed_limit: float = math.inf):
         super().__init__()
         self.model = model
         self.featurizer = featurizer
+        self.speed_limit = float(speed_limit)
 
     def forward(self, x: Tensor, v: Tensor, batch: Tensor, ptr: Tensor, edge_index: Tensor, local_edge_index: Tensor,
                 node_props: dict[str, Tensor], edge_props: dict[str, Tensor], local_edge_props: dict[str, Tensor]):
+        if math.isfinite(self.speed_limit):
+            v = cap_speed(v, self.speed_limit)
         f = self.featurizer
         topo = _Topology(node_props)
         glob, local = EdgeSet(edge_index, edge_props), EdgeSet(local_edge_index, local_edge_props)
@@ -282,10 +290,15 @@ def _export_potential(ck: Checkpoint, dtype: torch.dtype):
     return ep, program, checks
 
 
+def _speed_limit(ck: Checkpoint) -> float:
+    """The checkpoint's input speed limit (``training.limits``), or inf."""
+    return float((ck.extra or {}).get("input_speed_limit", math.inf))
+
+
 def _export_propagator(ck: Checkpoint, dtype: torch.dtype):
     model = ck.build_model("cpu", dtype)
     featurizer = ck.featurizer()
-    program = PropagatorProgram(model, featurizer).eval()
+    program = PropagatorProgram(model, featurizer, speed_limit=_speed_limit(ck)).eval()
     args = _propagator_example(featurizer, dtype, seed=0)
     n, b = torch.export.Dim("nodes", min=1), torch.export.Dim("graphs", min=1)
     e, el = torch.export.Dim("edges", min=0), torch.export.Dim("local_edges", min=0)
@@ -444,7 +457,8 @@ def export_model(checkpoint: str | os.PathLike | Checkpoint, out: str | os.PathL
         meta.update(global_graph=dict(spec.global_graph), features=spec.to_dict(),
                     delta_time=float(ck.dataset.delta_time), frame_dt=float(ck.dataset.frame_dt),
                     delta_frames=int(ck.dataset.delta_frames), uses_local_graph=bool(
-                        getattr(program.model, "uses_local_graph", False)))
+                        getattr(program.model, "uses_local_graph", False)),
+                    input_speed_limit=_speed_limit(ck) if math.isfinite(_speed_limit(ck)) else None)
     source = (Path(__file__).with_name("export_neighbors.py")).read_text(encoding="utf-8")
     extra = {META_FILE: json.dumps(meta, indent=1, ensure_ascii=False), NEIGHBORS_FILE: source}
     if aot_inductor:
