@@ -290,15 +290,11 @@ def _export_potential(ck: Checkpoint, dtype: torch.dtype):
     return ep, program, checks
 
 
-def _speed_limit(ck: Checkpoint) -> float:
-    """The checkpoint's input speed limit (``training.limits``), or inf."""
-    return float((ck.extra or {}).get("input_speed_limit", math.inf))
-
-
 def _export_propagator(ck: Checkpoint, dtype: torch.dtype):
     model = ck.build_model("cpu", dtype)
     featurizer = ck.featurizer()
-    program = PropagatorProgram(model, featurizer, speed_limit=_speed_limit(ck)).eval()
+    limit = float((ck.extra or {}).get("input_speed_limit", math.inf))  # training.limits; inf: none
+    program = PropagatorProgram(model, featurizer, speed_limit=limit).eval()
     args = _propagator_example(featurizer, dtype, seed=0)
     n, b = torch.export.Dim("nodes", min=1), torch.export.Dim("graphs", min=1)
     e, el = torch.export.Dim("edges", min=0), torch.export.Dim("local_edges", min=0)
@@ -458,7 +454,7 @@ def export_model(checkpoint: str | os.PathLike | Checkpoint, out: str | os.PathL
                     delta_time=float(ck.dataset.delta_time), frame_dt=float(ck.dataset.frame_dt),
                     delta_frames=int(ck.dataset.delta_frames), uses_local_graph=bool(
                         getattr(program.model, "uses_local_graph", False)),
-                    input_speed_limit=_speed_limit(ck) if math.isfinite(_speed_limit(ck)) else None)
+                    input_speed_limit=program.speed_limit if math.isfinite(program.speed_limit) else None)
     source = (Path(__file__).with_name("export_neighbors.py")).read_text(encoding="utf-8")
     extra = {META_FILE: json.dumps(meta, indent=1, ensure_ascii=False), NEIGHBORS_FILE: source}
     if aot_inductor:

@@ -90,13 +90,10 @@ class RolloutObjective:
             if k == 0:
                 parts["mse"] = mse.detach()
                 if stochastic:
-                    nll = self._nll(model, pred, targets[0], topo)
+                    first, nll, flow = self._stochastic_terms(model, pred, mse, targets[0], topo, generator)
                     parts["nll"] = nll.detach()
-                    first = nll + mse if self.noise_loss == "separate" else nll
-                    flow = self._flow(model, pred, targets[0], generator)
                     if flow is not None:
                         parts["flow"] = flow.detach()
-                        first = first + flow
                 else:
                     first = mse
                 if v1 is not None:  # the papers' arithmetic: mse + λ_v·mse_v (+ aux)
@@ -107,13 +104,8 @@ class RolloutObjective:
                     first = first + pred.aux_loss.float()
                 total = first
             else:
-                step_loss = mse
-                if stochastic:
-                    nll = self._nll(model, pred, targets[k], topo)
-                    step_loss = nll + mse if self.noise_loss == "separate" else nll
-                    flow = self._flow(model, pred, targets[k], generator)
-                    if flow is not None:
-                        step_loss = step_loss + flow
+                step_loss = self._stochastic_terms(model, pred, mse, targets[k], topo, generator)[0] if stochastic \
+                    else mse
                 total = total + self.rollout_discount ** k * step_loss
                 parts[f"mse_{k + 1}"] = mse.detach()
             if self.bond_weight and local is not None and local.index.shape[1] > 0:
@@ -142,8 +134,13 @@ class RolloutObjective:
             pred = dataclasses.replace(pred, x=pred.x.detach())
         return unwrap(model).nll(pred, target, topo.batch, topo.num_graphs)
 
-    @staticmethod
-    def _flow(model, pred, target: Tensor, generator) -> Tensor | None:
-        """The flow-matching term of a propagator with a flow (``models.flow``), else None."""
+    def _stochastic_terms(self, model, pred, mse: Tensor, target: Tensor, topo, generator
+                          ) -> tuple[Tensor, Tensor, Tensor | None]:
+        """(loss of one chain step, its likelihood term, its flow-matching term or None) for a stochastic
+        propagator: the likelihood (plus the MSE with ``noise_loss = "separate"``) plus, with a flow
+        (``models.flow``), the flow-matching loss of ``target`` from a Gaussian draw."""
+        nll = self._nll(model, pred, target, topo)
+        loss = nll + mse if self.noise_loss == "separate" else nll
         inner = unwrap(model)
-        return inner.flow_loss(pred, target, generator) if inner.flow is not None else None
+        flow = inner.flow_loss(pred, target, generator) if inner.flow is not None else None
+        return (loss if flow is None else loss + flow), nll, flow
